@@ -1,0 +1,38 @@
+# The two commands of the README's quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test check system-test-packages
+
+## Install everything and start the whole app (Redis, RQ worker, gunicorn) on http://127.0.0.1:8000.
+run: $(VENV)/.installed
+	$(BIN)/python -m chatapp.launcher
+
+## Install what the tests need and run the whole suite (lint, types, tests, browser tests).
+test: system-test-packages $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Debian's redis-server and chromium: installed with apt-get when running as root,
+# otherwise they must already be there (see the README).
+system-test-packages:
+	@if command -v redis-server >/dev/null && command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium; \
+	else \
+		echo "The tests need Debian's redis-server and chromium: sudo apt-get install redis-server chromium"; \
+		exit 1; \
+	fi

@@ -1,0 +1,75 @@
+-- The fenced append: the only way anything is written to a generation's log.
+-- One round trip per flush; atomic, so whoever races (job, stop button, watchdog,
+-- failure callback) exactly one terminal entry wins and history never disagrees with the log.
+--
+-- KEYS: 1 message hash, 2 generation log, 3 heartbeat, 4 chat hash, 5 chat events
+-- ARGV: 1 generation id, 2 expected log length ('' = any), 3 channel, 4 message id,
+--       5 heartbeat ms, 6 retention s, 7 terminal kind ('' | done | error | stopped),
+--       8 error message, 9 final text (done), 10 final html (done), 11.. delta entries (JSON)
+-- Returns {status, log length}; status: ok | stale (not the current generation) |
+--         ended (already has its terminal entry) | seq (expected length did not match).
+local msg, log, hb, chat, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local gen, expected, channel, mid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local kind = ARGV[7]
+
+if redis.call('HGET', msg, 'gen') ~= gen then
+  return {'stale', 0}
+end
+local status = redis.call('HGET', msg, 'status')
+local length = redis.call('LLEN', log)
+if status == 'done' or status == 'error' or status == 'stopped' then
+  return {'ended', length}
+end
+if expected ~= '' and tonumber(expected) ~= length then
+  return {'seq', length}
+end
+
+local entries = {}
+for i = 11, #ARGV do
+  entries[#entries + 1] = ARGV[i]
+end
+
+if kind ~= '' then
+  local text, html = ARGV[9], ARGV[10]
+  if kind ~= 'done' then
+    -- Stopped or failed: the answer is what the log holds so far (blocks, then the last tail).
+    local texts, blocks, tail = {}, {}, ''
+    local function take(raw)
+      local entry = cjson.decode(raw)
+      texts[#texts + 1] = entry.text or ''
+      blocks[#blocks + 1] = entry.blocks or ''
+      tail = entry.tail or ''
+    end
+    for _, raw in ipairs(redis.call('LRANGE', log, 0, -1)) do take(raw) end
+    for _, raw in ipairs(entries) do take(raw) end
+    text = table.concat(texts)
+    html = table.concat(blocks) .. tail
+  end
+  local model = redis.call('HGET', msg, 'model') or ''
+  entries[#entries + 1] = cjson.encode({t = kind, html = html, message = ARGV[8], model = model})
+  redis.call('HSET', msg, 'status', kind, 'text', text, 'html', html, 'error', ARGV[8],
+    'length', length + #entries)
+  if redis.call('HGET', chat, 'running') == mid then
+    redis.call('HDEL', chat, 'running')
+  end
+  redis.call('RPUSH', events, cjson.encode({t = 'answer_ended', m = mid, status = kind}))
+elseif status == 'queued' then
+  redis.call('HSET', msg, 'status', 'streaming')
+end
+
+if #entries == 0 then
+  redis.call('SET', hb, gen, 'PX', ARGV[5])
+  return {'ok', length}
+end
+
+local new_length = redis.call('RPUSH', log, unpack(entries))
+local first = new_length - #entries + 1
+redis.call('PUBLISH', channel, '{"m":"' .. mid .. '","g":"' .. gen .. '","s":' .. first ..
+  ',"e":[' .. table.concat(entries, ',') .. ']}')
+if kind ~= '' then
+  redis.call('EXPIRE', log, ARGV[6])
+  redis.call('DEL', hb)
+else
+  redis.call('SET', hb, gen, 'PX', ARGV[5])
+end
+return {'ok', new_length}

@@ -1,0 +1,75 @@
+"""Settings: defaults, overridden by environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, Any] = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "REDIS_QUEUE_URL": None,  # the RQ queue's Redis; defaults to REDIS_URL
+    "REDIS_MAX_CONNECTIONS": 50,  # per process; the pool blocks (with a timeout) when exhausted
+    "DATA_DIR": str(PROJECT_DIR / "data"),
+    "OPENAI_API_KEY": None,
+    "OPENAI_BASE_URL": None,
+    "MODEL": "gpt-4o-mini",
+    "SYSTEM_PROMPT": "You are a helpful assistant. Answer in markdown.",
+    "CONTEXT_CHARS": 24_000,  # history sent to the model, trimmed from the oldest
+    "MAX_MESSAGE_CHARS": 16_000,
+    "OFFLINE_TOKENS_PER_SECOND": 30.0,
+    "FLUSH_MS": 50,  # coalescing window of the producer
+    "HEARTBEAT_SECONDS": 2.0,  # how often a running job proves it is alive
+    "HEARTBEAT_TTL_SECONDS": 15,  # a generation silent this long is dead
+    "RETENTION_SECONDS": 86_400,  # a finished answer's log is kept this long
+    "JOB_TIMEOUT_SECONDS": 600,
+    "PING_SECONDS": 15.0,  # SSE keep-alive
+    "CHECK_SECONDS": 5.0,  # an idle stream re-reads its log this often
+    "SSE_MAX_PER_PROCESS": 900,  # below gunicorn's worker_connections, so pages still load
+    "QUEUE_NAME": "chatapp",
+}
+
+# Environment variable -> (setting, type). CHATAPP_X sets X; a few take their usual names.
+_TYPES: dict[str, type] = {key: type(value) for key, value in DEFAULTS.items() if value is not None}
+_PLAIN_NAMES = ("REDIS_URL", "REDIS_QUEUE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "SECRET_KEY")
+
+
+def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return the settings that the environment sets, converted to their types."""
+    found: dict[str, Any] = {}
+    for key in [*DEFAULTS, "SECRET_KEY"]:
+        raw = environ.get(f"CHATAPP_{key}")
+        if raw is None and key in _PLAIN_NAMES:
+            raw = environ.get(key)
+        if raw is None or raw == "":
+            continue
+        kind = _TYPES.get(key, str)
+        try:
+            found[key] = kind(raw)
+        except ValueError as exc:
+            raise ValueError(f"setting {key}: {raw!r} is not a valid {kind.__name__}") from exc
+    return found
+
+
+def load_secret_key(data_dir: str) -> str:
+    """Return the secret key kept in the data folder, creating a random one on first use."""
+    path = Path(data_dir) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Several processes may start at once: write a private temp file, then link it into
+        # place, which fails for all but the first; everyone then reads the winner's key.
+        temp = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,71 @@
+"""Per-process clients, kept in `app.extensions` behind one accessor each."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import redis
+from flask import Flask, current_app
+from rq import Queue
+
+if TYPE_CHECKING:
+    from chatapp.hub import Hub
+
+
+_hub_lock = threading.Lock()
+
+
+def init_app(app: Flask) -> None:
+    """Create the process's Redis clients; the hub starts on first use (after any fork)."""
+    app.extensions["redis"] = make_redis(app.config["REDIS_URL"], app.config)
+    queue_url = app.config["REDIS_QUEUE_URL"] or app.config["REDIS_URL"]
+    # RQ stores pickled bytes: its client must not decode responses.
+    queue_redis = redis.Redis.from_url(queue_url, socket_connect_timeout=5, socket_timeout=30)
+    app.extensions["queue"] = Queue(app.config["QUEUE_NAME"], connection=queue_redis)
+    app.extensions["hub"] = None
+
+
+def make_redis(url: str, config: dict | None = None, **overrides: object) -> redis.Redis:
+    """Return a client on a blocking pool sized on purpose (not redis-py's default of 100)."""
+    max_connections = (config or {}).get("REDIS_MAX_CONNECTIONS", 50)
+    options: dict[str, object] = {
+        "max_connections": max_connections,
+        "timeout": 5,  # wait this long for a free connection, then raise
+        "decode_responses": True,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+    if url.startswith("unix://"):
+        del options["socket_keepalive"]  # TCP only
+    options.update(overrides)
+    pool = redis.BlockingConnectionPool.from_url(url, **options)
+    return redis.Redis(connection_pool=pool)
+
+
+def get_redis() -> redis.Redis:
+    """Return the process's Redis client for chat data."""
+    client: redis.Redis = current_app.extensions["redis"]
+    return client
+
+
+def get_queue() -> Queue:
+    """Return the RQ queue that answer jobs go to."""
+    queue: Queue = current_app.extensions["queue"]
+    return queue
+
+
+def get_hub() -> Hub:
+    """Return this process's pub/sub hub, starting it on first use in this process."""
+    from chatapp.hub import Hub
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _hub_lock:
+        hub: Hub | None = app.extensions["hub"]
+        if hub is None or not hub.belongs_to_this_process():
+            hub = Hub(make_redis(app.config["REDIS_URL"], app.config, max_connections=2))
+            hub.start()
+            app.extensions["hub"] = hub
+    return hub

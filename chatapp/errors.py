@@ -1,0 +1,56 @@
+"""Errors a person can read: a page for a browser, a fragment in the flash area for htmx."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, Response, render_template
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from chatapp.web import is_htmx
+
+log = logging.getLogger(__name__)
+
+REDIS_DOWN = "The chat's storage (Redis) is not reachable right now. Try again in a moment."
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis.ConnectionError, _redis_down)
+    app.register_error_handler(redis.TimeoutError, _redis_down)
+
+
+def error_response(status: int, message: str) -> Response:
+    """Return `message` with `status`: into #flash for htmx, as a page otherwise."""
+    if is_htmx():
+        html = render_template("partials/flash.html", message=message)
+        response = Response(html, status)
+        response.headers["HX-Retarget"] = "#flash"
+        response.headers["HX-Reswap"] = "innerHTML"
+    else:
+        response = Response(render_template("error.html", message=message, status=status), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def _csrf_error(exc: CSRFError) -> Response:
+    return error_response(400, "This page is out of date (its security token expired). Reload it.")
+
+
+def _http_error(exc: HTTPException) -> Response:
+    message = exc.description or exc.name
+    response = error_response(exc.code or 500, message)
+    for key, value in exc.get_headers():
+        if key in ("Allow", "Retry-After"):
+            response.headers[key] = value
+    return response
+
+
+def _redis_down(exc: Exception) -> Response:
+    log.warning("request failed: Redis unavailable (%s)", exc)
+    response = error_response(503, REDIS_DOWN)
+    response.headers["Retry-After"] = "5"
+    return response

@@ -1,0 +1,174 @@
+"""Following an answer over SSE: subscribe, replay after the cursor, then relay live.
+
+Order matters. The stream subscribes (and waits for Redis to confirm) *before* it reads the
+log, so every entry is in the log read, in the live feed, or in both; duplicates are dropped
+by sequence number and a jump in the sequence is filled from the log. A viewer never sees
+an entry twice or misses one, whatever the timing of appends around the replay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from chatapp import frames, store
+from chatapp.frames import Cursor
+from chatapp.hub import REFILL, Hub, HubUnavailable, Subscription
+from chatapp.sse import ServerSentEvent
+from chatapp.store import Message
+
+log = logging.getLogger(__name__)
+
+RenderFinal = Callable[[Message | None], str]
+
+
+@dataclass(frozen=True)
+class Follow:
+    """What a stream needs, as plain data (no request context inside the generator)."""
+
+    chat_id: str
+    message_id: str
+    cursor: Cursor | None
+    ping_seconds: float = 15.0
+    check_seconds: float = 5.0
+    max_streams: int = 900
+
+
+def retry_later() -> bytes:
+    """Return the answer to a temporary condition: reconnect soon, keeping Last-Event-ID."""
+    return frames.retry_event(random.randint(1000, 3000)).encode()
+
+
+def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:
+    """Yield the SSE bytes of one viewer of one answer until its terminal entry."""
+    if hub.stream_count >= request.max_streams:
+        yield retry_later()
+        return
+    try:
+        subscription = hub.subscribe(store.channel(request.chat_id))
+    except HubUnavailable:
+        yield retry_later()
+        return
+    try:
+        yield from _Stream(r, request, subscription, render_final).run()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("stream %s: Redis unavailable (%s)", request.message_id, exc)
+        yield retry_later()
+    finally:
+        hub.release(subscription)
+
+
+class _Stream:
+    def __init__(
+        self, r: redis.Redis, request: Follow, subscription: Subscription, render_final: RenderFinal
+    ) -> None:
+        self.r = r
+        self.request = request
+        self.subscription = subscription
+        self.render_final = render_final
+        self.generation_id = ""
+        self.sent = 0  # sequence number of the last entry sent
+        self.finished = False
+
+    def run(self) -> Iterator[bytes]:
+        message = store.get_message(self.r, self.request.chat_id, self.request.message_id)
+        if message is None or message.role != "assistant":
+            yield self._final(None)
+            return
+        if not message.running:
+            yield self._final(message)
+            return
+        self.generation_id = message.gen
+        yield from self._start(self.request.cursor)
+        yield from self._relay()
+
+    def _start(self, cursor: Cursor | None) -> Iterator[bytes]:
+        entries = self._read_log(after=0)
+        ended = bool(entries) and frames.is_terminal(entries[-1])
+        resumable = (
+            cursor is not None
+            and cursor.generation_id == self.generation_id
+            and cursor.seq <= len(entries)
+        )
+        if resumable and cursor is not None:
+            # At or past the terminal entry, the viewer gets `end` again, every time.
+            start = min(cursor.seq, len(entries) - 1) if ended else cursor.seq
+        else:
+            # No usable cursor: one snapshot of everything so far, then the tail.
+            start = len(entries) - 1 if ended else len(entries)
+            snapshot_at = Cursor(self.generation_id, start)
+            snapshot = frames.snapshot_event(self.request.message_id, snapshot_at, entries[:start])
+            yield snapshot.encode()
+        self.sent = start
+        yield from self._send(entries[start:], first_seq=start + 1)
+
+    def _relay(self) -> Iterator[bytes]:
+        wait = min(self.request.ping_seconds, self.request.check_seconds)
+        last_ping = last_heard = time.monotonic()
+        while not self.finished:
+            item = self.subscription.get(timeout=wait)
+            now = time.monotonic()
+            if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
+                # Quiet for a while, or told we may have missed something: read the log.
+                last_heard = now
+                yield from self._refill()
+            if isinstance(item, dict):
+                last_heard = now
+                yield from self._live(item)
+            if not self.finished and now - last_ping >= self.request.ping_seconds:
+                last_ping = now
+                yield frames.ping_event().encode()
+
+    def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
+        if payload.get("m") != self.request.message_id or payload.get("g") != self.generation_id:
+            return
+        first = int(payload["s"])
+        if first > self.sent + 1:
+            yield from self._refill()  # a gap: something was published that we did not get
+            return
+        skip = self.sent + 1 - first  # entries we already sent
+        yield from self._send(payload["e"][skip:], first_seq=self.sent + 1)
+
+    def _refill(self) -> Iterator[bytes]:
+        entries = self._read_log(after=self.sent)
+        yield from self._send(entries, first_seq=self.sent + 1)
+
+    def _send(self, entries: list[dict[str, Any]], first_seq: int) -> Iterator[bytes]:
+        for offset, entry in enumerate(entries):
+            if self.finished:
+                return
+            cursor = Cursor(self.generation_id, first_seq + offset)
+            self.sent = cursor.seq
+            if frames.is_terminal(entry):
+                self.finished = True
+                final = _final_message(self.request.message_id, entry)
+                yield frames.end_event(cursor, self.render_final(final)).encode()
+            else:
+                yield frames.delta_event(self.request.message_id, cursor, entry).encode()
+
+    def _read_log(self, after: int) -> list[dict[str, Any]]:
+        raw = store.read_log(self.r, self.request.chat_id, self.generation_id, after)
+        return [json.loads(item) for item in raw]
+
+    def _final(self, message: Message | None) -> bytes:
+        cursor = Cursor(message.gen, message.length) if message and message.gen else None
+        event: ServerSentEvent = frames.end_event(cursor, self.render_final(message))
+        return event.encode()
+
+
+def _final_message(message_id: str, entry: dict[str, Any]) -> Message:
+    return Message(
+        id=message_id,
+        role="assistant",
+        status=entry["t"],
+        html=entry.get("html", ""),
+        error=entry.get("message", ""),
+        model=entry.get("model", ""),
+    )

@@ -1,0 +1,83 @@
+"""What a follower sends: log entries turned into SSE events, and the cursors in their ids.
+
+An event id is `<generation id>:<seq>`, the last log entry the event covers, so the
+browser's `Last-Event-ID` names exactly where to resume. The answer's markup pieces live
+here too, so the page template and the SSE events build them from one source.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chatapp.sse import ServerSentEvent
+
+_CURSOR = re.compile(r"([0-9a-f]{16}):(\d{1,9})")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    generation_id: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.generation_id}:{self.seq}"
+
+
+def parse_cursor(value: str | None) -> Cursor | None:
+    """Return the cursor in a `Last-Event-ID`, or None if there is none or it is malformed."""
+    match = _CURSOR.fullmatch((value or "").strip())
+    if match is None:
+        return None
+    return Cursor(match.group(1), int(match.group(2)))
+
+
+def tail_element(message_id: str, tail_html: str, oob: bool = False) -> str:
+    """Return the answer's open last block; `oob` makes it replace the one on the page."""
+    swap = ' hx-swap-oob="true"' if oob else ""
+    return f'<div class="tail" id="tail-{message_id}" hx-disable{swap}>{tail_html}</div>'
+
+
+def answer_body(message_id: str, blocks_html: str, tail_html: str) -> str:
+    """Return the inside of a running answer's body: its finished blocks, then its tail.
+
+    Both parts are sanitized HTML from the producer; `hx-disable` keeps htmx out of them.
+    """
+    blocks = f'<div class="blocks" id="blocks-{message_id}" hx-disable>{blocks_html}</div>'
+    return blocks + tail_element(message_id, tail_html)
+
+
+def delta_event(message_id: str, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
+    """Return the event that appends an entry's new blocks and replaces the tail."""
+    data = entry.get("blocks", "") + tail_element(message_id, entry.get("tail", ""), oob=True)
+    return ServerSentEvent(data=data, event="delta", id=str(cursor))
+
+
+def snapshot_event(
+    message_id: str, cursor: Cursor, entries: list[dict[str, Any]]
+) -> ServerSentEvent:
+    """Return the event that replaces the answer's body with everything up to `cursor`."""
+    blocks = "".join(entry.get("blocks", "") for entry in entries)
+    tail = entries[-1].get("tail", "") if entries else ""
+    data = answer_body(message_id, blocks, tail)
+    return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
+
+
+def end_event(cursor: Cursor | None, fragment: str) -> ServerSentEvent:
+    """Return the event that swaps in the answer's final fragment (which closes the source)."""
+    return ServerSentEvent(data=fragment, event="end", id=str(cursor) if cursor else None)
+
+
+def retry_event(retry_ms: int) -> ServerSentEvent:
+    """Return a hint to reconnect later; the browser keeps its Last-Event-ID."""
+    return ServerSentEvent(comment="try again shortly", retry=retry_ms)
+
+
+def ping_event() -> ServerSentEvent:
+    """Return a keep-alive: a comment for proxies and a named event the page can see."""
+    return ServerSentEvent(comment="ping", event="ping", data="")
+
+
+def is_terminal(entry: dict[str, Any]) -> bool:
+    return entry.get("t") in ("done", "error", "stopped")

@@ -1,0 +1,245 @@
+"""The per-process pub/sub hub: one Redis subscription connection for all of a process's streams.
+
+A PubSub object is not safe to share, so one thread (a greenlet under gunicorn's gevent
+worker) owns it and does all its I/O; streams talk to the hub through a lock-protected
+table and a wake-up pipe. Channels are reference-counted and unsubscribed after a short
+delay, so a viewer's refresh does not churn subscriptions.
+
+Redis does not replay what it published while a subscriber was away, so after every
+(re)subscription the hub tells each stream on that channel to refill from the log, and it
+pings on its own schedule: a half-open connection (Redis gone without a FIN) otherwise
+stays silent forever, and redis-py's health check only sends, it never notices a missing reply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import select
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.client import PubSub
+
+log = logging.getLogger(__name__)
+
+REFILL = "refill"  # delivered to streams when they may have missed messages
+RECONNECT_DELAY = 0.5
+
+
+class HubUnavailable(Exception):
+    """The hub could not confirm a subscription in time (Redis down or overloaded)."""
+
+
+class Subscription:
+    """One stream's inbox: decoded live messages, or REFILL."""
+
+    def __init__(self, channel: str, size: int = 1024) -> None:
+        self.channel = channel
+        self._inbox: queue.Queue[dict[str, Any] | str] = queue.Queue(maxsize=size)
+        self.overflowed = False  # set when the stream fell behind: it reads the log instead
+
+    def deliver(self, item: dict[str, Any] | str) -> None:
+        try:
+            self._inbox.put_nowait(item)
+        except queue.Full:
+            self.overflowed = True
+
+    def get(self, timeout: float) -> dict[str, Any] | str | None:
+        """Return the next item, REFILL if the inbox overflowed, or None after `timeout`."""
+        if self.overflowed:
+            self.overflowed = False
+            self._drain()
+            return REFILL
+        try:
+            return self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+
+class Hub:
+    """Owns the process's pub/sub connection and fans messages out to subscriptions."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        unsubscribe_delay: float = 5.0,
+        ping_interval: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._pid = os.getpid()
+        self._unsubscribe_delay = unsubscribe_delay
+        self._ping_interval = ping_interval
+        self._lock = threading.Lock()
+        self._listeners: dict[str, set[Subscription]] = {}
+        self._confirmed: dict[str, threading.Event] = {}
+        self._idle_since: dict[str, float] = {}
+        self._pending: list[str] = []  # channels to subscribe, in order
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._pubsub: PubSub = client.pubsub()
+        self._stopping = False
+        self._last_reply = time.monotonic()
+        self._last_ping = time.monotonic()
+        self.reconnects = 0
+        self._thread = threading.Thread(target=self._run, name="chatapp-hub", daemon=True)
+
+    # -- used by streams (any thread or greenlet) -----------------------------------------
+
+    def belongs_to_this_process(self) -> bool:
+        return os.getpid() == self._pid
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake()
+
+    @property
+    def stream_count(self) -> int:
+        with self._lock:
+            return sum(len(subs) for subs in self._listeners.values())
+
+    def subscribe(self, channel: str, timeout: float = 5.0) -> Subscription:
+        """Return a subscription once Redis has confirmed the channel, or raise HubUnavailable."""
+        subscription = Subscription(channel)
+        with self._lock:
+            self._listeners.setdefault(channel, set()).add(subscription)
+            self._idle_since.pop(channel, None)
+            confirmed = self._confirmed.get(channel)
+            if confirmed is None:
+                confirmed = self._confirmed[channel] = threading.Event()
+                self._pending.append(channel)
+        self._wake()
+        if not confirmed.wait(timeout):
+            self.release(subscription)
+            raise HubUnavailable(f"channel {channel} not confirmed within {timeout}s")
+        return subscription
+
+    def release(self, subscription: Subscription) -> None:
+        """Stop delivering to `subscription`; the channel goes after the unsubscribe delay."""
+        with self._lock:
+            listeners = self._listeners.get(subscription.channel, set())
+            listeners.discard(subscription)
+            if not listeners:
+                self._idle_since[subscription.channel] = time.monotonic()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: the hub is awake already
+
+    # -- the owner thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self._serve()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("hub: pub/sub connection lost (%s); reconnecting", exc)
+                self._start_over()
+                time.sleep(RECONNECT_DELAY)
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            self._subscribe_pending()
+            self._unsubscribe_idle()
+            self._check_health()
+            message = self._pubsub.get_message(timeout=0) if self._pubsub.subscribed else None
+            if message is not None:
+                self._last_reply = time.monotonic()
+                self._dispatch(message)
+                continue
+            self._wait(timeout=min(self._ping_interval, self._unsubscribe_delay) / 2)
+
+    def _subscribe_pending(self) -> None:
+        with self._lock:
+            channels, self._pending = self._pending, []
+        if channels:
+            self._pubsub.subscribe(*channels)
+            self._last_reply = time.monotonic()
+
+    def _unsubscribe_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [
+                channel
+                for channel, since in self._idle_since.items()
+                if now - since >= self._unsubscribe_delay
+            ]
+            for channel in idle:
+                del self._idle_since[channel]
+                del self._confirmed[channel]
+                self._listeners.pop(channel, None)
+        if idle:
+            self._pubsub.unsubscribe(*idle)
+
+    def _check_health(self) -> None:
+        if not self._pubsub.subscribed:
+            return
+        now = time.monotonic()
+        if now - self._last_reply > 3 * self._ping_interval:
+            raise redis.ConnectionError("no reply from Redis to the hub's pings")
+        if now - self._last_ping >= self._ping_interval:
+            self._pubsub.ping()
+            self._last_ping = now
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until Redis sends something, a stream asks for something, or `timeout`."""
+        watched = [self._wake_read]
+        connection = self._pubsub.connection
+        sock = getattr(connection, "_sock", None) if self._pubsub.subscribed else None
+        if sock is not None:
+            watched.append(sock.fileno())
+        readable, _, _ = select.select(watched, [], [], timeout)
+        if self._wake_read in readable:
+            try:
+                while os.read(self._wake_read, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel = message.get("channel")
+        if kind == "subscribe" and isinstance(channel, str):
+            with self._lock:
+                confirmed = self._confirmed.get(channel)
+                listeners = list(self._listeners.get(channel, ()))
+            if confirmed is not None:
+                confirmed.set()
+            for subscription in listeners:  # anything published while unsubscribed is lost
+                subscription.deliver(REFILL)
+        elif kind == "message" and isinstance(channel, str):
+            payload = json.loads(message["data"])
+            with self._lock:
+                listeners = list(self._listeners.get(channel, ()))
+            for subscription in listeners:
+                subscription.deliver(payload)
+
+    def _start_over(self) -> None:
+        """Drop the connection; every channel that still has streams is subscribed again."""
+        self.reconnects += 1
+        with self._lock:
+            for event in self._confirmed.values():
+                event.clear()
+            self._pending = list(self._confirmed)
+        try:
+            self._pubsub.reset()
+        except (redis.ConnectionError, OSError):
+            pass
+        self._pubsub = self._client.pubsub()
+        self._last_reply = self._last_ping = time.monotonic()

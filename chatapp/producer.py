@@ -1,0 +1,140 @@
+"""The producer side of a generation: coalesce the model's output into flushes and append them.
+
+Each flush is one round trip (the fenced append). The producer keeps the log length it
+expects; a refused append means someone else ended or replaced the generation (stop,
+watchdog, regenerate), and the producer must stop at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+import redis
+
+from chatapp import store
+from chatapp.render import IncrementalRenderer, render_markdown
+
+
+class Fenced(Exception):
+    """The log refused an append: the generation is no longer this producer's to write."""
+
+    def __init__(self, status: str, length: int) -> None:
+        super().__init__(f"append refused: {status} (log length {length})")
+        self.status = status
+        self.length = length
+
+
+class Producer:
+    """Writes one generation's answer: deltas every `flush_seconds`, then one terminal entry."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        chat_id: str,
+        message_id: str,
+        generation_id: str,
+        flush_seconds: float,
+        timing: store.Timing,
+    ) -> None:
+        self.r = r
+        self.chat_id = chat_id
+        self.message_id = message_id
+        self.generation_id = generation_id
+        self.flush_seconds = flush_seconds
+        self.timing = timing
+        self.length = 0  # the log length this producer expects
+        self.flushes = 0
+        self._renderer = IncrementalRenderer()
+        self._text: list[str] = []
+        self._last_flush = time.monotonic()
+
+    def feed(self, text: str) -> None:
+        """Take model output; flush if the coalescing window has passed."""
+        self._renderer.feed(text)
+        self._text.append(text)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append what arrived since the last flush (raises Fenced if refused)."""
+        if self._renderer.pending:
+            piece = self._renderer.flush()
+            self._append([_delta(piece.text, piece.blocks, piece.tail)])
+
+    def finish(self) -> None:
+        """Append the rest and the `done` entry with the canonical render of the whole answer."""
+        piece = self._renderer.finish()
+        entries = (
+            [_delta(piece.text, piece.blocks, piece.tail)] if piece.text or piece.blocks else []
+        )
+        text = "".join(self._text)
+        self._append(entries, store.Terminal("done", text=text, html=render_markdown(text)))
+
+    def fail(self, message: str) -> None:
+        """End the generation with an `error` a person can read, keeping the text so far."""
+        piece = self._renderer.finish()
+        entries = (
+            [_delta(piece.text, piece.blocks, piece.tail)] if piece.text or piece.blocks else []
+        )
+        try:
+            self._append(entries, store.Terminal("error", message=message))
+        except Fenced:
+            pass  # already ended by someone else: theirs is the one terminal entry
+
+    def _append(
+        self, entries: list[dict[str, str]], terminal: store.Terminal | None = None
+    ) -> None:
+        result = store.append(
+            self.r,
+            self.chat_id,
+            self.message_id,
+            self.generation_id,
+            entries,
+            expected_length=self.length,
+            terminal=terminal,
+            timing=self.timing,
+        )
+        if not result.ok:
+            raise Fenced(result.status, result.length)
+        self.length = result.length
+        self.flushes += 1
+        self._last_flush = time.monotonic()
+
+
+def _delta(text: str, blocks: str, tail: str) -> dict[str, str]:
+    return {"t": "delta", "text": text, "blocks": blocks, "tail": tail}
+
+
+class Heartbeat:
+    """A thread that keeps the generation's liveness key fresh, whatever the token flow."""
+
+    def __init__(
+        self, r: redis.Redis, chat_id: str, generation_id: str, every: float, ttl_ms: int
+    ) -> None:
+        self._beat = lambda: store.heartbeat(r, chat_id, generation_id, ttl_ms)
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._beat()
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # the next beat tries again; the TTL covers several misses

@@ -1,0 +1,120 @@
+"""Models that stream an answer: any OpenAI-compatible server, or the built-in offline model."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, cast
+
+OFFLINE_LABEL = "offline model"
+
+
+class Model(Protocol):
+    name: str
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        """Yield the answer's text in pieces, as the model produces them."""
+        ...
+
+
+def uses_offline_model(config: Mapping[str, Any]) -> bool:
+    return not config.get("OPENAI_API_KEY")
+
+
+def model_label(config: Mapping[str, Any]) -> str:
+    """Return the name shown on answers for the configured model."""
+    return OFFLINE_LABEL if uses_offline_model(config) else str(config["MODEL"])
+
+
+def make_model(config: Mapping[str, Any]) -> Model:
+    """Return the configured model; call it in the job (after the worker's fork)."""
+    if uses_offline_model(config):
+        return OfflineModel(tokens_per_second=float(config["OFFLINE_TOKENS_PER_SECOND"]))
+    return OpenAIModel(
+        api_key=config["OPENAI_API_KEY"],
+        base_url=config.get("OPENAI_BASE_URL"),
+        model=str(config["MODEL"]),
+    )
+
+
+class OpenAIModel:
+    """Streams chat completions from any OpenAI-compatible server."""
+
+    def __init__(self, api_key: str, base_url: str | None, model: str) -> None:
+        import openai  # imported here: the client must be built after the worker forks
+
+        self.name = model
+        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=2)
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        chunks = self._client.chat.completions.create(
+            model=self.name, messages=cast(Any, messages), stream=True
+        )
+        with chunks:
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+
+
+class OfflineModel:
+    """A built-in model that answers without any server, at a realistic pace."""
+
+    name = OFFLINE_LABEL
+
+    def __init__(self, tokens_per_second: float = 30.0) -> None:
+        self._delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        for token in tokenize(offline_answer(question)):
+            if self._delay:
+                time.sleep(self._delay)
+            yield token
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into word-sized pieces, the way a model streams it."""
+    return re.findall(r"\s*\S+|\s+", text)
+
+
+def offline_answer(question: str) -> str:
+    """Return a markdown answer that responds to `question`."""
+    words = re.findall(r"[\w'-]+", question)
+    topic = " ".join(question.split())[:60] or "your message"
+    longest = max(words, key=len) if words else "(none)"
+    keywords = sorted({w.lower() for w in words if len(w) > 3}, key=lambda w: (-len(w), w))[:3]
+    kind = "a question" if question.rstrip().endswith("?") else "a message"
+    listed = ", ".join(f"*{w}*" for w in keywords) or "*nothing long enough to pick out*"
+    return f"""## About "{topic}"
+
+You sent {kind} of {len(words)} words. This answer comes from chatapp's **built-in offline
+model**: it runs without any model server, so you can try the app anywhere. It streams at a
+steady pace, which makes it a good way to see what chatapp promises: refresh the page, close
+the tab or open this chat on another device while it writes, and the answer continues from
+exactly where it was, with nothing lost and nothing doubled.
+
+### What I noticed
+
+- Your longest word is *{longest}*.
+- The words that stand out: {listed}.
+- The message has {len(question)} characters and {question.count(chr(10)) + 1} line(s).
+
+### A small program about it
+
+```python
+message = {question!r}
+words = message.split()
+print(f"{{len(words)}} words, longest: {{max(words, key=len, default='')}}")
+```
+
+### Next steps
+
+1. Set `OPENAI_API_KEY` (and `OPENAI_BASE_URL` for another OpenAI-compatible server) to
+   talk to a real model.
+2. Press **Stop** to end an answer early: what was written so far is kept.
+3. Open this page in a second window: both show the same answer, live.
+
+That is all the offline model knows about *{topic}*. Ask again with a real model for a
+real answer.
+"""

@@ -1,0 +1,31 @@
+-- Store a user message and its (queued) answer, once per client message id.
+-- KEYS: 1 chat hash, 2 message list, 3 claim, 4 user message hash, 5 answer hash, 6 chat events
+-- ARGV: 1 user message id, 2 answer id, 3 generation id, 4 text, 5 html, 6 now,
+--       7 claim ttl s, 8 model label
+-- Returns {'ok'} | {'missing'} | {'busy', running answer id} | {'duplicate', user id, answer id}
+local chat, messages, claim, user, answer, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local user_id, answer_id, gen, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
+
+if redis.call('EXISTS', chat) == 0 then
+  return {'missing'}
+end
+local claimed = redis.call('GET', claim)
+if claimed then
+  local sep = string.find(claimed, ' ', 1, true)
+  return {'duplicate', string.sub(claimed, 1, sep - 1), string.sub(claimed, sep + 1)}
+end
+local running = redis.call('HGET', chat, 'running')
+if running then
+  return {'busy', running}
+end
+
+redis.call('SET', claim, user_id .. ' ' .. answer_id, 'EX', ARGV[7])
+redis.call('HSET', user, 'id', user_id, 'role', 'user', 'status', 'done',
+  'text', ARGV[4], 'html', ARGV[5], 'created', now)
+redis.call('HSET', answer, 'id', answer_id, 'role', 'assistant', 'status', 'queued',
+  'gen', gen, 'text', '', 'html', '', 'model', ARGV[8], 'created', now)
+redis.call('RPUSH', messages, user_id, answer_id)
+redis.call('HSET', chat, 'running', answer_id, 'updated', now)
+redis.call('RPUSH', events, cjson.encode({t = 'message_added', m = user_id}),
+  cjson.encode({t = 'answer_started', m = answer_id}))
+return {'ok'}

@@ -1,0 +1,329 @@
+"""The chat store: the only module that knows Redis key names.
+
+Every key of a chat carries the chat's hash tag (`chatapp:v1:{<chat id>}:...`), so one Lua
+script can touch all of a chat's keys, on a single Redis or a Cluster slot alike.
+
+An answer message has a stable id; each attempt to produce it is a *generation* with its own
+id and its own log (a list: entry n has sequence number n, from 1). Entries are JSON: text
+deltas (`{"t": "delta", "text", "blocks", "tail"}`), then exactly one terminal entry
+(`done`, `error` or `stopped`, with the final `html`). Writers go through `append`, the
+fenced Lua script; readers replay the log after a cursor and take the rest from pub/sub.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+PREFIX = "chatapp:v1"
+ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+TERMINAL_STATUSES = frozenset({"done", "error", "stopped"})
+CLAIM_TTL_SECONDS = 86_400
+
+_APPEND = Script(None, (Path(__file__).parent / "append.lua").read_bytes())  # type: ignore[arg-type]
+_SEND = Script(None, (Path(__file__).parent / "send.lua").read_bytes())  # type: ignore[arg-type]
+
+
+# -- key names ------------------------------------------------------------------------
+
+
+def chat_key(chat_id: str) -> str:
+    return f"{PREFIX}:{{{chat_id}}}:chat"
+
+
+def messages_key(chat_id: str) -> str:
+    return f"{PREFIX}:{{{chat_id}}}:messages"
+
+
+def message_key(chat_id: str, message_id: str) -> str:
+    return f"{PREFIX}:{{{chat_id}}}:msg:{message_id}"
+
+
+def log_key(chat_id: str, generation_id: str) -> str:
+    return f"{PREFIX}:{{{chat_id}}}:gen:{generation_id}:log"
+
+
+def heartbeat_key(chat_id: str, generation_id: str) -> str:
+    return f"{PREFIX}:{{{chat_id}}}:gen:{generation_id}:alive"
+
+
+def events_key(chat_id: str) -> str:
+    return f"{PREFIX}:{{{chat_id}}}:events"
+
+
+def claim_key(chat_id: str, client_message_id: str) -> str:
+    return f"{PREFIX}:{{{chat_id}}}:claim:{client_message_id}"
+
+
+def channel(chat_id: str) -> str:
+    """Return the pub/sub channel that carries the chat's live entries."""
+    return f"{PREFIX}:{{{chat_id}}}:live"
+
+
+def user_chats_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:chats"
+
+
+# -- records --------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """Return a fresh random id (chats, messages, generations)."""
+    return secrets.token_hex(8)
+
+
+def is_id(value: str) -> bool:
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: str
+    owner: str
+    title: str
+    created: float
+    updated: float
+    running: str  # the id of the answer being written, or ""
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    role: str  # "user" | "assistant"
+    status: str  # user: "done"; assistant: queued | streaming | done | error | stopped
+    text: str = ""
+    html: str = ""
+    gen: str = ""
+    model: str = ""
+    error: str = ""
+    created: float = 0.0
+    length: int = 0  # log length at the terminal entry
+
+    @property
+    def running(self) -> bool:
+        return self.status not in TERMINAL_STATUSES
+
+
+def _chat(chat_id: str, fields: dict[str, str]) -> Chat | None:
+    if not fields:
+        return None
+    return Chat(
+        id=chat_id,
+        owner=fields.get("owner", ""),
+        title=fields.get("title", ""),
+        created=float(fields.get("created", 0)),
+        updated=float(fields.get("updated", 0)),
+        running=fields.get("running", ""),
+    )
+
+
+def _message(fields: dict[str, str]) -> Message | None:
+    if not fields:
+        return None
+    return Message(
+        id=fields["id"],
+        role=fields["role"],
+        status=fields["status"],
+        text=fields.get("text", ""),
+        html=fields.get("html", ""),
+        gen=fields.get("gen", ""),
+        model=fields.get("model", ""),
+        error=fields.get("error", ""),
+        created=float(fields.get("created", 0)),
+        length=int(fields.get("length", 0)),
+    )
+
+
+# -- chats ----------------------------------------------------------------------------
+
+
+def create_chat(r: redis.Redis, owner: str, now: float, title: str = "New chat") -> Chat:
+    """Create an empty chat owned by `owner`."""
+    chat_id = new_id()
+    fields = {"owner": owner, "title": title, "created": now, "updated": now}
+    r.hset(chat_key(chat_id), mapping=fields)  # type: ignore[arg-type]
+    r.zadd(user_chats_key(owner), {chat_id: now})
+    return Chat(chat_id, owner, title, now, now, "")
+
+
+def get_chat(r: redis.Redis, chat_id: str) -> Chat | None:
+    return _chat(chat_id, r.hgetall(chat_key(chat_id)))  # type: ignore[arg-type]
+
+
+def list_chats(r: redis.Redis, owner: str, limit: int = 200) -> list[Chat]:
+    """Return the owner's chats, most recently updated first."""
+    ids: list[str] = r.zrevrange(user_chats_key(owner), 0, limit - 1)  # type: ignore[assignment]
+    pipe = r.pipeline(transaction=False)
+    for chat_id in ids:
+        pipe.hgetall(chat_key(chat_id))
+    found = (_chat(chat_id, fields) for chat_id, fields in zip(ids, pipe.execute(), strict=True))
+    return [chat for chat in found if chat is not None]
+
+
+def get_messages(r: redis.Redis, chat_id: str) -> list[Message]:
+    """Return the chat's messages in order."""
+    ids: list[str] = r.lrange(messages_key(chat_id), 0, -1)  # type: ignore[assignment]
+    pipe = r.pipeline(transaction=False)
+    for message_id in ids:
+        pipe.hgetall(message_key(chat_id, message_id))
+    found = (_message(fields) for fields in pipe.execute())
+    return [message for message in found if message is not None]
+
+
+def get_message(r: redis.Redis, chat_id: str, message_id: str) -> Message | None:
+    return _message(r.hgetall(message_key(chat_id, message_id)))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    status: str  # ok | duplicate | busy | missing
+    user_id: str = ""
+    answer_id: str = ""
+    generation_id: str = ""
+
+
+def send_message(
+    r: redis.Redis,
+    chat_id: str,
+    client_message_id: str,
+    text: str,
+    html: str,
+    model: str,
+    now: float,
+) -> SendResult:
+    """Store a user message and its queued answer, unless this client id was already sent."""
+    user_id, answer_id, generation_id = new_id(), new_id(), new_id()
+    keys = [
+        chat_key(chat_id),
+        messages_key(chat_id),
+        claim_key(chat_id, client_message_id),
+        message_key(chat_id, user_id),
+        message_key(chat_id, answer_id),
+        events_key(chat_id),
+    ]
+    args: list[str | float] = [
+        user_id,
+        answer_id,
+        generation_id,
+        text,
+        html,
+        now,
+        CLAIM_TTL_SECONDS,
+        model,
+    ]
+    reply = _SEND(keys=keys, args=args, client=r)
+    status = reply[0]
+    if status == "ok":
+        r.zadd(user_chats_key(_owner(r, chat_id)), {chat_id: now})
+        return SendResult("ok", user_id, answer_id, generation_id)
+    if status == "duplicate":
+        return SendResult("duplicate", reply[1], reply[2])
+    if status == "busy":
+        return SendResult("busy", answer_id=reply[1])
+    return SendResult("missing")
+
+
+def _owner(r: redis.Redis, chat_id: str) -> str:
+    return r.hget(chat_key(chat_id), "owner") or ""  # type: ignore[return-value]
+
+
+def set_model(r: redis.Redis, chat_id: str, message_id: str, model: str) -> None:
+    """Record which model writes the answer (shown on the answer)."""
+    r.hset(message_key(chat_id, message_id), "model", model)
+
+
+# -- generations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Terminal:
+    kind: str  # done | error | stopped
+    message: str = ""  # for error: what a person reads
+    text: str = ""  # for done: the whole answer
+    html: str = ""  # for done: its canonical render
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    status: str  # ok | stale | ended | seq
+    length: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long a generation's liveness and its finished log last."""
+
+    heartbeat_ms: int = 15_000
+    retention_seconds: int = 86_400
+
+
+def append(
+    r: redis.Redis,
+    chat_id: str,
+    message_id: str,
+    generation_id: str,
+    entries: list[dict[str, Any]],
+    expected_length: int | None,
+    terminal: Terminal | None = None,
+    timing: Timing | None = None,
+) -> AppendResult:
+    """Append entries (and maybe the terminal entry) to the log, fenced by generation and length."""
+    timing = timing or Timing()
+    keys = [
+        message_key(chat_id, message_id),
+        log_key(chat_id, generation_id),
+        heartbeat_key(chat_id, generation_id),
+        chat_key(chat_id),
+        events_key(chat_id),
+    ]
+    args: list[str | int] = [
+        generation_id,
+        "" if expected_length is None else expected_length,
+        channel(chat_id),
+        message_id,
+        timing.heartbeat_ms,
+        timing.retention_seconds,
+        terminal.kind if terminal else "",
+        terminal.message if terminal else "",
+        terminal.text if terminal else "",
+        terminal.html if terminal else "",
+        *(json.dumps(entry, separators=(",", ":")) for entry in entries),
+    ]
+    status, length = _APPEND(keys=keys, args=args, client=r)
+    return AppendResult(status, int(length))
+
+
+def heartbeat(r: redis.Redis, chat_id: str, generation_id: str, ttl_ms: int) -> None:
+    """Prove that the generation's producer is alive for another `ttl_ms`."""
+    r.set(heartbeat_key(chat_id, generation_id), generation_id, px=ttl_ms)
+
+
+def is_alive(r: redis.Redis, chat_id: str, generation_id: str) -> bool:
+    return bool(r.exists(heartbeat_key(chat_id, generation_id)))
+
+
+def read_log(r: redis.Redis, chat_id: str, generation_id: str, after: int = 0) -> list[str]:
+    """Return the raw entries after sequence number `after` (the first has seq `after + 1`)."""
+    entries: list[str] = r.lrange(log_key(chat_id, generation_id), after, -1)  # type: ignore[assignment]
+    return entries
+
+
+def log_length(r: redis.Redis, chat_id: str, generation_id: str) -> int:
+    return int(r.llen(log_key(chat_id, generation_id)))  # type: ignore[arg-type]
+
+
+def chat_events(r: redis.Redis, chat_id: str) -> list[dict[str, Any]]:
+    """Return the chat's event log (what happened in the chat, in order)."""
+    raw: list[str] = r.lrange(events_key(chat_id), 0, -1)  # type: ignore[assignment]
+    return [json.loads(item) for item in raw]

@@ -1,0 +1,159 @@
+"""HTTP endpoints: chat pages, sending a message, stopping an answer, following it live."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import redis
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from werkzeug.wrappers import Response as BaseResponse
+
+from chatapp import frames, jobs, providers, store
+from chatapp.connections import get_hub, get_queue, get_redis
+from chatapp.errors import error_response
+from chatapp.follow import Follow, follow, retry_later
+from chatapp.owner import current_user_id, find_chat, load_chat
+from chatapp.render import render_markdown
+from chatapp.store import Message
+
+bp = Blueprint("chat", __name__)
+
+CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+@bp.get("/")
+def index() -> str:
+    chats = store.list_chats(get_redis(), current_user_id())
+    return render_template("index.html", chats=chats)
+
+
+@bp.post("/chats")
+def new_chat() -> BaseResponse:
+    chat = store.create_chat(get_redis(), current_user_id(), time.time())
+    return redirect(url_for("chat.show", chat_id=chat.id), code=303)
+
+
+@bp.get("/chats/<chat_id>")
+def show(chat_id: str) -> str:
+    chat = load_chat(chat_id)
+    messages = store.get_messages(get_redis(), chat.id)
+    return render_template("chat.html", chat=chat, messages=messages, client_id=store.new_id())
+
+
+@bp.post("/chats/<chat_id>/messages")
+def send(chat_id: str) -> Response | str:
+    chat = load_chat(chat_id)
+    text = request.form.get("text", "").strip()
+    client_id = request.form.get("client_id", "")
+    limit = current_app.config["MAX_MESSAGE_CHARS"]
+    if not CLIENT_MESSAGE_ID.fullmatch(client_id):
+        return error_response(400, "This form is out of date: reload the page and send again.")
+    if not text:
+        return error_response(400, "Write a message before sending.")
+    if len(text) > limit:
+        return error_response(
+            413, f"Your message has {len(text):,} characters; the limit is {limit:,}."
+        )
+    r = get_redis()
+    label = providers.model_label(current_app.config)
+    sent = store.send_message(
+        r, chat.id, client_id, text, render_markdown(text), label, time.time()
+    )
+    if sent.status == "busy":
+        return error_response(409, "An answer is still being written: wait for it, or stop it.")
+    if sent.status == "missing":
+        abort(404, "This chat does not exist, or it is not yours.")
+    if sent.status == "ok":
+        _enqueue(chat.id, sent.answer_id, sent.generation_id)
+    messages = [
+        store.get_message(r, chat.id, sent.user_id),
+        store.get_message(r, chat.id, sent.answer_id),
+    ]
+    return render_template(
+        "partials/sent.html",
+        chat=chat,
+        messages=[m for m in messages if m],
+        client_id=store.new_id(),
+    )
+
+
+def _enqueue(chat_id: str, answer_id: str, generation_id: str) -> None:
+    try:
+        jobs.enqueue_answer(get_queue(), chat_id, answer_id, generation_id)
+    except (redis.ConnectionError, redis.TimeoutError):
+        store.append(
+            get_redis(),
+            chat_id,
+            answer_id,
+            generation_id,
+            [],
+            expected_length=None,
+            terminal=store.Terminal("error", message="The answer could not be queued. Try again."),
+        )
+
+
+@bp.post("/chats/<chat_id>/messages/<message_id>/stop")
+def stop(chat_id: str, message_id: str) -> tuple[str, int]:
+    chat = load_chat(chat_id)
+    r = get_redis()
+    message = store.get_message(r, chat.id, message_id) if store.is_id(message_id) else None
+    if message is None or message.role != "assistant":
+        abort(404, "This answer does not exist.")
+    if message.running:
+        store.append(
+            r,
+            chat.id,
+            message.id,
+            message.gen,
+            [],
+            expected_length=None,
+            terminal=store.Terminal("stopped"),
+            timing=jobs.timing_from(current_app.config),
+        )
+    return "", 204
+
+
+@bp.get("/chats/<chat_id>/messages/<message_id>/stream")
+def stream(chat_id: str, message_id: str) -> Response:
+    """Follow an answer: snapshot or resume, then live, until `end`.
+
+    Never an error status: the htmx SSE extension would retry it forever without the
+    cursor. Stream-level conditions (unknown, not yours, finished) end with `end`;
+    temporary ones (Redis down, too many streams) say `retry:` and close.
+    """
+    try:
+        chat = find_chat(chat_id)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return Response(retry_later(), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+    def render_final(message: Message | None) -> str:
+        if message is None:
+            return render_template("partials/answer_gone.html", message_id=message_id)
+        return render_template("partials/answer.html", message=message, chat_id=chat_id)
+
+    if chat is None or not store.is_id(message_id):
+        body = [frames.end_event(None, render_final(None)).encode()]
+        return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    config = current_app.config
+    follow_request = Follow(
+        chat_id=chat.id,
+        message_id=message_id,
+        cursor=frames.parse_cursor(request.headers.get("Last-Event-ID")),
+        ping_seconds=config["PING_SECONDS"],
+        check_seconds=config["CHECK_SECONDS"],
+        max_streams=config["SSE_MAX_PER_PROCESS"],
+    )
+    events = follow(get_redis(), get_hub(), follow_request, render_final)
+    return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)

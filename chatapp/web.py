@@ -1,0 +1,40 @@
+"""Page plumbing shared by every view: CSRF, security headers, htmx detection, template helpers."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from flask_wtf.csrf import CSRFProtect
+
+from chatapp import frames, providers
+
+csrf = CSRFProtect()
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def init_app(app: Flask) -> None:
+    csrf.init_app(app)
+    app.after_request(_security_headers)
+    app.jinja_env.globals.update(
+        answer_body=frames.answer_body,
+        offline_model=providers.uses_offline_model(app.config),
+        model_label=providers.model_label(app.config),
+    )
+
+
+def is_htmx() -> bool:
+    """Return whether htmx made this request (it then wants a fragment, not a page)."""
+    return request.headers.get("HX-Request") == "true"
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if request.headers.get("HX-Request") is not None or request.method == "GET":
+        response.vary.add("HX-Request")
+    return response

@@ -1,0 +1,26 @@
+"""gunicorn settings for chatapp: gevent workers that hold many long SSE responses."""
+
+import os
+
+bind = os.environ.get("CHATAPP_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("CHATAPP_WEB_WORKERS", "2"))
+worker_class = "gevent"
+# Each SSE viewer holds one connection. chatapp refuses streams above
+# CHATAPP_SSE_MAX_PER_PROCESS (default 900, answered with `retry:`) so pages still load.
+worker_connections = int(os.environ.get("CHATAPP_WORKER_CONNECTIONS", "1000"))
+timeout = 30  # the gevent worker's heartbeat, not a request timeout
+graceful_timeout = 10
+keepalive = 5
+preload_app = False  # everything per-process (Redis pools, the pub/sub hub) starts after the fork
+accesslog = "-" if os.environ.get("CHATAPP_ACCESS_LOG") else None
+errorlog = "-"
+loglevel = os.environ.get("CHATAPP_LOG_LEVEL", "info")
+
+
+def post_worker_init(worker):
+    """Start this process's pub/sub hub now, rather than on the first viewer."""
+    app = worker.wsgi
+    from chatapp.connections import get_hub
+
+    with app.app_context():
+        get_hub()
