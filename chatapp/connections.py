@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import redis
 from flask import Flask, current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Queue
 
 if TYPE_CHECKING:
@@ -45,6 +47,18 @@ def make_redis(url: str, config: dict | None = None, **overrides: object) -> red
     return redis.Redis(connection_pool=pool)
 
 
+def make_hub(url: str, **options: float) -> Hub:
+    """Return a (not yet started) hub on its own connection, which never retries silently.
+
+    redis-py's default retry would reconnect and resubscribe without telling anyone, and
+    whatever was published meanwhile would be lost unnoticed; the hub must see every cut.
+    """
+    from chatapp.hub import Hub
+
+    client = make_redis(url, max_connections=2, retry=Retry(NoBackoff(), 0))
+    return Hub(client, **options)
+
+
 def get_redis() -> redis.Redis:
     """Return the process's Redis client for chat data."""
     client: redis.Redis = current_app.extensions["redis"]
@@ -59,13 +73,11 @@ def get_queue() -> Queue:
 
 def get_hub() -> Hub:
     """Return this process's pub/sub hub, starting it on first use in this process."""
-    from chatapp.hub import Hub
-
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with _hub_lock:
         hub: Hub | None = app.extensions["hub"]
         if hub is None or not hub.belongs_to_this_process():
-            hub = Hub(make_redis(app.config["REDIS_URL"], app.config, max_connections=2))
+            hub = make_hub(app.config["REDIS_URL"])
             hub.start()
             app.extensions["hub"] = hub
     return hub

@@ -39,6 +39,7 @@ class Follow:
     ping_seconds: float = 15.0
     check_seconds: float = 5.0
     max_streams: int = 900
+    max_seconds: float = 600.0  # then close; the browser reconnects with its Last-Event-ID
 
 
 def retry_later() -> bytes:
@@ -110,10 +111,17 @@ class _Stream:
         yield from self._send(entries[start:], first_seq=start + 1)
 
     def _relay(self) -> Iterator[bytes]:
-        wait = min(self.request.ping_seconds, self.request.check_seconds)
+        interval = min(self.request.ping_seconds, self.request.check_seconds)
         last_ping = last_heard = time.monotonic()
+        close_at = last_ping + self.request.max_seconds
         while not self.finished:
-            item = self.subscription.get(timeout=wait)
+            remaining = close_at - time.monotonic()
+            if remaining <= 0:
+                # Long-lived responses pin a viewer to one process; closing them now and then
+                # spreads viewers after a deploy or scale-out. Nothing is lost: native resume.
+                yield retry_later()
+                return
+            item = self.subscription.get(timeout=min(interval, remaining))
             now = time.monotonic()
             if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
                 # Quiet for a while, or told we may have missed something: read the log.

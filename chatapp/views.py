@@ -154,6 +154,7 @@ def stream(chat_id: str, message_id: str) -> Response:
         ping_seconds=config["PING_SECONDS"],
         check_seconds=config["CHECK_SECONDS"],
         max_streams=config["SSE_MAX_PER_PROCESS"],
+        max_seconds=config["STREAM_MAX_SECONDS"],
     )
     events = follow(get_redis(), get_hub(), follow_request, render_final)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,88 @@
+"""A small HTTP client for the running stack: a session, its CSRF token, and an SSE reader."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from tests.conftest import csrf_token
+
+
+@dataclass
+class Event:
+    id: str | None
+    event: str
+    data: str
+
+
+def parse_events(raw: str) -> list[Event]:
+    """Parse an SSE body (complete events only), per the WHATWG rules we rely on."""
+    events: list[Event] = []
+    for block in raw.split("\n\n")[:-1]:
+        fields: dict[str, list[str]] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
+        if "data" in fields or "event" in fields:
+            ids = fields.get("id")
+            events.append(
+                Event(
+                    ids[-1] if ids else None,
+                    fields.get("event", ["message"])[-1],
+                    "\n".join(fields.get("data", [])),
+                )
+            )
+    return events
+
+
+class ChatClient:
+    def __init__(self, base: str) -> None:
+        self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False)
+        self.token = csrf_token(self.http.get("/").text)
+
+    def new_chat(self) -> str:
+        response = self.http.post("/chats", data={"csrf_token": self.token})
+        assert response.status_code == 303, response.text
+        return response.headers["location"].rsplit("/", 1)[-1]
+
+    def send(self, chat_id: str, text: str, client_id: str | None = None) -> httpx.Response:
+        return self.http.post(
+            f"/chats/{chat_id}/messages",
+            data={"text": text, "client_id": client_id or f"c{time.monotonic_ns()}"},
+            headers={"X-CSRFToken": self.token, "HX-Request": "true"},
+        )
+
+    def send_ok(self, chat_id: str, text: str) -> str:
+        """Send a message; return the id of its answer."""
+        response = self.send(chat_id, text)
+        assert response.status_code == 200, response.text
+        return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+
+    def stream(
+        self,
+        chat_id: str,
+        answer_id: str,
+        last_event_id: str | None = None,
+        until_end: bool = True,
+        max_events: int | None = None,
+    ) -> list[Event]:
+        """Read the answer's SSE stream until `end` (or `max_events`), bounded in time."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        raw = ""
+        url = f"/chats/{chat_id}/messages/{answer_id}/stream"
+        with self.http.stream("GET", url, headers=headers, timeout=30) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for chunk in response.iter_text():
+                raw += chunk
+                events = parse_events(raw)
+                if until_end and events and events[-1].event == "end":
+                    return events
+                if max_events is not None and len(events) >= max_events:
+                    return events
+        return parse_events(raw)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from chatapp import create_app
+from tests.servers import RedisServer, Stack, running_stack
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def make_test_app(redis_url: str, data_dir: Path, **overrides: object) -> Flask:
+    config = {
+        "TESTING": True,
+        "REDIS_URL": redis_url,
+        "DATA_DIR": str(data_dir),
+        "SECRET_KEY": "test-secret",
+        "OFFLINE_TOKENS_PER_SECOND": 0,  # as fast as possible
+        "FLUSH_MS": 0,
+        "QUEUE_NAME": "test",
+        "OPENAI_API_KEY": None,
+    }
+    config.update(overrides)
+    return create_app(config)
+
+
+@pytest.fixture
+def app(r: redis.Redis, redis_server: RedisServer, tmp_path: Path) -> Flask:
+    return make_test_app(redis_server.url, tmp_path)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A whole app for a test module: redis-server, gunicorn (gevent) and a real RQ worker."""
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "200", "CHATAPP_FLUSH_MS": "20"}
+    with running_stack(tmp_path_factory.mktemp("stack"), **settings) as running:
+        yield running

@@ -1,0 +1,149 @@
+"""Real servers for the tests: redis-server, gunicorn and the RQ worker, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis
+
+from chatapp.launcher import redis_server_binary
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
+    """Return check()'s first truthy value, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        command = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(directory),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(directory / "redis.log"),
+            *extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command)
+        client = redis.Redis.from_url(self.url)
+
+        def ready() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(ready, what="redis-server")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def stack_env(redis_url: str, data_dir: Path, **settings: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        CHATAPP_DATA_DIR=str(data_dir),
+        CHATAPP_SECRET_KEY="test-secret",
+        CHATAPP_QUEUE_NAME=f"test-{os.getpid()}",
+    )
+    env.pop("OPENAI_API_KEY", None)
+    env.update(settings)
+    return env
+
+
+@contextmanager
+def web_server(env: dict[str, str], workers: int = 1) -> Iterator[str]:
+    """Run gunicorn (gevent workers) on a free port; yield its base URL."""
+    port = free_port()
+    env = {**env, "CHATAPP_BIND": f"127.0.0.1:{port}", "CHATAPP_WEB_WORKERS": str(workers)}
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(base + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=30, what="gunicorn")
+        yield base
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def rq_worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `rq_worker.py` (a real forking RQ worker)."""
+    command = [sys.executable, "rq_worker.py"]
+    process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, start_new_session=True)
+    try:
+        yield process
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class Stack:
+    """A whole app: redis-server, a real RQ worker process and gunicorn with gevent workers."""
+
+    def __init__(self, base: str, redis_url: str, env: dict[str, str]) -> None:
+        self.base = base
+        self.redis_url = redis_url
+        self.env = env
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+
+
+@contextmanager
+def running_stack(directory: Path, web_workers: int = 1, **settings: str) -> Iterator[Stack]:
+    """Start redis-server, the worker and gunicorn with CHATAPP_* `settings`; stop them after."""
+    server = RedisServer(directory)
+    env = stack_env(server.url, directory, **settings)
+    try:
+        with rq_worker(env), web_server(env, workers=web_workers) as base:
+            yield Stack(base, server.url, env)
+    finally:
+        server.stop()

@@ -1,0 +1,30 @@
+"""Helpers that put chats and answers into the store for tests."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from chatapp import store
+
+
+def delta(text: str) -> dict[str, str]:
+    return {"t": "delta", "text": text, "blocks": f"<p>{text}</p>\n", "tail": ""}
+
+
+def new_answer(r: redis.Redis, text: str = "hello", owner: str = "0" * 16) -> store.SendResult:
+    """Create a chat with one user message and its queued answer."""
+    chat = store.create_chat(r, owner, time.time())
+    sent = store.send_message(
+        r, chat.id, f"client-{store.new_id()}", text, f"<p>{text}</p>", "m", 0
+    )
+    assert sent.status == "ok"
+    return sent
+
+
+def chat_of(r: redis.Redis, answer_id: str) -> str:
+    """Return the chat id that holds `answer_id` (tests only: scans keys)."""
+    for key in r.scan_iter(f"{store.PREFIX}:*:msg:{answer_id}"):
+        return str(key).split("{", 1)[1].split("}", 1)[0]
+    raise KeyError(answer_id)

@@ -1,0 +1,246 @@
+"""Real headless Chromium on the real stack: an answer followed live survives a reload, the
+server closing its stream, and one refused reconnect, and ends on the page exactly once.
+
+Each test checks which path ran (from the stream requests' `Last-Event-ID` and the events
+the page applied) and that the text the page built from the stream, just before `end`
+swapped in the canonical fragment, equals the stored answer: a doubled or lost delta fails.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+
+from chatapp import store
+from tests.servers import Stack, running_stack
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+# The offline answer is ~350 tokens: at 40 tokens/s it writes for several seconds.
+PACE = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "40", "CHATAPP_FLUSH_MS": "50"}
+STREAM_URL = re.compile(r"/chats/[0-9a-f]+/messages/[0-9a-f]+/stream$")
+CURSOR = re.compile(r"[0-9a-f]{16}:(\d+)")
+# htmx logs every EventSource error event (as "[object Event]"); a reconnect starts with one.
+SSE_ERROR = "[object Event]"
+
+# Runs in each document before the page's scripts (outside its CSP). Listening on window, it
+# runs after app.js's listener on document, so `dropped` says whether app.js refused the event.
+RECORDER = """
+window.sseEvents = [];
+window.blocksBeforeEnd = [];
+window.addEventListener("htmx:sseBeforeMessage", function (event) {
+  var native = event.detail;
+  window.sseEvents.push({type: native.type, id: native.lastEventId, dropped: event.defaultPrevented});
+  if (native.type !== "end") return;
+  var article = event.target.closest("article");
+  var blocks = article.querySelector(".blocks");
+  window.blocksBeforeEnd.push({answer: article.id, html: blocks ? blocks.innerHTML : null});
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def steady_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("steady"), **PACE) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def closing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose streams are closed after 1 s, so one answer takes several reconnects."""
+    settings = {**PACE, "CHATAPP_STREAM_MAX_SECONDS": "1"}
+    with running_stack(tmp_path_factory.mktemp("closing"), **settings) as stack:
+        yield stack
+
+
+class Tab:
+    """A browser tab that records its stream requests and console errors, and can refuse
+    the first reconnect that carries a `Last-Event-ID` with a 503."""
+
+    def __init__(self, page: Page, refuse_one_resume: bool = False) -> None:
+        self.page = page
+        self.refuse_one_resume = refuse_one_resume
+        self.last_event_ids: list[str | None] = []  # one per stream request, in order
+        self.refused: int | None = None  # index of the refused request
+        self.errors: list[str] = []
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
+        page.add_init_script(RECORDER)
+        page.route(STREAM_URL, self._stream)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def _stream(self, route: Route) -> None:
+        last_event_id = route.request.headers.get("last-event-id")
+        self.last_event_ids.append(last_event_id)
+        if self.refuse_one_resume and last_event_id and self.refused is None:
+            self.refused = len(self.last_event_ids) - 1
+            route.fulfill(status=503, body="refused by the test")
+        else:
+            route.continue_()
+
+    def ask(self, stack: Stack, question: str) -> tuple[str, str]:
+        """Start a chat and send `question`; return the chat's id and its answer's id."""
+        page = self.page
+        page.goto(stack.base + "/")
+        page.get_by_role("button", name="Start a new chat").click()
+        page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+        page.locator("#composer-text").fill(question)
+        page.get_by_role("button", name="Send").click()
+        answer = page.locator("article.answer")
+        expect(answer).to_have_count(1, timeout=TIMEOUT_MS)
+        answer_id = (answer.get_attribute("id") or "").removeprefix("answer-")
+        chat_id = page.url.rsplit("/", 1)[-1]
+        stream_url = f"/chats/{chat_id}/messages/{answer_id}/stream"
+        assert answer.get_attribute("sse-connect") == stream_url
+        return chat_id, answer_id
+
+    def wait_for_text(self, answer_id: str) -> None:
+        """Wait until streamed text is on the page (deltas applied, answer still running)."""
+        body = self.page.locator(f"#answer-{answer_id} .answer-body")
+        expect(body).to_contain_text("About", timeout=TIMEOUT_MS)
+
+    def wait_until_done(self, answer_id: str) -> None:
+        article = self.page.locator(f"#answer-{answer_id}")
+        expect(article).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The SSE events applied (or dropped) by the current document, in order."""
+        events: list[dict[str, Any]] = self.page.evaluate("window.sseEvents")
+        return events
+
+    def reconnect_errors(self) -> int:
+        """Count the logged EventSource errors; fail on any other console error."""
+        others = [e for e in self.errors if e != SSE_ERROR and not self._refused_load(e)]
+        assert others == []
+        return self.errors.count(SSE_ERROR)
+
+    def _refused_load(self, error: str) -> bool:
+        return self.refused is not None and "status of 503" in error
+
+
+def seq(event_id: str | None) -> int:
+    match = CURSOR.fullmatch(event_id or "")
+    assert match, f"not a cursor: {event_id!r}"
+    return int(match.group(1))
+
+
+def assert_events_contiguous(events: list[dict[str, Any]]) -> None:
+    """Each delta and the end follow the previous event's position, none dropped by the page."""
+    assert events and events[0]["type"] == "snapshot"
+    assert [e for e in events if e["dropped"]] == []
+    for previous, event in zip(events, events[1:], strict=False):
+        if event["type"] != "snapshot":
+            assert seq(event["id"]) == seq(previous["id"]) + 1, (previous, event)
+    assert events[-1]["type"] == "end"
+
+
+def assert_shown_exactly_once(tab: Tab, stack: Stack, chat_id: str, answer_id: str) -> None:
+    """The page built the stored answer from the stream, and shows it once."""
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.status == "done"
+    page = tab.page
+    # The browser's serialization of the stored HTML, to compare like with like.
+    expected = page.evaluate(
+        "html => { const t = document.createElement('template'); t.innerHTML = html;"
+        " return t.innerHTML; }",
+        stored.html,
+    )
+    built = page.evaluate("window.blocksBeforeEnd")
+    assert [b["answer"] for b in built] == [f"answer-{answer_id}"]  # one `end` applied
+    assert built[0]["html"] == expected
+    expect(page.locator("article.answer")).to_have_count(1)
+    article = page.locator(f"#answer-{answer_id}")
+    assert article.locator(".blocks").inner_html() == expected
+    heading = stored.text.splitlines()[0].removeprefix("## ")
+    assert article.inner_text().count(heading) == 1
+
+
+def test_reloading_mid_answer_follows_it_again_from_a_snapshot(
+    page: Page, steady_stack: Stack
+) -> None:
+    tab = Tab(page)
+    chat_id, answer_id = tab.ask(steady_stack, "What happens when I reload mid-answer?")
+    tab.wait_for_text(answer_id)
+    stored = store.get_message(steady_stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.status == "streaming"
+    before_reload = len(tab.last_event_ids)
+
+    tab.page.reload()
+    tab.wait_until_done(answer_id)
+
+    assert tab.last_event_ids[before_reload:] == [None]  # one fresh stream, no cursor
+    events = tab.events()
+    assert [e["type"] for e in events].count("snapshot") == 1
+    assert seq(events[0]["id"]) > 0  # the snapshot covered what was written before the reload
+    assert_events_contiguous(events)
+    assert_shown_exactly_once(tab, steady_stack, chat_id, answer_id)
+    assert tab.reconnect_errors() == 0
+
+
+def test_a_stream_closed_by_the_server_resumes_natively_from_last_event_id(
+    page: Page, closing_stack: Stack
+) -> None:
+    tab = Tab(page)
+    chat_id, answer_id = tab.ask(closing_stack, "What happens when the server closes?")
+    tab.wait_until_done(answer_id)
+
+    first, *reconnects = tab.last_event_ids
+    assert first is None
+    assert reconnects and all(seq(cursor) > 0 for cursor in reconnects)
+    events = tab.events()
+    assert [e["type"] for e in events].count("snapshot") == 1  # every reconnect resumed
+    assert_events_contiguous(events)
+    assert_shown_exactly_once(tab, closing_stack, chat_id, answer_id)
+    assert tab.reconnect_errors() == len(reconnects)
+
+
+def test_a_refused_reconnect_is_rebuilt_without_the_header_and_gets_a_snapshot(
+    page: Page, closing_stack: Stack
+) -> None:
+    tab = Tab(page, refuse_one_resume=True)
+    chat_id, answer_id = tab.ask(closing_stack, "What happens when a reconnect is refused?")
+    tab.wait_until_done(answer_id)
+
+    assert tab.refused is not None
+    assert seq(tab.last_event_ids[tab.refused]) > 0
+    assert tab.last_event_ids[tab.refused + 1] is None  # the extension's rebuilt EventSource
+    events = tab.events()
+    assert [e["type"] for e in events].count("snapshot") == 2  # the first and the rebuilt one
+    assert_events_contiguous(events)
+    assert_shown_exactly_once(tab, closing_stack, chat_id, answer_id)
+    assert tab.reconnect_errors() == len(tab.last_event_ids) - 1

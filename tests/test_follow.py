@@ -1,0 +1,271 @@
+"""Following an answer (hub + replay + live) against a real redis-server, in threads."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from chatapp import store
+from chatapp.connections import make_hub
+from chatapp.follow import Follow, follow
+from chatapp.frames import Cursor
+from chatapp.hub import Hub
+from chatapp.store import Message, Terminal
+from tests.client import Event, parse_events
+from tests.servers import RedisServer, wait_until
+from tests.storing import chat_of, delta, new_answer
+
+
+def final(message: Message | None) -> str:
+    return f"FINAL {message.status if message else 'gone'}"
+
+
+@pytest.fixture
+def hub(redis_server: RedisServer, r: redis.Redis) -> Iterator[Hub]:
+    running = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
+    running.start()
+    yield running
+    running.stop()
+
+
+def watch(
+    r: redis.Redis,
+    hub: Hub,
+    chat_id: str,
+    answer_id: str,
+    cursor: Cursor | None = None,
+    **options: float,
+) -> list[Event]:
+    """Follow until `end` (or until the stream closes) and return the events."""
+    request = Follow(chat_id, answer_id, cursor, **options)  # type: ignore[arg-type]
+    return parse_events(b"".join(follow(r, hub, request, final)).decode())
+
+
+def deltas_text(events: list[Event]) -> list[str]:
+    return [e.data.split("<p>", 1)[1].split("</p>", 1)[0] for e in events if e.event == "delta"]
+
+
+def seqs(events: list[Event]) -> list[int]:
+    return [int(e.id.split(":")[1]) for e in events if e.id]
+
+
+def finish(r: redis.Redis, sent: store.SendResult, length: int) -> None:
+    chat_id = chat_of(r, sent.answer_id)
+    done = Terminal("done", text="t", html="<p>t</p>")
+    assert store.append(r, chat_id, sent.answer_id, sent.generation_id, [], length, done).ok
+
+
+def test_reconnect_with_last_event_id_sends_only_missing_entries(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(
+        r, chat_id, sent.answer_id, sent.generation_id, [delta(f"e{i}") for i in range(1, 6)], 0
+    )
+    finish(r, sent, 5)
+    # The answer is done, so a viewer gets `end` from history; resume while it runs instead:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(
+        r, chat_id, sent.answer_id, sent.generation_id, [delta(f"e{i}") for i in range(1, 6)], 0
+    )
+    threading.Timer(0.3, finish, args=(r, sent, 5)).start()
+    events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 3))
+    assert [e.event for e in events] == ["delta", "delta", "end"]
+    assert deltas_text(events) == ["e4", "e5"]
+    assert seqs(events) == [4, 5, 6]
+    assert events[-1].data == "FINAL done"
+
+
+def test_without_a_cursor_one_snapshot_then_the_tail(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), delta("b")], 0)
+    later = lambda: (
+        store.append(  # noqa: E731
+            r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2
+        )
+        and finish(r, sent, 3)
+    )
+    threading.Timer(0.3, later).start()
+    events = watch(r, hub, chat_id, sent.answer_id)
+    assert [e.event for e in events] == ["snapshot", "delta", "end"]
+    assert "<p>a</p>\n<p>b</p>\n" in events[0].data and events[0].id == f"{sent.generation_id}:2"
+    assert deltas_text(events) == ["c"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["other-generation", "beyond-the-log"],
+)
+def test_a_cursor_the_log_cannot_serve_gets_a_snapshot(
+    r: redis.Redis, hub: Hub, cursor: str
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+    threading.Timer(0.2, finish, args=(r, sent, 1)).start()
+    bad = (
+        Cursor(store.new_id(), 1) if cursor == "other-generation" else Cursor(sent.generation_id, 9)
+    )
+    events = watch(r, hub, chat_id, sent.answer_id, bad)
+    assert [e.event for e in events] == ["snapshot", "end"]
+
+
+def test_a_connect_at_or_past_the_terminal_entry_gets_end_again(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+    finish(r, sent, 1)
+    for cursor in (None, Cursor(sent.generation_id, 2), Cursor(sent.generation_id, 1)):
+        events = watch(r, hub, chat_id, sent.answer_id, cursor)
+        assert [(e.event, e.id, e.data) for e in events] == [
+            ("end", f"{sent.generation_id}:2", "FINAL done")
+        ]
+
+
+def test_an_unknown_answer_ends_the_stream(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    for message_id in (store.new_id(), sent.user_id):
+        events = watch(r, hub, chat_id, message_id)
+        assert [(e.event, e.data) for e in events] == [("end", "FINAL gone")]
+
+
+def test_a_queued_answer_with_no_entries_waits_for_them(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    later = lambda: (
+        store.append(  # noqa: E731
+            r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0
+        )
+        and finish(r, sent, 1)
+    )
+    threading.Timer(0.3, later).start()
+    events = watch(r, hub, chat_id, sent.answer_id)
+    assert [e.event for e in events] == ["snapshot", "delta", "end"]
+    assert events[0].id == f"{sent.generation_id}:0"
+
+
+def test_entries_appended_during_replay_arrive_once_and_in_order(r: redis.Redis, hub: Hub) -> None:
+    """Many viewers join at random moments with random cursors while entries keep coming."""
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    total, viewers = 150, 40
+    joined = threading.Semaphore(0)
+    results: dict[int, tuple[Cursor | None, list[Event]]] = {}
+
+    def writer() -> None:
+        for i in range(1, total + 1):
+            store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta(f"e{i}")], i - 1)
+            time.sleep(random.random() * 0.004)
+        for _ in range(viewers):  # everyone joins before the end
+            joined.acquire(timeout=30)
+        finish(r, sent, total)
+
+    def viewer(n: int) -> None:
+        time.sleep(random.random() * 0.5)
+        length = store.log_length(r, chat_id, sent.generation_id)
+        cursor = None if n % 3 == 0 else Cursor(sent.generation_id, random.randint(0, length))
+        joined.release()
+        results[n] = (cursor, watch(r, hub, chat_id, sent.answer_id, cursor))
+
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=viewer, args=(n,)) for n in range(viewers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == viewers
+    for cursor, events in results.values():
+        assert events[-1].event == "end"
+        if cursor is None:
+            assert events[0].event == "snapshot"
+            start = int(events[0].id.split(":")[1])  # type: ignore[union-attr]
+            assert re.findall(r"<p>(.*?)</p>", events[0].data) == [
+                f"e{i}" for i in range(1, start + 1)
+            ]
+            events = events[1:]
+        else:
+            start = cursor.seq
+        assert deltas_text(events) == [f"e{i}" for i in range(start + 1, total + 1)]
+        assert seqs(events) == list(range(start + 1, total + 2))
+
+
+def test_an_entry_missing_from_the_live_feed_is_filled_from_the_log(
+    r: redis.Redis, hub: Hub
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+
+    def lose_one_then_continue() -> None:
+        # Entry 2 reaches the log but its publish is lost; entry 3 is published normally.
+        r.rpush(store.log_key(chat_id, sent.generation_id), json.dumps(delta("b")))
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2)
+        finish(r, sent, 3)
+
+    threading.Timer(0.3, lose_one_then_continue).start()
+    events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=60)
+    assert deltas_text(events) == ["b", "c"]
+    assert seqs(events) == [2, 3, 4]
+
+
+def test_a_lost_terminal_message_is_found_by_the_idle_check(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+
+    def end_without_publishing() -> None:
+        r.rpush(store.log_key(chat_id, sent.generation_id), json.dumps({"t": "done", "html": "x"}))
+
+    threading.Timer(0.3, end_without_publishing).start()
+    events = watch(
+        r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=0.5
+    )
+    assert [e.event for e in events] == ["end"]
+
+
+def test_after_the_hub_reconnects_streams_refill_what_was_published_meanwhile(
+    r: redis.Redis, hub: Hub
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+    results: list[list[Event]] = []
+    viewer = threading.Thread(
+        target=lambda: results.append(
+            watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=60)
+        )
+    )
+    viewer.start()
+    wait_until(lambda: r.client_list(_type="pubsub"), what="the hub to subscribe")
+    reconnects = hub.reconnects
+    r.client_kill_filter(_type="pubsub")
+    # Published while the hub has no subscription: lost for pub/sub, kept in the log.
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("b")], 1)
+    wait_until(lambda: hub.reconnects > reconnects, what="the hub to reconnect")
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2)
+    finish(r, sent, 3)
+    viewer.join(timeout=30)
+    assert deltas_text(results[0]) == ["b", "c"]
+    assert seqs(results[0]) == [2, 3, 4]
+
+
+def test_a_viewer_that_falls_behind_reads_the_log_instead(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    subscription = hub.subscribe(store.channel(chat_id))
+    try:
+        for i in range(1, 1100):  # more than the inbox holds
+            subscription.deliver({"m": sent.answer_id, "g": sent.generation_id, "s": i, "e": []})
+        assert subscription.get(timeout=1) == "refill"
+    finally:
+        hub.release(subscription)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chatapp.render import IncrementalRenderer, render_markdown, sanitize
+from tests.html_safety import unsafe_parts
+
+WORDS = st.sampled_from(
+    ["alpha", "beta", "*em*", "**strong**", "`code`", "[link](http://example.com)", "x<y",
+     "a & b", "~~gone~~", "<b>raw</b>", "[js](javascript:alert(1))", "é", "👍", "1.", "-", "#"]
+)  # fmt: skip
+LINE = st.lists(WORDS, min_size=1, max_size=8).map(" ".join)
+PARAGRAPH = st.lists(LINE, min_size=1, max_size=3).map("\n".join)
+HEADING = st.tuples(st.integers(1, 4), LINE).map(lambda t: "#" * t[0] + " " + t[1])
+BULLETS = st.lists(LINE, min_size=1, max_size=4).map(lambda ls: "\n".join("- " + x for x in ls))
+NUMBERED = st.lists(LINE, min_size=1, max_size=4).map(
+    lambda ls: "\n".join(f"{i + 1}. {x}" for i, x in enumerate(ls))
+)
+CODE = st.tuples(
+    st.sampled_from(["", "python", "js", "nosuchlang"]), st.lists(LINE, max_size=3)
+).map(lambda t: f"```{t[0]}\n" + "\n".join(t[1]) + "\n```")
+QUOTE = LINE.map(lambda x: "> " + x)
+TABLE = st.tuples(LINE, LINE).map(lambda t: f"| a | b |\n|---|---|\n| {t[0]} | {t[1]} |")
+BLOCK = st.one_of(PARAGRAPH, HEADING, BULLETS, NUMBERED, CODE, QUOTE, TABLE, st.just("---"))
+SEPARATOR = st.sampled_from(["\n\n", "\n\n\n", "\r\n\r\n", "\n"])
+DOCUMENT = st.lists(st.tuples(BLOCK, SEPARATOR), min_size=1, max_size=8).map(
+    lambda parts: "".join(block + sep for block, sep in parts)
+)
+
+
+def render_in_pieces(text: str, cuts: list[int]) -> tuple[str, list[str]]:
+    """Feed `text` cut at `cuts`, flushing after each piece; return the blocks and every tail."""
+    renderer = IncrementalRenderer()
+    blocks, tails = [], []
+    start = 0
+    for cut in [*sorted(set(cuts)), len(text)]:
+        renderer.feed(text[start:cut])
+        start = cut
+        piece = renderer.flush()
+        blocks.append(piece.blocks)
+        tails.append(piece.tail)
+    blocks.append(renderer.finish().blocks)
+    return "".join(blocks), tails
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), text=DOCUMENT)
+def test_markdown_split_anywhere_renders_like_the_whole(data: st.DataObject, text: str) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=12))
+    blocks, tails = render_in_pieces(text, cuts)
+    assert blocks == render_markdown(text)
+    for fragment in [blocks, *tails]:
+        assert sanitize(fragment) == fragment
+        assert unsafe_parts(fragment) == []
+
+
+def test_finished_blocks_are_sent_once_and_the_tail_stays_open() -> None:
+    renderer = IncrementalRenderer()
+    renderer.feed("# Title\n\nfirst para")
+    first = renderer.flush()
+    assert first.blocks == "<h1>Title</h1>\n"
+    assert first.tail == "<p>first para</p>\n"
+    renderer.feed(" goes on\n\nsecond")
+    second = renderer.flush()
+    assert second.blocks == "<p>first para goes on</p>\n"
+    assert second.tail == "<p>second</p>\n"
+    assert second.text == " goes on\n\nsecond"
+
+
+def test_an_open_code_fence_is_highlighted_only_when_it_closes() -> None:
+    renderer = IncrementalRenderer()
+    renderer.feed("```python\nx = 1\n")
+    assert "<span" not in renderer.flush().tail
+    renderer.feed("```\n\nafter")
+    assert '<span class="n">x</span>' in renderer.flush().blocks
+
+
+def test_crlf_split_between_pieces_is_one_line_break() -> None:
+    blocks, _ = render_in_pieces("a\r\n\r\nb", cuts=[2, 3])
+    assert blocks == "<p>a</p>\n<p>b</p>\n"
+
+
+def test_hostile_markdown_is_rendered_inert() -> None:
+    html = render_markdown(
+        "<script>alert(1)</script>\n\n[x](javascript:alert(1)) <img src=x onerror=alert(1)>\n\n"
+        '[y](data:text/html,<script>alert(1)</script>) <a href="#" onclick="x()">a</a>'
+    )
+    assert unsafe_parts(html) == []
+    assert "<a" not in html  # neither link survives: both have unsafe URLs
