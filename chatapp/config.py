@@ -29,8 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "JOB_TIMEOUT_SECONDS": 600,
     "PING_SECONDS": 15.0,  # SSE keep-alive
     "CHECK_SECONDS": 5.0,  # an idle stream re-reads its log this often
-    "SSE_MAX_PER_PROCESS": 900,
-    "STREAM_MAX_SECONDS": 600.0,  # a stream is closed after this long; the browser resumes it  # below gunicorn's worker_connections, so pages still load
+    "SSE_MAX_PER_PROCESS": 900,  # below gunicorn's worker_connections, so pages still load
+    "STREAM_MAX_SECONDS": 600.0,  # a stream is closed after this long; the browser resumes it
     "QUEUE_NAME": "chatapp",
 }
 

@@ -84,6 +84,7 @@ def send(chat_id: str) -> Response | str:
     return render_template(
         "partials/sent.html",
         chat=chat,
+        chat_id=chat.id,
         messages=[m for m in messages if m],
         client_id=store.new_id(),
     )

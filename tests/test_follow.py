@@ -87,12 +87,11 @@ def test_without_a_cursor_one_snapshot_then_the_tail(r: redis.Redis, hub: Hub) -
     sent = new_answer(r)
     chat_id = chat_of(r, sent.answer_id)
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), delta("b")], 0)
-    later = lambda: (
-        store.append(  # noqa: E731
-            r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2
-        )
-        and finish(r, sent, 3)
-    )
+
+    def later() -> None:
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2)
+        finish(r, sent, 3)
+
     threading.Timer(0.3, later).start()
     events = watch(r, hub, chat_id, sent.answer_id)
     assert [e.event for e in events] == ["snapshot", "delta", "end"]
@@ -141,12 +140,11 @@ def test_an_unknown_answer_ends_the_stream(r: redis.Redis, hub: Hub) -> None:
 def test_a_queued_answer_with_no_entries_waits_for_them(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
     chat_id = chat_of(r, sent.answer_id)
-    later = lambda: (
-        store.append(  # noqa: E731
-            r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0
-        )
-        and finish(r, sent, 1)
-    )
+
+    def later() -> None:
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+        finish(r, sent, 1)
+
     threading.Timer(0.3, later).start()
     events = watch(r, hub, chat_id, sent.answer_id)
     assert [e.event for e in events] == ["snapshot", "delta", "end"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chatapp import store
 from tests.client import ChatClient
-from tests.servers import Stack, wait_until
+from tests.servers import Stack
 
 
 def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack: Stack) -> None:

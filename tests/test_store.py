@@ -117,7 +117,9 @@ def test_racing_terminal_writers_leave_exactly_one_terminal_entry(r: redis.Redis
         barrier = threading.Barrier(len(kinds))
         results: list[store.AppendResult] = []
 
-        def race(terminal: Terminal, expected: int | None) -> None:
+        def race(
+            terminal: Terminal, expected: int | None, barrier=barrier, sent=sent, results=results
+        ) -> None:
             client = redis.Redis(connection_pool=r.connection_pool)
             barrier.wait()
             results.append(append(client, sent, [], expected, terminal))

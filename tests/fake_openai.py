@@ -1,0 +1,72 @@
+"""A small OpenAI-compatible streaming server on loopback, for the `openai` client path."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeModel:
+    """What the fake server answers, and what it was asked."""
+
+    def __init__(self, pieces: list[str], status: int = 200) -> None:
+        self.pieces = pieces
+        self.status = status
+        self.requests: list[dict[str, Any]] = []
+        self.authorization: list[str] = []
+
+
+def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            model.requests.append(body)
+            model.authorization.append(self.headers.get("Authorization", ""))
+            if model.status != 200:
+                error = json.dumps({"error": {"message": "boom", "type": "server_error"}})
+                self.send_response(model.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(error)))
+                self.end_headers()
+                self.wfile.write(error.encode())
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece in model.pieces:
+                self._chunk({"content": piece})
+            self._chunk({}, finish="stop")
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
+            chunk = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "fake",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+
+    return Handler
+
+
+@contextmanager
+def fake_openai_server(model: FakeModel) -> Iterator[str]:
+    """Serve `model` on a free loopback port; yield the base URL for OPENAI_BASE_URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(model))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

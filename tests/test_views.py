@@ -1,0 +1,183 @@
+"""Pages and endpoints: ownership, CSRF, validation, idempotent sends, stop."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from chatapp import store
+from tests.conftest import csrf_token
+
+
+class Browser:
+    """A Flask test client with its own session and CSRF token, sending like htmx does."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+        self.token = csrf_token(self.client.get("/").text)
+
+    def post(self, url: str, csrf: bool = True, **data: str):
+        headers = {"HX-Request": "true"} | ({"X-CSRFToken": self.token} if csrf else {})
+        return self.client.post(url, data=data, headers=headers)
+
+    def new_chat(self) -> str:
+        response = self.client.post("/chats", data={"csrf_token": self.token})
+        assert response.status_code == 303
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+    def send(self, chat_id: str, text: str = "hello", client_id: str = "client-0001", **kw):
+        return self.post(f"/chats/{chat_id}/messages", text=text, client_id=client_id, **kw)
+
+
+@pytest.fixture
+def alice(app: Flask) -> Browser:
+    return Browser(app)
+
+
+@pytest.fixture
+def bob(app: Flask) -> Browser:
+    return Browser(app)
+
+
+def keys_and_values(r: redis.Redis) -> dict[str, object]:
+    """Everything in Redis except RQ's bookkeeping, to prove a request changed nothing."""
+    snapshot: dict[str, object] = {}
+    for key in sorted(r.keys("chatapp:*")):
+        kind = r.type(key)
+        snapshot[key] = {
+            "hash": r.hgetall, "list": lambda k: r.lrange(k, 0, -1), "zset": lambda k: r.zrange(k, 0, -1),
+            "string": r.get,
+        }[kind](key)
+    return snapshot
+
+
+def test_the_chat_list_and_a_new_chat_page_render(alice: Browser) -> None:
+    assert "No chats yet." in alice.client.get("/").text
+    chat_id = alice.new_chat()
+    page = alice.client.get(f"/chats/{chat_id}")
+    assert page.status_code == 200
+    assert 'id="composer"' in page.text and "Offline model" in page.text
+    assert f'href="/chats/{chat_id}"' in alice.client.get("/").text
+
+
+def test_sending_stores_the_message_and_returns_the_streaming_answer(
+    alice: Browser, r: redis.Redis
+) -> None:
+    chat_id = alice.new_chat()
+    response = alice.send(chat_id, "Hello *world*")
+    assert response.status_code == 200
+    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+    assert f'sse-connect="/chats/{chat_id}/messages/{answer_id}/stream"' in response.text
+    assert "<em>world</em>" in response.text
+    assert 'hx-swap-oob="true"' in response.text  # a fresh composer
+    messages = store.get_messages(r, chat_id)
+    assert [(m.role, m.status) for m in messages] == [("user", "done"), ("assistant", "queued")]
+    assert r.llen("rq:queue:test") == 1
+
+
+def test_the_same_client_message_id_sent_twice_is_stored_once(alice: Browser, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    first = alice.send(chat_id, "once", client_id="same-id-123")
+    again = alice.send(chat_id, "once", client_id="same-id-123")
+    assert first.status_code == again.status_code == 200
+    assert len(store.get_messages(r, chat_id)) == 2
+    assert r.llen("rq:queue:test") == 1
+
+
+def test_a_send_while_an_answer_runs_is_refused_with_a_reason(alice: Browser, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    alice.send(chat_id, "first", client_id="client-0001")
+    before = keys_and_values(r)
+    response = alice.send(chat_id, "second", client_id="client-0002")
+    assert response.status_code == 409
+    assert "still being written" in response.text
+    assert response.headers["HX-Retarget"] == "#flash"
+    assert keys_and_values(r) == before
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        ({"text": "   "}, 400, "Write a message"),
+        ({"client_id": "bad id!"}, 400, "reload the page"),
+        ({"client_id": ""}, 400, "reload the page"),
+        ({"text": "x" * 16_001}, 413, "the limit is 16,000"),
+    ],
+)
+def test_bad_sends_get_a_clear_4xx_and_change_nothing(
+    alice: Browser, r: redis.Redis, data: dict[str, str], status: int, message: str
+) -> None:
+    chat_id = alice.new_chat()
+    before = keys_and_values(r)
+    response = alice.send(chat_id, **({"text": "hi", "client_id": "client-0001"} | data))
+    assert response.status_code == status
+    assert message in response.text
+    assert keys_and_values(r) == before
+
+
+def test_a_request_without_the_csrf_token_is_refused(alice: Browser, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    before = keys_and_values(r)
+    response = alice.send(chat_id, csrf=False)
+    assert response.status_code == 400
+    assert "Reload it" in response.text
+    assert alice.client.post("/chats").status_code == 400
+    assert keys_and_values(r) == before
+
+
+def test_someone_elses_chat_is_a_404_like_a_missing_one(
+    alice: Browser, bob: Browser, r: redis.Redis
+) -> None:
+    chat_id = alice.new_chat()
+    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    before = keys_and_values(r)
+    missing = "0123456789abcdef"
+    for target in (chat_id, missing, "not-an-id"):
+        assert bob.client.get(f"/chats/{target}").status_code == 404
+        assert bob.send(target, client_id="client-0009").status_code == 404
+        assert bob.post(f"/chats/{target}/messages/{answer_id}/stop").status_code == 404
+    stream = bob.client.get(f"/chats/{chat_id}/messages/{answer_id}/stream")
+    assert stream.status_code == 200  # never an error status for the SSE extension
+    assert stream.text.startswith("event: end\n")
+    assert "not available" in stream.text
+    assert keys_and_values(r) == before
+
+
+def test_stop_ends_a_running_answer_and_is_a_no_op_afterwards(alice: Browser, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    url = f"/chats/{chat_id}/messages/{answer_id}/stop"
+    assert alice.post(url).status_code == 204
+    message = store.get_message(r, chat_id, answer_id)
+    assert message is not None and message.status == "stopped"
+    before = keys_and_values(r)
+    assert alice.post(url).status_code == 204
+    assert keys_and_values(r) == before
+    user_id = store.get_messages(r, chat_id)[0].id
+    assert alice.post(f"/chats/{chat_id}/messages/{user_id}/stop").status_code == 404
+
+
+def test_pages_carry_a_strict_content_security_policy(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    scripts = re.findall(r"<script[^>]*>", response.text)
+    assert scripts and all(' src="/static/' in tag for tag in scripts)  # no inline script
+    assert not re.search(r"\son[a-z]+=", response.text)  # no inline event handlers
+
+
+def test_the_vendored_htmx_files_match_the_names_the_page_loads(client: FlaskClient) -> None:
+    page = client.get("/").text
+    htmx = re.search(r'src="/static/htmx-(\d+\.\d+\.\d+)\.min\.js"', page)
+    sse = re.search(r'src="/static/htmx-ext-sse-(\d+\.\d+\.\d+)\.js"', page)
+    assert htmx and sse
+    htmx_file = client.get(f"/static/htmx-{htmx.group(1)}.min.js")
+    assert f'version:"{htmx.group(1)}"' in htmx_file.text
+    htmx_file.close()
+    assert client.get(f"/static/htmx-ext-sse-{sse.group(1)}.js").status_code == 200
+    assert '"allowEval": false' in page and '"includeIndicatorStyles": false' in page
