@@ -88,6 +88,7 @@ class Hub:
         self._pending: list[str] = []  # channels to subscribe, in order
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)  # a full pipe must never block the process
         self._pubsub: PubSub = client.pubsub()
         self._stopping = False
         self._last_reply = time.monotonic()

@@ -217,6 +217,7 @@ def send_message(
         now,
         CLAIM_TTL_SECONDS,
         model,
+        title_from(text),
     ]
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
@@ -228,6 +229,12 @@ def send_message(
     if status == "busy":
         return SendResult("busy", answer_id=reply[1])
     return SendResult("missing")
+
+
+def title_from(text: str, limit: int = 60) -> str:
+    """Return a chat title made from its first message: one line, at most `limit` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 def _owner(r: redis.Redis, chat_id: str) -> str:

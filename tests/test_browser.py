@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from chatapp import store
 from tests.servers import Stack, running_stack
@@ -32,7 +32,6 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 30_000
 # The offline answer is ~350 tokens: at 40 tokens/s it writes for several seconds.
 PACE = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "40", "CHATAPP_FLUSH_MS": "50"}
-STREAM_URL = re.compile(r"/chats/[0-9a-f]+/messages/[0-9a-f]+/stream$")
 CURSOR = re.compile(r"[0-9a-f]{16}:(\d+)")
 # htmx logs every EventSource error event (as "[object Event]"); a reconnect starts with one.
 SSE_ERROR = "[object Event]"
@@ -47,8 +46,13 @@ window.addEventListener("htmx:sseBeforeMessage", function (event) {
   window.sseEvents.push({type: native.type, id: native.lastEventId, dropped: event.defaultPrevented});
   if (native.type !== "end") return;
   var article = event.target.closest("article");
-  var blocks = article.querySelector(".blocks");
-  window.blocksBeforeEnd.push({answer: article.id, html: blocks ? blocks.innerHTML : null});
+  var blocks = article.querySelector(".blocks").cloneNode(true);
+  // htmx marks just-swapped elements until they settle: that class is no part of the answer.
+  blocks.querySelectorAll(".htmx-added").forEach(function (element) {
+    element.classList.remove("htmx-added");
+    if (!element.classList.length) element.removeAttribute("class");
+  });
+  window.blocksBeforeEnd.push({answer: article.id, html: blocks.innerHTML});
 });
 """
 
@@ -85,33 +89,53 @@ def closing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 class Tab:
-    """A browser tab that records its stream requests and console errors, and can refuse
-    the first reconnect that carries a `Last-Event-ID` with a 503."""
+    """A browser tab on the stack that records its console errors and its stream requests.
+
+    Stream requests are recorded with the headers Chromium sent (its `ExtraInfo` network
+    events): Playwright's `Request.headers`, in `page.route` too, omit `Last-Event-ID`. With
+    `refuse_one_resume`, the first reconnect that carries one gets a 503 in place of the
+    server's response (intercepted at the response stage, once its headers are known).
+    """
 
     def __init__(self, page: Page, refuse_one_resume: bool = False) -> None:
         self.page = page
-        self.refuse_one_resume = refuse_one_resume
-        self.last_event_ids: list[str | None] = []  # one per stream request, in order
-        self.refused: int | None = None  # index of the refused request
-        self.errors: list[str] = []
+        self.streams: list[tuple[str, str | None]] = []  # (request id, Last-Event-ID), in order
+        self.refused: int | None = None  # index in `streams` of the refused request
+        self.errors: list[tuple[str, str]] = []  # (text, script or resource URL)
         page.set_default_timeout(TIMEOUT_MS)
         page.on("console", self._console)
-        page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
+        page.on("pageerror", lambda error: self.errors.append((f"pageerror: {error}", "")))
         page.add_init_script(RECORDER)
-        page.route(STREAM_URL, self._stream)
+        self.cdp = page.context.new_cdp_session(page)
+        self.cdp.on("Network.requestWillBeSentExtraInfo", self._request_sent)
+        self.cdp.send("Network.enable")
+        if refuse_one_resume:
+            self.cdp.on("Fetch.requestPaused", self._response_arrived)
+            stage = {"urlPattern": "*/stream", "requestStage": "Response"}
+            self.cdp.send("Fetch.enable", {"patterns": [stage]})
+
+    @property
+    def last_event_ids(self) -> list[str | None]:
+        return [last_event_id for _, last_event_id in self.streams]
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
-            self.errors.append(message.text)
+            self.errors.append((message.text, message.location.get("url", "")))
 
-    def _stream(self, route: Route) -> None:
-        last_event_id = route.request.headers.get("last-event-id")
-        self.last_event_ids.append(last_event_id)
-        if self.refuse_one_resume and last_event_id and self.refused is None:
-            self.refused = len(self.last_event_ids) - 1
-            route.fulfill(status=503, body="refused by the test")
+    def _request_sent(self, event: dict[str, Any]) -> None:
+        headers = {name.lower(): value for name, value in event["headers"].items()}
+        if headers.get("accept") == "text/event-stream":
+            self.streams.append((event["requestId"], headers.get("last-event-id")))
+
+    def _response_arrived(self, event: dict[str, Any]) -> None:
+        ids = [request_id for request_id, _ in self.streams]
+        index = ids.index(event["networkId"]) if event["networkId"] in ids else None
+        if index is not None and self.streams[index][1] and self.refused is None:
+            self.refused = index
+            refusal = {"requestId": event["requestId"], "responseCode": 503, "body": ""}
+            self.cdp.send("Fetch.fulfillRequest", refusal)
         else:
-            route.continue_()
+            self.cdp.send("Fetch.continueRequest", {"requestId": event["requestId"]})
 
     def ask(self, stack: Stack, question: str) -> tuple[str, str]:
         """Start a chat and send `question`; return the chat's id and its answer's id."""
@@ -130,7 +154,7 @@ class Tab:
         return chat_id, answer_id
 
     def wait_for_text(self, answer_id: str) -> None:
-        """Wait until streamed text is on the page (deltas applied, answer still running)."""
+        """Wait until streamed text is on the page."""
         body = self.page.locator(f"#answer-{answer_id} .answer-body")
         expect(body).to_contain_text("About", timeout=TIMEOUT_MS)
 
@@ -139,18 +163,23 @@ class Tab:
         expect(article).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
 
     def events(self) -> list[dict[str, Any]]:
-        """The SSE events applied (or dropped) by the current document, in order."""
+        """The SSE events that reached the current document, in order."""
         events: list[dict[str, Any]] = self.page.evaluate("window.sseEvents")
         return events
 
     def reconnect_errors(self) -> int:
-        """Count the logged EventSource errors; fail on any other console error."""
-        others = [e for e in self.errors if e != SSE_ERROR and not self._refused_load(e)]
-        assert others == []
-        return self.errors.count(SSE_ERROR)
-
-    def _refused_load(self, error: str) -> bool:
-        return self.refused is not None and "status of 503" in error
+        """Count htmx's logs of EventSource errors; fail on any other console error but the
+        refused request's 503 and the 404 of /favicon.ico (the app has none)."""
+        refused = self.refused is not None
+        unexpected = [
+            (text, url)
+            for text, url in self.errors
+            if not (text == SSE_ERROR and "/static/htmx-" in url)
+            and not url.endswith("/favicon.ico")
+            and not (refused and url.endswith("/stream") and "status of 503" in text)
+        ]
+        assert unexpected == []
+        return [text for text, _ in self.errors].count(SSE_ERROR)
 
 
 def seq(event_id: str | None) -> int:

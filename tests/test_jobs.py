@@ -27,8 +27,12 @@ def test_the_openai_path_streams_the_answer_with_the_history_as_context(
     model = FakeModel(["# Hi", "\n\nThis is ", "**the** answer", ".\n\n```py\nx = 1\n```\n"])
     with fake_openai_server(model) as base_url:
         app = make_test_app(
-            redis_server.url, tmp_path, OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=base_url,
-            MODEL="fake-model", SYSTEM_PROMPT="Be brief.",
+            redis_server.url,
+            tmp_path,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=base_url,
+            MODEL="fake-model",
+            SYSTEM_PROMPT="Be brief.",
         )
         sent = new_answer(r, "What is this?")
         assert run_job(app, sent, r) == "done"
@@ -52,7 +56,9 @@ def test_a_model_server_error_ends_the_answer_with_a_readable_error(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     with fake_openai_server(FakeModel([], status=500)) as base_url:
-        app = make_test_app(redis_server.url, tmp_path, OPENAI_API_KEY="k", OPENAI_BASE_URL=base_url)
+        app = make_test_app(
+            redis_server.url, tmp_path, OPENAI_API_KEY="k", OPENAI_BASE_URL=base_url
+        )
         sent = new_answer(r)
         with pytest.raises(Exception, match="boom"):
             run_job(app, sent, r)
@@ -94,7 +100,9 @@ def test_a_job_for_a_stopped_answer_does_nothing(
     app = make_test_app(redis_server.url, tmp_path)
     sent = new_answer(r)
     chat_id = chat_of(r, sent.answer_id)
-    store.append(r, chat_id, sent.answer_id, sent.generation_id, [], None, store.Terminal("stopped"))
+    store.append(
+        r, chat_id, sent.answer_id, sent.generation_id, [], None, store.Terminal("stopped")
+    )
     assert run_job(app, sent, r) == "skipped"
     assert store.log_length(r, chat_id, sent.generation_id) == 1
 
@@ -108,7 +116,9 @@ def test_a_stop_during_the_answer_fences_the_producer_off(
 
     def stop_after_first(*args, **kwargs):
         yield pieces[0]
-        store.append(r, chat_id, sent.answer_id, sent.generation_id, [], None, store.Terminal("stopped"))
+        store.append(
+            r, chat_id, sent.answer_id, sent.generation_id, [], None, store.Terminal("stopped")
+        )
         yield from pieces[1:]
 
     app = make_test_app(redis_server.url, tmp_path)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import redis
+from rq.job import Job, JobStatus
+
 from chatapp import store
 from tests.client import ChatClient
 from tests.servers import Stack
@@ -18,3 +21,6 @@ def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack:
     assert stored is not None and stored.status == "done"
     assert stored.html in events[-1].data
     assert "resumable streams" in stored.text
+    job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.redis_url))
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.return_value() == "done"

@@ -179,3 +179,14 @@ def test_every_key_of_a_chat_shares_its_hash_tag(r: redis.Redis) -> None:
     append(r, sent, [delta("a")], expected=0, terminal=Terminal("done", text="a", html="a"))
     chat_keys = [k for k in r.keys("*") if not k.startswith(f"{store.PREFIX}:user:")]
     assert chat_keys and all(f"{{{chat_id}}}" in key for key in chat_keys)
+
+
+def test_a_chat_is_titled_by_its_first_message(r: redis.Redis) -> None:
+    chat = store.create_chat(r, "0" * 16, 0)
+    first = store.send_message(
+        r, chat.id, "client-1", "How do  tides\nwork? " + "x" * 80, "", "m", 1
+    )
+    store.append(r, chat.id, first.answer_id, first.generation_id, [], None, Terminal("stopped"))
+    store.send_message(r, chat.id, "client-2", "second message", "", "m", 2)
+    title = store.get_chat(r, chat.id).title  # type: ignore[union-attr]
+    assert title.startswith("How do tides work? xxx") and title.endswith("…") and len(title) == 60

@@ -49,7 +49,9 @@ def keys_and_values(r: redis.Redis) -> dict[str, object]:
     for key in sorted(r.keys("chatapp:*")):
         kind = r.type(key)
         snapshot[key] = {
-            "hash": r.hgetall, "list": lambda k: r.lrange(k, 0, -1), "zset": lambda k: r.zrange(k, 0, -1),
+            "hash": r.hgetall,
+            "list": lambda k: r.lrange(k, 0, -1),
+            "zset": lambda k: r.zrange(k, 0, -1),
             "string": r.get,
         }[kind](key)
     return snapshot
@@ -79,7 +81,9 @@ def test_sending_stores_the_message_and_returns_the_streaming_answer(
     assert r.llen("rq:queue:test") == 1
 
 
-def test_the_same_client_message_id_sent_twice_is_stored_once(alice: Browser, r: redis.Redis) -> None:
+def test_the_same_client_message_id_sent_twice_is_stored_once(
+    alice: Browser, r: redis.Redis
+) -> None:
     chat_id = alice.new_chat()
     first = alice.send(chat_id, "once", client_id="same-id-123")
     again = alice.send(chat_id, "once", client_id="same-id-123")
@@ -88,7 +92,9 @@ def test_the_same_client_message_id_sent_twice_is_stored_once(alice: Browser, r:
     assert r.llen("rq:queue:test") == 1
 
 
-def test_a_send_while_an_answer_runs_is_refused_with_a_reason(alice: Browser, r: redis.Redis) -> None:
+def test_a_send_while_an_answer_runs_is_refused_with_a_reason(
+    alice: Browser, r: redis.Redis
+) -> None:
     chat_id = alice.new_chat()
     alice.send(chat_id, "first", client_id="client-0001")
     before = keys_and_values(r)
@@ -147,7 +153,9 @@ def test_someone_elses_chat_is_a_404_like_a_missing_one(
     assert keys_and_values(r) == before
 
 
-def test_stop_ends_a_running_answer_and_is_a_no_op_afterwards(alice: Browser, r: redis.Redis) -> None:
+def test_stop_ends_a_running_answer_and_is_a_no_op_afterwards(
+    alice: Browser, r: redis.Redis
+) -> None:
     chat_id = alice.new_chat()
     answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
     url = f"/chats/{chat_id}/messages/{answer_id}/stop"
