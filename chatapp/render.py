@@ -139,7 +139,10 @@ class IncrementalRenderer:
         tokens = _FINAL.parse(region, env)
         groups = _top_level_blocks(tokens)
         if keep_last_open:
-            groups = groups[:-1]
+            # The last block stays open. So does the one before it while the last block's
+            # first line is incomplete: "#" may become "#include" and join the paragraph.
+            last_starts_on_partial_line = groups and _first_line(groups[-1]) >= region.count("\n")
+            groups = groups[: -2 if last_starts_on_partial_line else -1]
         if not groups:
             return ""
         html = "".join(sanitize(_FINAL.renderer.render(g, _FINAL.options, env)) for g in groups)
@@ -161,6 +164,10 @@ def _top_level_blocks(tokens: list[Token]) -> list[list[Token]]:
         groups[-1].append(token)
         depth += token.nesting
     return groups
+
+
+def _first_line(group: list[Token]) -> int:
+    return group[0].map[0] if group[0].map else 0
 
 
 def _line_offset(text: str, line: int) -> int:

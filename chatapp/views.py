@@ -49,7 +49,9 @@ def new_chat() -> BaseResponse:
 def show(chat_id: str) -> str:
     chat = load_chat(chat_id)
     messages = store.get_messages(get_redis(), chat.id)
-    return render_template("chat.html", chat=chat, messages=messages, client_id=store.new_id())
+    return render_template(
+        "chat.html", chat=chat, chat_id=chat.id, messages=messages, client_id=store.new_id()
+    )
 
 
 @bp.post("/chats/<chat_id>/messages")

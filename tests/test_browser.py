@@ -1,16 +1,17 @@
 """Real headless Chromium on the real stack: an answer followed live survives a reload, the
 server closing its stream, and one refused reconnect, and ends on the page exactly once.
 
-Each test checks which path ran (from the stream requests' `Last-Event-ID` and the events
-the page applied) and that the text the page built from the stream, just before `end`
-swapped in the canonical fragment, equals the stored answer: a doubled or lost delta fails.
+Each test checks which path ran (the stream requests' `Last-Event-ID`, the events the page
+applied) and what the page built from the stream just before `end` swapped in the final
+fragment: the log's blocks up to the last applied event, so a doubled or lost delta fails.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +44,8 @@ window.sseEvents = [];
 window.blocksBeforeEnd = [];
 window.addEventListener("htmx:sseBeforeMessage", function (event) {
   var native = event.detail;
-  window.sseEvents.push({type: native.type, id: native.lastEventId, dropped: event.defaultPrevented});
+  var dropped = event.defaultPrevented;
+  window.sseEvents.push({type: native.type, id: native.lastEventId, dropped: dropped});
   if (native.type !== "end") return;
   var article = event.target.closest("article");
   var blocks = article.querySelector(".blocks").cloneNode(true);
@@ -149,9 +151,14 @@ class Tab:
         expect(answer).to_have_count(1, timeout=TIMEOUT_MS)
         answer_id = (answer.get_attribute("id") or "").removeprefix("answer-")
         chat_id = page.url.rsplit("/", 1)[-1]
-        stream_url = f"/chats/{chat_id}/messages/{answer_id}/stream"
-        assert answer.get_attribute("sse-connect") == stream_url
+        self.assert_follows(chat_id, answer_id)
         return chat_id, answer_id
+
+    def assert_follows(self, chat_id: str, answer_id: str) -> None:
+        """The running answer on the page connects to its own stream."""
+        article = self.page.locator(f"#answer-{answer_id}")
+        stream_url = f"/chats/{chat_id}/messages/{answer_id}/stream"
+        assert article.get_attribute("sse-connect") == stream_url
 
     def wait_for_text(self, answer_id: str) -> None:
         """Wait until streamed text is on the page."""
@@ -166,6 +173,15 @@ class Tab:
         """The SSE events that reached the current document, in order."""
         events: list[dict[str, Any]] = self.page.evaluate("window.sseEvents")
         return events
+
+    def as_browser_html(self, html: str) -> str:
+        """Return `html` as this browser serializes it, to compare it with `innerHTML`."""
+        serialized: str = self.page.evaluate(
+            "html => { const t = document.createElement('template'); t.innerHTML = html;"
+            " return t.innerHTML; }",
+            html,
+        )
+        return serialized
 
     def reconnect_errors(self) -> int:
         """Count htmx's logs of EventSource errors; fail on any other console error but the
@@ -188,35 +204,47 @@ def seq(event_id: str | None) -> int:
     return int(match.group(1))
 
 
-def assert_events_contiguous(events: list[dict[str, Any]]) -> None:
-    """Each delta and the end follow the previous event's position, none dropped by the page."""
-    assert events and events[0]["type"] == "snapshot"
+def assert_applied_in_order(events: list[dict[str, Any]], end_seq: int) -> None:
+    """A snapshot first; each delta right after the previous event; `end` once, last, at the
+    terminal entry (a resume after the answer finished gets `end` alone, with the whole
+    answer). The page dropped nothing: the server sent each entry once per connection."""
+    assert events[0]["type"] == "snapshot"
     assert [e for e in events if e["dropped"]] == []
-    for previous, event in zip(events, events[1:], strict=False):
-        if event["type"] != "snapshot":
+    for previous, event in itertools.pairwise(events):
+        if event["type"] == "delta":
             assert seq(event["id"]) == seq(previous["id"]) + 1, (previous, event)
-    assert events[-1]["type"] == "end"
+    assert [e["type"] for e in events].count("end") == 1
+    assert events[-1]["type"] == "end" and seq(events[-1]["id"]) == end_seq
 
 
-def assert_shown_exactly_once(tab: Tab, stack: Stack, chat_id: str, answer_id: str) -> None:
-    """The page built the stored answer from the stream, and shows it once."""
-    stored = store.get_message(stack.redis(), chat_id, answer_id)
+def assert_shown_exactly_once(tab: Tab, stack: Stack, chat_id: str, answer_id: str) -> int:
+    """Check what the page built from the stream and what it shows at the end; return the
+    position up to which it built the answer itself before `end` came.
+
+    The blocks built before `end` must be the log's blocks up to the last applied event:
+    a doubled or lost delta changes them. All the log's blocks are the stored answer, and
+    the final article shows it once.
+    """
+    r = stack.redis()
+    stored = store.get_message(r, chat_id, answer_id)
     assert stored is not None and stored.status == "done"
-    page = tab.page
-    # The browser's serialization of the stored HTML, to compare like with like.
-    expected = page.evaluate(
-        "html => { const t = document.createElement('template'); t.innerHTML = html;"
-        " return t.innerHTML; }",
-        stored.html,
-    )
-    built = page.evaluate("window.blocksBeforeEnd")
-    assert [b["answer"] for b in built] == [f"answer-{answer_id}"]  # one `end` applied
-    assert built[0]["html"] == expected
-    expect(page.locator("article.answer")).to_have_count(1)
-    article = page.locator(f"#answer-{answer_id}")
+    events = tab.events()
+    assert_applied_in_order(events, end_seq=stored.length)
+    log = [json.loads(entry) for entry in store.read_log(r, chat_id, stored.gen)]
+    blocks = [entry.get("blocks", "") for entry in log[:-1]]
+    built_up_to = seq(events[-2]["id"])
+    built = tab.page.evaluate("window.blocksBeforeEnd")
+    assert [b["answer"] for b in built] == [f"answer-{answer_id}"]
+    assert built[0]["html"] == tab.as_browser_html("".join(blocks[:built_up_to]))
+
+    expected = tab.as_browser_html(stored.html)
+    assert tab.as_browser_html("".join(blocks)) == expected
+    expect(tab.page.locator("article.answer")).to_have_count(1)
+    article = tab.page.locator(f"#answer-{answer_id}")
     assert article.locator(".blocks").inner_html() == expected
     heading = stored.text.splitlines()[0].removeprefix("## ")
     assert article.inner_text().count(heading) == 1
+    return built_up_to
 
 
 def test_reloading_mid_answer_follows_it_again_from_a_snapshot(
@@ -227,17 +255,18 @@ def test_reloading_mid_answer_follows_it_again_from_a_snapshot(
     tab.wait_for_text(answer_id)
     stored = store.get_message(steady_stack.redis(), chat_id, answer_id)
     assert stored is not None and stored.status == "streaming"
-    before_reload = len(tab.last_event_ids)
+    before_reload = len(tab.streams)
 
-    tab.page.reload()
+    page.reload()
+    tab.assert_follows(chat_id, answer_id)
     tab.wait_until_done(answer_id)
 
-    assert tab.last_event_ids[before_reload:] == [None]  # one fresh stream, no cursor
+    assert tab.last_event_ids[before_reload:] == [None]  # one fresh stream, without a cursor
     events = tab.events()
     assert [e["type"] for e in events].count("snapshot") == 1
-    assert seq(events[0]["id"]) > 0  # the snapshot covered what was written before the reload
-    assert_events_contiguous(events)
-    assert_shown_exactly_once(tab, steady_stack, chat_id, answer_id)
+    assert seq(events[0]["id"]) > 0  # the snapshot held what was written before the reload
+    built_up_to = assert_shown_exactly_once(tab, steady_stack, chat_id, answer_id)
+    assert built_up_to == seq(events[-1]["id"]) - 1  # the page built the whole answer itself
     assert tab.reconnect_errors() == 0
 
 
@@ -253,8 +282,8 @@ def test_a_stream_closed_by_the_server_resumes_natively_from_last_event_id(
     assert reconnects and all(seq(cursor) > 0 for cursor in reconnects)
     events = tab.events()
     assert [e["type"] for e in events].count("snapshot") == 1  # every reconnect resumed
-    assert_events_contiguous(events)
-    assert_shown_exactly_once(tab, closing_stack, chat_id, answer_id)
+    built_up_to = assert_shown_exactly_once(tab, closing_stack, chat_id, answer_id)
+    assert built_up_to > seq(reconnects[0])  # deltas were applied after a resume
     assert tab.reconnect_errors() == len(reconnects)
 
 
@@ -270,6 +299,5 @@ def test_a_refused_reconnect_is_rebuilt_without_the_header_and_gets_a_snapshot(
     assert tab.last_event_ids[tab.refused + 1] is None  # the extension's rebuilt EventSource
     events = tab.events()
     assert [e["type"] for e in events].count("snapshot") == 2  # the first and the rebuilt one
-    assert_events_contiguous(events)
     assert_shown_exactly_once(tab, closing_stack, chat_id, answer_id)
-    assert tab.reconnect_errors() == len(tab.last_event_ids) - 1
+    assert tab.reconnect_errors() == len(tab.streams) - 1

@@ -267,3 +267,17 @@ def test_a_viewer_that_falls_behind_reads_the_log_instead(r: redis.Redis, hub: H
         assert subscription.get(timeout=1) == "refill"
     finally:
         hub.release(subscription)
+
+
+def test_an_idle_stream_pings_and_closes_with_retry_after_its_maximum_age(
+    r: redis.Redis, hub: Hub
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    request = Follow(chat_id, sent.answer_id, None, ping_seconds=0.2, max_seconds=1.0)
+    raw = b"".join(follow(r, hub, request, final)).decode()
+    assert raw.startswith("id: ") and "event: snapshot\n" in raw
+    assert raw.count(": ping\nevent: ping\ndata: \n\n") >= 2
+    last_block = raw.strip("\n").split("\n\n")[-1]
+    assert re.fullmatch(r": try again shortly\nretry: \d+", last_block)
+    assert "event: end" not in raw

@@ -8,7 +8,8 @@ from tests.html_safety import unsafe_parts
 
 WORDS = st.sampled_from(
     ["alpha", "beta", "*em*", "**strong**", "`code`", "[link](http://example.com)", "x<y",
-     "a & b", "~~gone~~", "<b>raw</b>", "[js](javascript:alert(1))", "é", "👍", "1.", "-", "#"]
+     "a & b", "~~gone~~", "<b>raw</b>", "[js](javascript:alert(1))", "é", "👍", "1.", "-", "#",
+     "#include", "***", "___", "---", "===", "1)", "2.", ">", "```", "|", "+", "* x"]
 )  # fmt: skip
 LINE = st.lists(WORDS, min_size=1, max_size=8).map(" ".join)
 PARAGRAPH = st.lists(LINE, min_size=1, max_size=3).map("\n".join)
@@ -44,7 +45,7 @@ def render_in_pieces(text: str, cuts: list[int]) -> tuple[str, list[str]]:
     return "".join(blocks), tails
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(data=st.data(), text=DOCUMENT)
 def test_markdown_split_anywhere_renders_like_the_whole(data: st.DataObject, text: str) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=12))
@@ -57,22 +58,31 @@ def test_markdown_split_anywhere_renders_like_the_whole(data: st.DataObject, tex
 
 def test_finished_blocks_are_sent_once_and_the_tail_stays_open() -> None:
     renderer = IncrementalRenderer()
-    renderer.feed("# Title\n\nfirst para")
+    renderer.feed("# Title\n\nfirst para\n")
     first = renderer.flush()
     assert first.blocks == "<h1>Title</h1>\n"
     assert first.tail == "<p>first para</p>\n"
-    renderer.feed(" goes on\n\nsecond")
+    renderer.feed("goes on\n\nsecond\n")
     second = renderer.flush()
-    assert second.blocks == "<p>first para goes on</p>\n"
+    assert second.blocks == "<p>first para\ngoes on</p>\n"
     assert second.tail == "<p>second</p>\n"
-    assert second.text == " goes on\n\nsecond"
+    assert second.text == "goes on\n\nsecond\n"
+
+
+def test_a_block_is_not_finished_while_the_next_one_starts_on_an_incomplete_line() -> None:
+    renderer = IncrementalRenderer()
+    renderer.feed("Some text\n#")  # an empty heading, until the line goes on
+    assert renderer.flush().blocks == ""
+    renderer.feed("include <stdio.h>\n")
+    assert renderer.flush().blocks == ""
+    assert renderer.finish().blocks == "<p>Some text\n#include &lt;stdio.h&gt;</p>\n"
 
 
 def test_an_open_code_fence_is_highlighted_only_when_it_closes() -> None:
     renderer = IncrementalRenderer()
     renderer.feed("```python\nx = 1\n")
     assert "<span" not in renderer.flush().tail
-    renderer.feed("```\n\nafter")
+    renderer.feed("```\n\nafter\n")
     assert '<span class="n">x</span>' in renderer.flush().blocks
 
 

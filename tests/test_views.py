@@ -79,6 +79,9 @@ def test_sending_stores_the_message_and_returns_the_streaming_answer(
     messages = store.get_messages(r, chat_id)
     assert [(m.role, m.status) for m in messages] == [("user", "done"), ("assistant", "queued")]
     assert r.llen("rq:queue:test") == 1
+    page = alice.client.get(f"/chats/{chat_id}").text  # the page follows the same stream
+    assert f'sse-connect="/chats/{chat_id}/messages/{answer_id}/stream"' in page
+    assert f'hx-post="/chats/{chat_id}/messages/{answer_id}/stop"' in page
 
 
 def test_the_same_client_message_id_sent_twice_is_stored_once(
