@@ -10,13 +10,18 @@ from rq import Worker
 
 from chatapp import create_app
 from chatapp.connections import get_queue
+from chatapp.jobs import on_work_horse_killed
 
 
 def main() -> None:
     app = create_app()
     with app.app_context():
         queue = get_queue()
-        worker = Worker([queue], connection=queue.connection)
+        worker = Worker(
+            [queue],
+            connection=queue.connection,
+            work_horse_killed_handler=on_work_horse_killed,
+        )
         worker.work(with_scheduler=False)
 
 

@@ -5,9 +5,12 @@
 -- KEYS: 1 message hash, 2 generation log, 3 heartbeat, 4 chat hash, 5 chat events
 -- ARGV: 1 generation id, 2 expected log length ('' = any), 3 channel, 4 message id,
 --       5 heartbeat ms, 6 retention s, 7 terminal kind ('' | done | error | stopped),
---       8 error message, 9 final text (done), 10 final html (done), 11.. delta entries (JSON)
+--       8 error message, 9 final text (done), 10 final html (done),
+--       11 mode ('' | 'if-dead': only if the heartbeat has expired), 12.. delta entries (JSON)
+-- Delta entries: {"t": "delta", "text", "blocks", "tail"}; only the newest keeps its "tail".
 -- Returns {status, log length}; status: ok | stale (not the current generation) |
---         ended (already has its terminal entry) | seq (expected length did not match).
+--         ended (already has its terminal entry) | seq (expected length did not match) |
+--         alive (mode 'if-dead' and the producer's heartbeat is still there).
 local msg, log, hb, chat, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local gen, expected, channel, mid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local kind = ARGV[7]
@@ -23,9 +26,12 @@ end
 if expected ~= '' and tonumber(expected) ~= length then
   return {'seq', length}
 end
+if ARGV[11] == 'if-dead' and redis.call('EXISTS', hb) == 1 then
+  return {'alive', length}
+end
 
 local entries = {}
-for i = 11, #ARGV do
+for i = 12, #ARGV do
   entries[#entries + 1] = ARGV[i]
 end
 
@@ -38,7 +44,7 @@ if kind ~= '' then
       local entry = cjson.decode(raw)
       texts[#texts + 1] = entry.text or ''
       blocks[#blocks + 1] = entry.blocks or ''
-      tail = entry.tail or ''
+      if entry.tail ~= nil then tail = entry.tail end
     end
     for _, raw in ipairs(redis.call('LRANGE', log, 0, -1)) do take(raw) end
     for _, raw in ipairs(entries) do take(raw) end
@@ -62,6 +68,15 @@ if #entries == 0 then
   return {'ok', length}
 end
 
+-- Only the newest entry needs its tail (the open last block, re-rendered every flush):
+-- drop the previous one's, or a long block would fill the log with copies of itself.
+if length > 0 then
+  local previous = cjson.decode(redis.call('LINDEX', log, -1))
+  if previous.tail ~= nil then
+    previous.tail = nil
+    redis.call('LSET', log, -1, cjson.encode(previous))
+  end
+end
 local new_length = redis.call('RPUSH', log, unpack(entries))
 local first = new_length - #entries + 1
 redis.call('PUBLISH', channel, '{"m":"' .. mid .. '","g":"' .. gen .. '","s":' .. first ..

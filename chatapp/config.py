@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "OPENAI_API_KEY": None,
     "OPENAI_BASE_URL": None,
     "MODEL": "gpt-4o-mini",
+    "MODEL_TIMEOUT_SECONDS": 120.0,  # the longest silence from the model server
     "SYSTEM_PROMPT": "You are a helpful assistant. Answer in markdown.",
     "CONTEXT_CHARS": 24_000,  # history sent to the model, trimmed from the oldest
     "MAX_MESSAGE_CHARS": 16_000,
@@ -27,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_TTL_SECONDS": 15,  # a generation silent this long is dead
     "RETENTION_SECONDS": 86_400,  # a finished answer's log is kept this long
     "JOB_TIMEOUT_SECONDS": 600,
+    "QUEUE_WAIT_SECONDS": 600,  # an answer that no worker started by then ends with an error
     "PING_SECONDS": 15.0,  # SSE keep-alive
     "CHECK_SECONDS": 5.0,  # an idle stream re-reads its log this often
     "SSE_MAX_PER_PROCESS": 900,  # below gunicorn's worker_connections, so pages still load

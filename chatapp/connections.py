@@ -76,7 +76,7 @@ def get_hub() -> Hub:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with _hub_lock:
         hub: Hub | None = app.extensions["hub"]
-        if hub is None or not hub.belongs_to_this_process():
+        if hub is None or not hub.belongs_to_this_process() or not hub.alive:
             hub = make_hub(app.config["REDIS_URL"])
             hub.start()
             app.extensions["hub"] = hub

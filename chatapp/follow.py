@@ -86,6 +86,7 @@ class _Stream:
         if not message.running:
             yield self._final(message)
             return
+        self.message = message
         self.generation_id = message.gen
         yield from self._start(self.request.cursor)
         yield from self._relay()
@@ -126,7 +127,10 @@ class _Stream:
             if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
                 # Quiet for a while, or told we may have missed something: read the log.
                 last_heard = now
+                sent = self.sent
                 yield from self._refill()
+                if item is None and self.sent == sent and not self.finished:
+                    yield from self._end_if_dead()
             if isinstance(item, dict):
                 last_heard = now
                 yield from self._live(item)
@@ -143,6 +147,12 @@ class _Stream:
             return
         skip = self.sent + 1 - first  # entries we already sent
         yield from self._send(payload["e"][skip:], first_seq=self.sent + 1)
+
+    def _end_if_dead(self) -> Iterator[bytes]:
+        """Nothing new for a while: if the producer is gone, end the answer with an error."""
+        if store.end_if_dead(self.r, self.request.chat_id, self.message):
+            log.warning("stream %s: producer gone; answer ended", self.request.message_id)
+            yield from self._refill()
 
     def _refill(self) -> Iterator[bytes]:
         entries = self._read_log(after=self.sent)

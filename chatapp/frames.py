@@ -49,8 +49,13 @@ def answer_body(message_id: str, blocks_html: str, tail_html: str) -> str:
 
 
 def delta_event(message_id: str, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
-    """Return the event that appends an entry's new blocks and replaces the tail."""
-    data = entry.get("blocks", "") + tail_element(message_id, entry.get("tail", ""), oob=True)
+    """Return the event that appends an entry's new blocks and replaces the tail.
+
+    Only the log's newest entry keeps its tail; an older one replayed leaves the tail alone.
+    """
+    data = entry.get("blocks", "")
+    if "tail" in entry:
+        data += tail_element(message_id, entry["tail"], oob=True)
     return ServerSentEvent(data=data, event="delta", id=str(cursor))
 
 

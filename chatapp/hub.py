@@ -145,14 +145,24 @@ class Hub:
 
     # -- the owner thread ---------------------------------------------------------------
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._stopping:
             try:
                 self._serve()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("hub: pub/sub connection lost (%s); reconnecting", exc)
-                self._start_over()
-                time.sleep(RECONNECT_DELAY)
+            except Exception:
+                # Whatever went wrong (an ACL error, a redis-py bug), the process's streams
+                # depend on this thread: log it and start over rather than die.
+                log.exception("hub: unexpected error; starting over")
+            else:
+                return
+            self._start_over()
+            time.sleep(RECONNECT_DELAY)
 
     def _serve(self) -> None:
         while not self._stopping:
@@ -225,7 +235,11 @@ class Hub:
             for subscription in listeners:  # anything published while unsubscribed is lost
                 subscription.deliver(REFILL)
         elif kind == "message" and isinstance(channel, str):
-            payload = json.loads(message["data"])
+            try:
+                payload = json.loads(message["data"])
+            except ValueError:
+                log.warning("hub: ignored a malformed message on %s", channel)
+                return
             with self._lock:
                 listeners = list(self._listeners.get(channel, ()))
             for subscription in listeners:

@@ -29,13 +29,18 @@ def enqueue_answer(queue: Queue, chat_id: str, message_id: str, generation_id: s
         chat_id,
         message_id,
         generation_id,
-        job_id=f"answer-{generation_id}",
+        job_id=job_id(generation_id),
         job_timeout=config["JOB_TIMEOUT_SECONDS"],
         description=f"answer {message_id} in chat {chat_id} ({providers.model_label(config)})",
         on_failure=Callback(on_answer_failure),
         result_ttl=3600,
         failure_ttl=86_400,
     )
+
+
+def job_id(generation_id: str) -> str:
+    """Return the RQ job id of a generation: one job per generation, whoever enqueues it."""
+    return f"answer-{generation_id}"
 
 
 def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
@@ -53,19 +58,26 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
         config["SYSTEM_PROMPT"],
         config["CONTEXT_CHARS"],
     )
+    model = providers.make_model(config)
     heartbeat = Heartbeat(
-        r, chat_id, generation_id, config["HEARTBEAT_SECONDS"], timing.heartbeat_ms
+        r, chat_id, message_id, generation_id, config["HEARTBEAT_SECONDS"], timing, model.close
     )
     with heartbeat:
         try:
-            model = providers.make_model(config)
             for piece in model.stream(context):
+                if heartbeat.fenced.is_set():
+                    raise Fenced("ended", producer.length)
                 producer.feed(piece)
+            if heartbeat.fenced.is_set():
+                raise Fenced("ended", producer.length)
             producer.finish()
         except Fenced as fenced:
             log.info("answer %s: stopped producing (%s)", message_id, fenced.status)
             return fenced.status
         except Exception as exc:
+            if heartbeat.fenced.is_set():  # the model's stream was closed under it
+                log.info("answer %s: stopped producing (stream closed)", message_id)
+                return "ended"
             producer.fail(describe_failure(exc, config))
             raise
     return "done"
@@ -98,6 +110,23 @@ def on_answer_failure(
         [],
         expected_length=None,
         terminal=store.Terminal("error", message=message),
+        timing=timing_from(current_app.config),
+    )
+
+
+def on_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
+    """RQ calls this when the work horse died (killed, out of memory): end its answer now."""
+    if job.func_name != f"{__name__}.generate_answer":
+        return
+    chat_id, message_id, generation_id = job.args
+    store.append(
+        get_redis(),
+        chat_id,
+        message_id,
+        generation_id,
+        [],
+        expected_length=None,
+        terminal=store.Terminal("error", message=store.DEAD_PRODUCER),
         timing=timing_from(current_app.config),
     )
 

@@ -116,15 +116,26 @@ def _wait_then_stop(started: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
         time.sleep(0.2)
     # Web first (no new work), then the worker (it finishes or ends its answers), then Redis.
     for name, process in reversed(started):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                print(f"chatapp: {name} did not stop in time; killing it", flush=True)
-                process.kill()
-                process.wait()
+        _stop(name, process)
     print("chatapp: stopped", flush=True)
+
+
+def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM; if it is still running after a while, SIGTERM again; then SIGKILL.
+
+    The RQ worker takes a first SIGTERM as "finish the current answer" and a second as
+    "stop now" (it then kills its work horse, which runs in a process group of its own).
+    """
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        if process.poll() is not None:
+            return
+        if sig == signal.SIGKILL:
+            print(f"chatapp: {name} did not stop in time; killing it", flush=True)
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 if __name__ == "__main__":

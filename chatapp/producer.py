@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import redis
 
 from chatapp import store
 from chatapp.render import IncrementalRenderer, render_markdown
+
+TAIL_BYTES_PER_SECOND = 64_000
 
 
 class Fenced(Exception):
@@ -48,13 +51,13 @@ class Producer:
         self.flushes = 0
         self._renderer = IncrementalRenderer()
         self._text: list[str] = []
-        self._last_flush = time.monotonic()
+        self._next_flush = time.monotonic() + flush_seconds
 
     def feed(self, text: str) -> None:
         """Take model output; flush if the coalescing window has passed."""
         self._renderer.feed(text)
         self._text.append(text)
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        if time.monotonic() >= self._next_flush:
             self.flush()
 
     def flush(self) -> None:
@@ -62,6 +65,10 @@ class Producer:
         if self._renderer.pending:
             piece = self._renderer.flush()
             self._append([_delta(piece.text, piece.blocks, piece.tail)])
+            # Every flush re-sends the open block to every viewer: a long one (a big code
+            # fence) widens the window so those re-sends stay under TAIL_BYTES_PER_SECOND.
+            wait = max(self.flush_seconds, len(piece.tail) / TAIL_BYTES_PER_SECOND)
+            self._next_flush = time.monotonic() + wait
 
     def finish(self) -> None:
         """Append the rest and the `done` entry with the canonical render of the whole answer."""
@@ -100,7 +107,6 @@ class Producer:
             raise Fenced(result.status, result.length)
         self.length = result.length
         self.flushes += 1
-        self._last_flush = time.monotonic()
 
 
 def _delta(text: str, blocks: str, tail: str) -> dict[str, str]:
@@ -108,18 +114,34 @@ def _delta(text: str, blocks: str, tail: str) -> dict[str, str]:
 
 
 class Heartbeat:
-    """A thread that keeps the generation's liveness key fresh, whatever the token flow."""
+    """A thread that proves the generation's producer is alive, whatever the token flow.
+
+    It beats through the fenced script (an append of nothing), so it also learns at once
+    when the generation was stopped or replaced, even while the model is silent, and then
+    calls `on_fenced` (which closes the model's stream) instead of waiting for a token.
+    """
 
     def __init__(
-        self, r: redis.Redis, chat_id: str, generation_id: str, every: float, ttl_ms: int
+        self,
+        r: redis.Redis,
+        chat_id: str,
+        message_id: str,
+        generation_id: str,
+        every: float,
+        timing: store.Timing,
+        on_fenced: Callable[[], None] = lambda: None,
     ) -> None:
-        self._beat = lambda: store.heartbeat(r, chat_id, generation_id, ttl_ms)
+        self._beat = lambda: store.append(
+            r, chat_id, message_id, generation_id, [], expected_length=None, timing=timing
+        )
         self._every = every
+        self._on_fenced = on_fenced
         self._stop = threading.Event()
+        self.fenced = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self._beat()
+        self._check(self._beat())
         self._thread.start()
         return self
 
@@ -133,8 +155,13 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every):
+        while not self._stop.wait(self._every) and not self.fenced.is_set():
             try:
-                self._beat()
+                self._check(self._beat())
             except (redis.ConnectionError, redis.TimeoutError):
                 pass  # the next beat tries again; the TTL covers several misses
+
+    def _check(self, result: store.AppendResult) -> None:
+        if not result.ok and not self._stop.is_set():
+            self.fenced.set()
+            self._on_fenced()

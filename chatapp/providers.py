@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-import time
+import socket
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, cast
 
@@ -15,6 +17,10 @@ class Model(Protocol):
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
         """Yield the answer's text in pieces, as the model produces them."""
+        ...
+
+    def close(self) -> None:
+        """Stop the stream from another thread (the answer was stopped)."""
         ...
 
 
@@ -35,26 +41,47 @@ def make_model(config: Mapping[str, Any]) -> Model:
         api_key=config["OPENAI_API_KEY"],
         base_url=config.get("OPENAI_BASE_URL"),
         model=str(config["MODEL"]),
+        read_timeout=float(config["MODEL_TIMEOUT_SECONDS"]),
     )
 
 
 class OpenAIModel:
     """Streams chat completions from any OpenAI-compatible server."""
 
-    def __init__(self, api_key: str, base_url: str | None, model: str) -> None:
+    def __init__(
+        self, api_key: str, base_url: str | None, model: str, read_timeout: float = 120.0
+    ) -> None:
         import openai  # imported here: the client must be built after the worker forks
 
         self.name = model
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=2)
+        timeout = openai.Timeout(read_timeout, connect=10.0)  # read: the longest silence
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=2, timeout=timeout
+        )
+        self._chunks: Any = None
+        self._closed = False
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
         chunks = self._client.chat.completions.create(
             model=self.name, messages=cast(Any, messages), stream=True
         )
+        self._chunks = chunks
+        if self._closed:
+            chunks.close()
         with chunks:
             for chunk in chunks:
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
+
+    def close(self) -> None:
+        self._closed = True
+        if self._chunks is not None:
+            # Closing a socket does not wake a thread blocked reading it; shutting it down does.
+            network = self._chunks.response.extensions.get("network_stream")
+            sock = network.get_extra_info("socket") if network is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 class OfflineModel:
@@ -64,13 +91,17 @@ class OfflineModel:
 
     def __init__(self, tokens_per_second: float = 30.0) -> None:
         self._delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
+        self._closed = threading.Event()
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         for token in tokenize(offline_answer(question)):
-            if self._delay:
-                time.sleep(self._delay)
+            if self._closed.wait(self._delay):
+                return
             yield token
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 def tokenize(text: str) -> list[str]:

@@ -1,7 +1,9 @@
 -- Store a user message and its (queued) answer, once per client message id.
--- KEYS: 1 chat hash, 2 message list, 3 claim, 4 user message hash, 5 answer hash, 6 chat events
+-- KEYS: 1 chat hash, 2 message list, 3 claim, 4 user message hash, 5 answer hash, 6 chat events,
+--       7 the answer's heartbeat
 -- ARGV: 1 user message id, 2 answer id, 3 generation id, 4 text, 5 html, 6 now,
---       7 claim ttl s, 8 model label, 9 title for a chat that has none yet
+--       7 claim ttl s, 8 model label, 9 title for a chat that has none yet,
+--       10 how long the answer may wait for a worker (ms) before it counts as dead
 -- Returns {'ok'} | {'missing'} | {'busy', running answer id} | {'duplicate', user id, answer id}
 local chat, messages, claim, user, answer, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user_id, answer_id, gen, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
@@ -24,6 +26,7 @@ redis.call('HSET', user, 'id', user_id, 'role', 'user', 'status', 'done',
   'text', ARGV[4], 'html', ARGV[5], 'created', now)
 redis.call('HSET', answer, 'id', answer_id, 'role', 'assistant', 'status', 'queued',
   'gen', gen, 'text', '', 'html', '', 'model', ARGV[8], 'created', now)
+redis.call('SET', KEYS[7], gen, 'PX', ARGV[10])
 redis.call('RPUSH', messages, user_id, answer_id)
 redis.call('HSET', chat, 'running', answer_id, 'updated', now)
 if redis.call('HSETNX', chat, 'titled', '1') == 1 then

@@ -26,6 +26,8 @@ PREFIX = "chatapp:v1"
 ID_PATTERN = re.compile(r"[0-9a-f]{16}")
 TERMINAL_STATUSES = frozenset({"done", "error", "stopped"})
 CLAIM_TTL_SECONDS = 86_400
+DEAD_QUEUED = "No worker picked this answer up in time. Send the message again."
+DEAD_PRODUCER = "The answer stopped unexpectedly: the worker writing it is gone."
 
 _APPEND = Script(None, (Path(__file__).parent / "append.lua").read_bytes())  # type: ignore[arg-type]
 _SEND = Script(None, (Path(__file__).parent / "send.lua").read_bytes())  # type: ignore[arg-type]
@@ -197,8 +199,12 @@ def send_message(
     html: str,
     model: str,
     now: float,
+    queue_wait_ms: int = 600_000,
 ) -> SendResult:
-    """Store a user message and its queued answer, unless this client id was already sent."""
+    """Store a user message and its queued answer, unless this client id was already sent.
+
+    The answer counts as alive for `queue_wait_ms` while it waits for a worker.
+    """
     user_id, answer_id, generation_id = new_id(), new_id(), new_id()
     keys = [
         chat_key(chat_id),
@@ -207,6 +213,7 @@ def send_message(
         message_key(chat_id, user_id),
         message_key(chat_id, answer_id),
         events_key(chat_id),
+        heartbeat_key(chat_id, generation_id),
     ]
     args: list[str | float] = [
         user_id,
@@ -218,6 +225,7 @@ def send_message(
         CLAIM_TTL_SECONDS,
         model,
         title_from(text),
+        queue_wait_ms,
     ]
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
@@ -259,7 +267,7 @@ class Terminal:
 
 @dataclass(frozen=True)
 class AppendResult:
-    status: str  # ok | stale | ended | seq
+    status: str  # ok | stale | ended | seq | alive
     length: int
 
     @property
@@ -284,8 +292,12 @@ def append(
     expected_length: int | None,
     terminal: Terminal | None = None,
     timing: Timing | None = None,
+    only_if_dead: bool = False,
 ) -> AppendResult:
-    """Append entries (and maybe the terminal entry) to the log, fenced by generation and length."""
+    """Append entries (and maybe the terminal entry) to the log, fenced by generation and length.
+
+    With `only_if_dead`, nothing happens unless the producer's heartbeat has expired.
+    """
     timing = timing or Timing()
     keys = [
         message_key(chat_id, message_id),
@@ -305,15 +317,36 @@ def append(
         terminal.message if terminal else "",
         terminal.text if terminal else "",
         terminal.html if terminal else "",
+        "if-dead" if only_if_dead else "",
         *(json.dumps(entry, separators=(",", ":")) for entry in entries),
     ]
     status, length = _APPEND(keys=keys, args=args, client=r)
     return AppendResult(status, int(length))
 
 
-def heartbeat(r: redis.Redis, chat_id: str, generation_id: str, ttl_ms: int) -> None:
-    """Prove that the generation's producer is alive for another `ttl_ms`."""
-    r.set(heartbeat_key(chat_id, generation_id), generation_id, px=ttl_ms)
+def end_if_dead(
+    r: redis.Redis, chat_id: str, message: Message, timing: Timing | None = None
+) -> bool:
+    """End a running answer with an `error` if its producer stopped proving it is alive.
+
+    Whoever notices first (a viewer's idle check, a page view, a send) calls this; the
+    fenced script makes sure that a live producer is left alone and only one terminal wins.
+    """
+    if not message.running:
+        return False
+    reason = DEAD_QUEUED if message.status == "queued" else DEAD_PRODUCER
+    result = append(
+        r,
+        chat_id,
+        message.id,
+        message.gen,
+        [],
+        None,
+        Terminal("error", message=reason),
+        timing,
+        only_if_dead=True,
+    )
+    return result.ok
 
 
 def is_alive(r: redis.Redis, chat_id: str, generation_id: str) -> bool:

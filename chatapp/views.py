@@ -17,6 +17,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import frames, jobs, providers, store
@@ -48,7 +49,10 @@ def new_chat() -> BaseResponse:
 @bp.get("/chats/<chat_id>")
 def show(chat_id: str) -> str:
     chat = load_chat(chat_id)
-    messages = store.get_messages(get_redis(), chat.id)
+    r = get_redis()
+    messages = store.get_messages(r, chat.id)
+    if messages and store.end_if_dead(r, chat.id, messages[-1]):
+        messages = store.get_messages(r, chat.id)
     return render_template(
         "chat.html", chat=chat, chat_id=chat.id, messages=messages, client_id=store.new_id()
     )
@@ -69,16 +73,12 @@ def send(chat_id: str) -> Response | str:
             413, f"Your message has {len(text):,} characters; the limit is {limit:,}."
         )
     r = get_redis()
-    label = providers.model_label(current_app.config)
-    sent = store.send_message(
-        r, chat.id, client_id, text, render_markdown(text), label, time.time()
-    )
+    sent = _store_message(r, chat.id, client_id, text)
     if sent.status == "busy":
         return error_response(409, "An answer is still being written: wait for it, or stop it.")
     if sent.status == "missing":
         abort(404, "This chat does not exist, or it is not yours.")
-    if sent.status == "ok":
-        _enqueue(chat.id, sent.answer_id, sent.generation_id)
+    _enqueue_unless_queued(r, chat.id, sent.answer_id)
     messages = [
         store.get_message(r, chat.id, sent.user_id),
         store.get_message(r, chat.id, sent.answer_id),
@@ -92,19 +92,42 @@ def send(chat_id: str) -> Response | str:
     )
 
 
-def _enqueue(chat_id: str, answer_id: str, generation_id: str) -> None:
+def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> store.SendResult:
+    """Store the message; if the chat is busy with an answer whose producer died, end that."""
+    config = current_app.config
+    label = providers.model_label(config)
+    wait_ms = config["QUEUE_WAIT_SECONDS"] * 1000
+    html = render_markdown(text)
+    sent = store.send_message(r, chat_id, client_id, text, html, label, time.time(), wait_ms)
+    if sent.status == "busy":
+        running = store.get_message(r, chat_id, sent.answer_id)
+        if running is not None and store.end_if_dead(r, chat_id, running):
+            sent = store.send_message(
+                r, chat_id, client_id, text, html, label, time.time(), wait_ms
+            )
+    return sent
+
+
+def _enqueue_unless_queued(r: redis.Redis, chat_id: str, answer_id: str) -> None:
+    """Queue the answer's job, unless it is queued already (a resend of the same message).
+
+    The job id is the generation's, so a resend after a failure between storing the
+    message and queueing its job (a crash, a Redis blip) queues it now, and only once.
+    """
+    answer = store.get_message(r, chat_id, answer_id)
+    if answer is None or answer.status != "queued":
+        return
+    queue = get_queue()
+    if Job.exists(jobs.job_id(answer.gen), connection=queue.connection):
+        return
     try:
-        jobs.enqueue_answer(get_queue(), chat_id, answer_id, generation_id)
-    except (redis.ConnectionError, redis.TimeoutError):
+        jobs.enqueue_answer(queue, chat_id, answer_id, answer.gen)
+    except Exception:
+        reason = "The answer could not be queued. Send the message again."
         store.append(
-            get_redis(),
-            chat_id,
-            answer_id,
-            generation_id,
-            [],
-            expected_length=None,
-            terminal=store.Terminal("error", message="The answer could not be queued. Try again."),
+            r, chat_id, answer_id, answer.gen, [], None, store.Terminal("error", message=reason)
         )
+        raise
 
 
 @bp.post("/chats/<chat_id>/messages/<message_id>/stop")

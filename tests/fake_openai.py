@@ -13,9 +13,11 @@ from typing import Any
 class FakeModel:
     """What the fake server answers, and what it was asked."""
 
-    def __init__(self, pieces: list[str], status: int = 200) -> None:
+    def __init__(self, pieces: list[str], status: int = 200, first_delay: float = 0.0) -> None:
         self.pieces = pieces
         self.status = status
+        self.first_delay = first_delay  # seconds of silence before the first token
+        self.disconnected = threading.Event()  # the client hung up while we were silent
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str] = []
 
@@ -40,10 +42,22 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
+            self.wfile.write(b": thinking\n\n")
+            self.wfile.flush()
+            if model.first_delay and self._client_hangs_up_within(model.first_delay):
+                model.disconnected.set()
+                return
             for piece in model.pieces:
                 self._chunk({"content": piece})
             self._chunk({}, finish="stop")
             self.wfile.write(b"data: [DONE]\n\n")
+
+        def _client_hangs_up_within(self, seconds: float) -> bool:
+            self.connection.settimeout(seconds)
+            try:
+                return self.connection.recv(1) == b""
+            except TimeoutError:
+                return False
 
         def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
             chunk = {

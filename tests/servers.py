@@ -115,6 +115,12 @@ def rq_worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         _stop(process)
 
 
+def children(pid: int) -> list[int]:
+    """Return the pids of a process's children."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in out.stdout.split()]
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGINT)
@@ -128,10 +134,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 class Stack:
     """A whole app: redis-server, a real RQ worker process and gunicorn with gevent workers."""
 
-    def __init__(self, base: str, redis_url: str, env: dict[str, str]) -> None:
+    def __init__(self, base: str, redis_url: str, env: dict[str, str], worker_pid: int) -> None:
         self.base = base
         self.redis_url = redis_url
         self.env = env
+        self.worker_pid = worker_pid
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
@@ -143,7 +150,7 @@ def running_stack(directory: Path, web_workers: int = 1, **settings: str) -> Ite
     server = RedisServer(directory)
     env = stack_env(server.url, directory, **settings)
     try:
-        with rq_worker(env), web_server(env, workers=web_workers) as base:
-            yield Stack(base, server.url, env)
+        with rq_worker(env) as worker, web_server(env, workers=web_workers) as base:
+            yield Stack(base, server.url, env, worker.pid)
     finally:
         server.stop()

@@ -281,3 +281,45 @@ def test_an_idle_stream_pings_and_closes_with_retry_after_its_maximum_age(
     last_block = raw.strip("\n").split("\n\n")[-1]
     assert re.fullmatch(r": try again shortly\nretry: \d+", last_block)
     assert "event: end" not in raw
+
+
+def test_a_malformed_message_on_a_chat_channel_does_not_break_the_hub(
+    r: redis.Redis, hub: Hub
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+
+    def garbage_then_more() -> None:
+        r.publish(store.channel(chat_id), "not json")
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("b")], 1)
+        finish(r, sent, 2)
+
+    threading.Timer(0.3, garbage_then_more).start()
+    events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=60)
+    assert deltas_text(events) == ["b"] and hub.alive
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_an_idle_viewer_ends_an_answer_whose_producer_is_gone(
+    r: redis.Redis, hub: Hub, started: bool
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    if started:
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+    r.delete(store.heartbeat_key(chat_id, sent.generation_id))  # as if its TTL ran out
+    events = watch(r, hub, chat_id, sent.answer_id, check_seconds=0.3)
+    assert [e.event for e in events][-1] == "end" and events[-1].data == "FINAL error"
+    message = store.get_message(r, chat_id, sent.answer_id)
+    reason = store.DEAD_PRODUCER if started else store.DEAD_QUEUED
+    assert message is not None and (message.status, message.error) == ("error", reason)
+
+
+def test_an_idle_viewer_leaves_a_live_producer_alone(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    request = Follow(chat_id, sent.answer_id, None, check_seconds=0.1, max_seconds=1.0)
+    raw = b"".join(follow(r, hub, request, final)).decode()
+    assert "event: end" not in raw
+    assert store.get_message(r, chat_id, sent.answer_id).status == "queued"  # type: ignore[union-attr]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 import redis
 
 from chatapp import jobs, store
+from chatapp.producer import Heartbeat
 from chatapp.render import render_markdown
 from tests.conftest import make_test_app
 from tests.fake_openai import FakeModel, fake_openai_server
-from tests.servers import RedisServer
+from tests.servers import RedisServer, wait_until
 from tests.storing import chat_of, new_answer
 
 
@@ -129,3 +131,47 @@ def test_a_stop_during_the_answer_fences_the_producer_off(
     assert message is not None and (message.status, message.text) == ("stopped", "one ")
     log = [json.loads(e) for e in store.read_log(r, chat_id, sent.generation_id)]
     assert [e["t"] for e in log] == ["delta", "stopped"]
+
+
+def test_a_stop_while_the_model_is_silent_ends_the_job_at_once(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # The model says nothing for longer than the test may run: only closing its stream
+    # (from the heartbeat, which learns of the stop) lets the job return.
+    model = FakeModel(["never sent"], first_delay=600)
+    with fake_openai_server(model) as base_url:
+        app = make_test_app(
+            redis_server.url,
+            tmp_path,
+            OPENAI_API_KEY="k",
+            OPENAI_BASE_URL=base_url,
+            HEARTBEAT_SECONDS=0.05,
+        )
+        sent = new_answer(r)
+        chat_id = chat_of(r, sent.answer_id)
+        stop = store.Terminal("stopped")
+        threading.Timer(
+            0.5, store.append, args=(r, chat_id, sent.answer_id, sent.generation_id, [], None, stop)
+        ).start()
+        assert run_job(app, sent, r) == "ended"
+        assert model.disconnected.wait(timeout=30)
+    message = store.get_message(r, chat_id, sent.answer_id)
+    assert message is not None and message.status == "stopped"
+
+
+def test_the_heartbeat_keeps_a_slow_answer_alive_and_stops_after_the_end(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    timing = store.Timing(heartbeat_ms=300)
+    with Heartbeat(r, chat_id, sent.answer_id, sent.generation_id, 0.05, timing) as beat:
+        r.pexpire(store.heartbeat_key(chat_id, sent.generation_id), 1)  # as if the TTL ran out
+        wait_until(lambda: store.is_alive(r, chat_id, sent.generation_id), what="a beat")
+        message = store.get_message(r, chat_id, sent.answer_id)
+        assert message is not None and not store.end_if_dead(r, chat_id, message)
+        store.append(
+            r, chat_id, sent.answer_id, sent.generation_id, [], None, store.Terminal("stopped")
+        )
+        assert beat.fenced.wait(timeout=10)
+    assert not store.is_alive(r, chat_id, sent.generation_id)

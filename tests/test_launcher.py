@@ -12,7 +12,7 @@ import httpx
 import redis
 
 from chatapp.launcher import start_embedded_redis
-from tests.servers import PROJECT_DIR, free_port, wait_until
+from tests.servers import PROJECT_DIR, children, free_port, wait_until
 
 
 def test_the_embedded_redis_keeps_data_on_disk_with_aof_and_noeviction(tmp_path: Path) -> None:
@@ -58,21 +58,16 @@ def test_the_run_command_serves_the_app_and_ctrl_c_stops_every_process(tmp_path:
             return response.status_code == 200 and "Offline model" in response.text
 
         wait_until(page, timeout=60, what="the app to serve its first page")
-        children = _children(launcher.pid)
-        assert len(children) >= 3  # redis-server, the RQ worker, gunicorn
+        started = children(launcher.pid)
+        assert len(started) >= 3  # redis-server, the RQ worker, gunicorn
         launcher.send_signal(signal.SIGINT)
         output, _ = launcher.communicate(timeout=60)
         assert launcher.returncode == 0, output
         assert "chatapp: stopped" in output
-        wait_until(lambda: not any(_alive(pid) for pid in children), timeout=30, what="children")
+        wait_until(lambda: not any(_alive(pid) for pid in started), timeout=30, what="children")
     finally:
         if launcher.poll() is None:
             launcher.kill()
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(line) for line in out.stdout.split()]
 
 
 def _alive(pid: int) -> bool:

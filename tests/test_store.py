@@ -190,3 +190,18 @@ def test_a_chat_is_titled_by_its_first_message(r: redis.Redis) -> None:
     store.send_message(r, chat.id, "client-2", "second message", "", "m", 2)
     title = store.get_chat(r, chat.id).title  # type: ignore[union-attr]
     assert title.startswith("How do tides work? xxx") and title.endswith("…") and len(title) == 60
+
+
+def test_only_the_newest_entry_keeps_its_tail(r: redis.Redis) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    long_tail = "<pre><code>" + "line\n" * 2000 + "</code></pre>"
+    for i in range(20):
+        entry = {"t": "delta", "text": "line\n" * 100, "blocks": "", "tail": long_tail}
+        append(r, sent, [entry], expected=i)
+    log = [json.loads(e) for e in store.read_log(r, chat_id, sent.generation_id)]
+    assert ["tail" in entry for entry in log] == [False] * 19 + [True]
+    assert log[-1]["tail"] == long_tail
+    assert append(r, sent, [], expected=None, terminal=Terminal("stopped")).ok
+    message = store.get_message(r, chat_id, sent.answer_id)
+    assert message is not None and message.html == long_tail  # the stopped answer keeps it

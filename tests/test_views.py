@@ -192,3 +192,36 @@ def test_the_vendored_htmx_files_match_the_names_the_page_loads(client: FlaskCli
     htmx_file.close()
     assert client.get(f"/static/htmx-ext-sse-{sse.group(1)}.js").status_code == 200
     assert '"allowEval": false' in page and '"includeIndicatorStyles": false' in page
+
+
+def test_a_chat_busy_with_a_dead_answer_takes_a_new_message(alice: Browser, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    alice.send(chat_id, "first", client_id="client-0001")
+    dead = store.get_messages(r, chat_id)[-1]
+    r.delete(store.heartbeat_key(chat_id, dead.gen))  # no worker ever took it
+    assert alice.send(chat_id, "second", client_id="client-0002").status_code == 200
+    assert store.get_message(r, chat_id, dead.id).status == "error"  # type: ignore[union-attr]
+    assert len(store.get_messages(r, chat_id)) == 4
+
+
+def test_a_resend_after_a_crash_before_queueing_queues_the_answer_once(
+    alice: Browser, r: redis.Redis
+) -> None:
+    chat_id = alice.new_chat()
+    # The first attempt stored the message, then the process died before queueing its job.
+    store.send_message(r, chat_id, "client-0001", "hello", "<p>hello</p>", "m", 0)
+    assert r.llen("rq:queue:test") == 0
+    for _ in range(2):  # the browser's resend, then one more
+        assert alice.send(chat_id, "hello", client_id="client-0001").status_code == 200
+        assert r.llen("rq:queue:test") == 1
+    assert len(store.get_messages(r, chat_id)) == 2
+
+
+def test_a_page_view_ends_an_answer_whose_producer_is_gone(alice: Browser, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    alice.send(chat_id, "first")
+    answer = store.get_messages(r, chat_id)[-1]
+    store.append(r, chat_id, answer.id, answer.gen, [], 0)  # started ...
+    r.delete(store.heartbeat_key(chat_id, answer.gen))  # ... and then its worker died
+    page = alice.client.get(f"/chats/{chat_id}").text
+    assert store.DEAD_PRODUCER in page and "sse-connect" not in page
