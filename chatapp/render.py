@@ -11,7 +11,7 @@ allowlist that has no `id`, `style`, event handler or htmx attribute.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
+from html import unescape
 from typing import Any
 
 import nh3
@@ -74,9 +74,9 @@ def render_markdown(text: str) -> str:
     return sanitize(_FINAL.render(normalize(text)))
 
 
-def plain_text_html(text: str) -> str:
-    """Return text shown verbatim (for error messages and the like)."""
-    return f"<p>{escape(text)}</p>"
+def plain_text(html: str) -> str:
+    """Return the text of sanitized HTML, without its markup."""
+    return unescape(nh3.clean(html, tags=set()))
 
 
 def normalize(text: str) -> str:

@@ -200,10 +200,12 @@ def send_message(
     model: str,
     now: float,
     queue_wait_ms: int = 600_000,
+    title: str = "",
 ) -> SendResult:
     """Store a user message and its queued answer, unless this client id was already sent.
 
-    The answer counts as alive for `queue_wait_ms` while it waits for a worker.
+    The answer counts as alive for `queue_wait_ms` while it waits for a worker. A chat's
+    first message also gives it its title (`title`, or the text itself).
     """
     user_id, answer_id, generation_id = new_id(), new_id(), new_id()
     keys = [
@@ -224,7 +226,7 @@ def send_message(
         now,
         CLAIM_TTL_SECONDS,
         model,
-        title_from(text),
+        title_from(title or text),
         queue_wait_ms,
     ]
     reply = _SEND(keys=keys, args=args, client=r)

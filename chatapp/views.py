@@ -25,7 +25,7 @@ from chatapp.connections import get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
 from chatapp.owner import current_user_id, find_chat, load_chat
-from chatapp.render import render_markdown
+from chatapp.render import plain_text, render_markdown
 from chatapp.store import Message
 
 bp = Blueprint("chat", __name__)
@@ -98,13 +98,18 @@ def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> s
     label = providers.model_label(config)
     wait_ms = config["QUEUE_WAIT_SECONDS"] * 1000
     html = render_markdown(text)
-    sent = store.send_message(r, chat_id, client_id, text, html, label, time.time(), wait_ms)
+    title = plain_text(html)
+
+    def attempt() -> store.SendResult:
+        return store.send_message(
+            r, chat_id, client_id, text, html, label, time.time(), wait_ms, title
+        )
+
+    sent = attempt()
     if sent.status == "busy":
         running = store.get_message(r, chat_id, sent.answer_id)
         if running is not None and store.end_if_dead(r, chat_id, running):
-            sent = store.send_message(
-                r, chat_id, client_id, text, html, label, time.time(), wait_ms
-            )
+            sent = attempt()
     return sent
 
 

@@ -8,8 +8,15 @@
     if (!box.matches || !box.matches("[data-composer]")) return;
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
-      if (box.value.trim()) box.form.requestSubmit();
+      var button = box.form.querySelector("button[type=submit]");
+      if (box.value.trim() && !(button && button.disabled)) box.form.requestSubmit();
     }
+  });
+
+  // A send swaps in a fresh composer (with a new message id): keep typing where you were.
+  document.addEventListener("htmx:load", function (event) {
+    var box = event.target.id === "composer" && event.target.querySelector("[data-composer]");
+    if (box) box.focus();
   });
 
   // Defence in depth against doubled text: the server already sends each entry once per

@@ -225,3 +225,15 @@ def test_a_page_view_ends_an_answer_whose_producer_is_gone(alice: Browser, r: re
     r.delete(store.heartbeat_key(chat_id, answer.gen))  # ... and then its worker died
     page = alice.client.get(f"/chats/{chat_id}").text
     assert store.DEAD_PRODUCER in page and "sse-connect" not in page
+
+
+def test_a_chat_is_titled_by_the_text_of_its_first_message(alice: Browser, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    alice.send(chat_id, "How does **resumable** `streaming` work? <b>&amp;</b>")
+    title = store.get_chat(r, chat_id).title  # type: ignore[union-attr]
+    assert title == "How does resumable streaming work? <b>&</b>"  # as the message reads
+    page = alice.client.get(f"/chats/{chat_id}").text
+    assert (
+        '<h1 id="chat-title">How does resumable streaming work? &lt;b&gt;&amp;&lt;/b&gt;</h1>'
+        in page
+    )
