@@ -102,16 +102,7 @@ def on_answer_failure(
     message = "The answer could not be finished (the job failed)."
     if exc is not None:
         message = describe_failure(exc, current_app.config)
-    store.append(
-        get_redis(),
-        chat_id,
-        message_id,
-        generation_id,
-        [],
-        expected_length=None,
-        terminal=store.Terminal("error", message=message),
-        timing=timing_from(current_app.config),
-    )
+    _end_with_error(chat_id, message_id, generation_id, message)
 
 
 def on_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
@@ -119,16 +110,13 @@ def on_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> No
     if job.func_name != f"{__name__}.generate_answer":
         return
     chat_id, message_id, generation_id = job.args
-    store.append(
-        get_redis(),
-        chat_id,
-        message_id,
-        generation_id,
-        [],
-        expected_length=None,
-        terminal=store.Terminal("error", message=store.DEAD_PRODUCER),
-        timing=timing_from(current_app.config),
-    )
+    _end_with_error(chat_id, message_id, generation_id, store.DEAD_PRODUCER)
+
+
+def _end_with_error(chat_id: str, message_id: str, generation_id: str, message: str) -> None:
+    terminal = store.Terminal("error", message=message)
+    timing = timing_from(current_app.config)
+    store.end(get_redis(), chat_id, message_id, generation_id, terminal, timing)
 
 
 def describe_failure(exc: BaseException, config: Any) -> str:

@@ -326,6 +326,18 @@ def append(
     return AppendResult(status, int(length))
 
 
+def end(
+    r: redis.Redis,
+    chat_id: str,
+    message_id: str,
+    generation_id: str,
+    terminal: Terminal,
+    timing: Timing | None = None,
+) -> AppendResult:
+    """Append the terminal entry now, at whatever length the log has (stop, failures)."""
+    return append(r, chat_id, message_id, generation_id, [], None, terminal, timing)
+
+
 def end_if_dead(
     r: redis.Redis, chat_id: str, message: Message, timing: Timing | None = None
 ) -> bool:

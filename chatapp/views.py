@@ -129,9 +129,7 @@ def _enqueue_unless_queued(r: redis.Redis, chat_id: str, answer_id: str) -> None
         jobs.enqueue_answer(queue, chat_id, answer_id, answer.gen)
     except Exception:
         reason = "The answer could not be queued. Send the message again."
-        store.append(
-            r, chat_id, answer_id, answer.gen, [], None, store.Terminal("error", message=reason)
-        )
+        store.end(r, chat_id, answer_id, answer.gen, store.Terminal("error", message=reason))
         raise
 
 
@@ -143,16 +141,8 @@ def stop(chat_id: str, message_id: str) -> tuple[str, int]:
     if message is None or message.role != "assistant":
         abort(404, "This answer does not exist.")
     if message.running:
-        store.append(
-            r,
-            chat.id,
-            message.id,
-            message.gen,
-            [],
-            expected_length=None,
-            terminal=store.Terminal("stopped"),
-            timing=jobs.timing_from(current_app.config),
-        )
+        timing = jobs.timing_from(current_app.config)
+        store.end(r, chat.id, message.id, message.gen, store.Terminal("stopped"), timing)
     return "", 204
 
 
