@@ -7,6 +7,7 @@ watchdog, regenerate), and the producer must stop at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ import redis
 
 from chatapp import store
 from chatapp.render import IncrementalRenderer, render_markdown
+
+log = logging.getLogger(__name__)
 
 TAIL_BYTES_PER_SECOND = 64_000
 
@@ -49,6 +52,7 @@ class Producer:
         self.timing = timing
         self.length = 0  # the log length this producer expects
         self.flushes = 0
+        self._appended: list[dict[str, str]] = []  # every entry written, in log order
         self._renderer = IncrementalRenderer()
         self._text: list[str] = []
         self._next_flush = time.monotonic() + flush_seconds
@@ -93,24 +97,44 @@ class Producer:
     def _append(
         self, entries: list[dict[str, str]], terminal: store.Terminal | None = None
     ) -> None:
-        result = store.append(
+        result = self._write(entries, self.length, terminal)
+        if result.status == "seq" and result.length < self.length:
+            # Redis lost our newest entries (a crash inside its ~1 s AOF window). We still
+            # have them: write them again at the same positions, then the new ones.
+            lost = self._appended[result.length :]
+            if entries:
+                lost = [_without_tail(entry) for entry in lost]
+            log.warning(
+                "answer %s: the log lost %d entries; writing them again", self.message_id, len(lost)
+            )
+            result = self._write([*lost, *entries], result.length, terminal)
+        if not result.ok:
+            raise Fenced(result.status, result.length)
+        self._appended.extend(entries)
+        self.length = result.length
+        self.flushes += 1
+
+    def _write(
+        self, entries: list[dict[str, str]], expected: int, terminal: store.Terminal | None
+    ) -> store.AppendResult:
+        return store.append(
             self.r,
             self.chat_id,
             self.message_id,
             self.generation_id,
             entries,
-            expected_length=self.length,
+            expected_length=expected,
             terminal=terminal,
             timing=self.timing,
         )
-        if not result.ok:
-            raise Fenced(result.status, result.length)
-        self.length = result.length
-        self.flushes += 1
 
 
 def _delta(text: str, blocks: str, tail: str) -> dict[str, str]:
     return {"t": "delta", "text": text, "blocks": blocks, "tail": tail}
+
+
+def _without_tail(entry: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in entry.items() if key != "tail"}
 
 
 class Heartbeat:

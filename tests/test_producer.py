@@ -1,0 +1,63 @@
+"""The producer against a real redis-server: flushes, and a log that lost its newest entries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from chatapp import store
+from chatapp.producer import Fenced, Producer
+from chatapp.render import render_markdown
+from tests.storing import chat_of, new_answer
+
+
+def producer_for(r: redis.Redis, sent: store.SendResult) -> Producer:
+    chat_id = chat_of(r, sent.answer_id)
+    return Producer(r, chat_id, sent.answer_id, sent.generation_id, 0.0, store.Timing())
+
+
+def log_of(r: redis.Redis, sent: store.SendResult) -> list[dict[str, str]]:
+    raw = store.read_log(r, chat_of(r, sent.answer_id), sent.generation_id)
+    return [json.loads(entry) for entry in raw]
+
+
+def test_entries_lost_by_redis_are_written_again_in_their_places(r: redis.Redis) -> None:
+    sent = new_answer(r)
+    producer = producer_for(r, sent)
+    pieces = ["# One\n\n", "two ", "three\n\n", "- four\n", "- five\n\n", "six"]
+    for piece in pieces[:4]:
+        producer.feed(piece)
+        producer.flush()
+    before_crash = log_of(r, sent)
+    log_key = store.log_key(chat_of(r, sent.answer_id), sent.generation_id)
+    r.ltrim(log_key, 0, 1)  # Redis restarted without its last second: entries 3 and 4 are gone
+    for piece in pieces[4:]:
+        producer.feed(piece)
+        producer.flush()
+    producer.finish()
+    log = log_of(r, sent)
+    assert [entry["text"] for entry in log[: len(pieces)]] == pieces
+    assert [e["blocks"] for e in log[:4]] == [e["blocks"] for e in before_crash]
+    assert "".join(e.get("text", "") for e in log) == "".join(pieces)
+    assert "".join(e.get("blocks", "") for e in log) == render_markdown("".join(pieces))
+    assert [e["t"] for e in log] == ["delta"] * (len(log) - 1) + ["done"]
+    assert ["tail" in e for e in log[:-2]] == [False] * (len(log) - 2)
+    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    assert message is not None and message.text == "".join(pieces)
+
+
+def test_an_append_refused_for_a_longer_log_is_not_retried(r: redis.Redis) -> None:
+    sent = new_answer(r)
+    producer = producer_for(r, sent)
+    producer.feed("one ")
+    producer.flush()
+    chat_id = chat_of(r, sent.answer_id)
+    delta = {"t": "delta", "text": "x", "blocks": "", "tail": ""}
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta], 1)  # another writer
+    with pytest.raises(Fenced) as refused:  # never written over another writer's entry
+        producer.feed("two")
+        producer.flush()
+    assert refused.value.status == "seq"
+    assert store.log_length(r, chat_id, sent.generation_id) == 2
