@@ -29,10 +29,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 # Debian's redis-server and chromium: installed with apt-get when running as root,
 # otherwise they must already be there (see the README).
 system-test-packages:
-	@if command -v redis-server >/dev/null && command -v chromium >/dev/null; then :; \
+	@if command -v redis-server >/dev/null && command -v chromium >/dev/null && command -v nginx >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium nginx; \
 	else \
-		echo "The tests need Debian's redis-server and chromium: sudo apt-get install redis-server chromium"; \
+		echo "The tests need Debian's redis-server, chromium and nginx: sudo apt-get install redis-server chromium nginx"; \
 		exit 1; \
 	fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -154,3 +155,59 @@ def running_stack(directory: Path, web_workers: int = 1, **settings: str) -> Ite
             yield Stack(base, server.url, env, worker.pid)
     finally:
         server.stop()
+
+
+@contextmanager
+def stack_behind_nginx(directory: Path, **settings: str) -> Iterator[Stack]:
+    """Like `running_stack`, with two gunicorn processes behind nginx (deploy/nginx.conf)."""
+    server = RedisServer(directory)
+    env = stack_env(server.url, directory, **settings)
+    try:
+        with (
+            rq_worker(env) as worker,
+            web_server(env) as first,
+            web_server(env) as second,
+            nginx(directory, [first, second]) as base,
+        ):
+            yield Stack(base, server.url, env, worker.pid)
+    finally:
+        server.stop()
+
+
+@contextmanager
+def nginx(directory: Path, upstreams: list[str]) -> Iterator[str]:
+    """Run Debian's nginx with deploy/nginx.conf in front of `upstreams`; yield its URL."""
+    port = free_port()
+    site = (PROJECT_DIR / "deploy" / "nginx.conf").read_text()
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    for default, upstream in zip(("127.0.0.1:8000", "127.0.0.1:8001"), upstreams, strict=True):
+        site = site.replace(f"server {default};", f"server {upstream.removeprefix('http://')};")
+    home = directory / f"nginx-{port}"
+    home.mkdir()
+    (home / "site.conf").write_text(site)
+    temp = " ".join(
+        f"{kind}_temp_path {home / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (home / "nginx.conf").write_text(
+        f"daemon off; worker_processes 1; pid {home / 'nginx.pid'};\n"
+        f"error_log {home / 'error.log'} warn;\n"
+        "events { worker_connections 2048; }\n"
+        f"http {{ access_log off; {temp} include {home / 'site.conf'}; }}\n"
+    )
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = subprocess.Popen([binary, "-p", str(home), "-c", str(home / "nginx.conf")])
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(base + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=30, what="nginx")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,74 @@
+"""Through Debian's nginx (deploy/nginx.conf) in front of two gunicorn processes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from chatapp import store
+from tests.client import ChatClient, Event
+from tests.servers import Stack, stack_behind_nginx
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "150", "CHATAPP_FLUSH_MS": "20"}
+    with stack_behind_nginx(tmp_path_factory.mktemp("nginx"), **settings) as stack:
+        yield stack
+
+
+def blocks_of(events: list[Event]) -> str:
+    """Return the finished blocks that a page would hold after applying `events`."""
+    html = ""
+    for event in events:
+        if event.event == "snapshot":
+            html = re.match(
+                r'<div class="blocks"[^>]*>(.*?)</div><div class="tail"', event.data, re.S
+            )[1]  # type: ignore[index]
+        elif event.event == "delta":
+            html += re.split(r'<div class="tail"', event.data, maxsplit=1)[0]
+    return html
+
+
+def test_the_stream_passes_nginx_unbuffered_with_its_headers(proxied: Stack) -> None:
+    client = ChatClient(proxied.base)
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, "Through the proxy")
+    url = f"/chats/{chat_id}/messages/{answer_id}/stream"
+    with client.http.stream("GET", url) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-store"
+        assert "content-encoding" not in response.headers
+        first = next(response.iter_text())  # arrives before the answer ends: not buffered
+        assert first.startswith("id: ") and "event: snapshot" in first
+
+
+def test_a_viewer_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) -> None:
+    client = ChatClient(proxied.base)
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, "Resume me through nginx")
+    seen: list[Event] = []
+    last_id: str | None = None
+    for _ in range(200):  # a few events per connection, then a fresh connection (either process)
+        events = client.stream(chat_id, answer_id, last_event_id=last_id, max_events=3)
+        seen += events
+        last_id = next((e.id for e in reversed(events) if e.id), last_id)
+        if events and events[-1].event == "end":
+            break
+    assert seen[-1].event == "end"
+    assert [e.event for e in seen].count("snapshot") == 1  # every reconnect resumed
+    ids = [int(e.id.split(":")[1]) for e in seen if e.id and e.event == "delta"]
+    assert ids == sorted(set(ids))  # in order, none twice
+    stored = store.get_message(proxied.redis(), chat_id, answer_id)
+    assert stored is not None and stored.status == "done"
+    assert blocks_of(seen) == stored.html
+
+
+def test_pages_and_errors_come_through_nginx(proxied: Stack) -> None:
+    assert httpx.get(proxied.base + "/").status_code == 200
+    missing = httpx.get(proxied.base + "/chats/0123456789abcdef")
+    assert missing.status_code == 404 and "does not exist" in missing.text
