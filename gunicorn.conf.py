@@ -18,9 +18,22 @@ loglevel = os.environ.get("CHATAPP_LOG_LEVEL", "info")
 
 
 def post_worker_init(worker):
-    """Start this process's pub/sub hub now, rather than on the first viewer."""
-    app = worker.wsgi
+    """Start this process's pub/sub hub now, and close its streams when the worker stops.
+
+    On SIGTERM gunicorn stops accepting and waits up to graceful_timeout for responses to
+    end; SSE responses never end by themselves. Draining the hub ends each one with a
+    `retry:` hint, so browsers reconnect (with their Last-Event-ID) to another process.
+    """
+    import gevent
+
     from chatapp.connections import get_hub
 
-    with app.app_context():
-        get_hub()
+    with worker.wsgi.app_context():
+        hub = get_hub()
+
+    def close_streams_when_stopping():
+        while worker.alive:
+            gevent.sleep(0.25)
+        hub.drain()
+
+    gevent.spawn(close_streams_when_stopping)

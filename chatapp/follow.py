@@ -20,7 +20,7 @@ import redis
 
 from chatapp import frames, store
 from chatapp.frames import Cursor
-from chatapp.hub import REFILL, Hub, HubUnavailable, Subscription
+from chatapp.hub import DRAIN, REFILL, Hub, HubUnavailable, Subscription
 from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
 
@@ -123,6 +123,9 @@ class _Stream:
                 yield retry_later()
                 return
             item = self.subscription.get(timeout=min(interval, remaining))
+            if item == DRAIN:
+                yield retry_later()  # the process is stopping: reconnect to another one
+                return
             now = time.monotonic()
             if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
                 # Quiet for a while, or told we may have missed something: read the log.

@@ -28,6 +28,7 @@ from redis.client import PubSub
 log = logging.getLogger(__name__)
 
 REFILL = "refill"  # delivered to streams when they may have missed messages
+DRAIN = "drain"  # delivered to streams when the process shuts down: close, let them reconnect
 RECONNECT_DELAY = 0.5
 
 
@@ -91,6 +92,7 @@ class Hub:
         os.set_blocking(self._wake_write, False)  # a full pipe must never block the process
         self._pubsub: PubSub = client.pubsub()
         self._stopping = False
+        self._draining = False
         self._last_reply = time.monotonic()
         self._last_ping = time.monotonic()
         self.reconnects = 0
@@ -108,6 +110,14 @@ class Hub:
         self._stopping = True
         self._wake()
 
+    def drain(self) -> None:
+        """Tell every stream to close now (the process is stopping); refuse new ones."""
+        with self._lock:
+            self._draining = True
+            subscriptions = [sub for subs in self._listeners.values() for sub in subs]
+        for subscription in subscriptions:
+            subscription.deliver(DRAIN)
+
     @property
     def stream_count(self) -> int:
         with self._lock:
@@ -117,6 +127,8 @@ class Hub:
         """Return a subscription once Redis has confirmed the channel, or raise HubUnavailable."""
         subscription = Subscription(channel)
         with self._lock:
+            if self._draining:
+                raise HubUnavailable("this process is shutting down")
             self._listeners.setdefault(channel, set()).add(subscription)
             self._idle_since.pop(channel, None)
             confirmed = self._confirmed.get(channel)

@@ -84,8 +84,10 @@ def stack_env(redis_url: str, data_dir: Path, **settings: str) -> dict[str, str]
 
 
 @contextmanager
-def web_server(env: dict[str, str], workers: int = 1) -> Iterator[str]:
-    """Run gunicorn (gevent workers) on a free port; yield its base URL."""
+def web_server(
+    env: dict[str, str], workers: int = 1
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run gunicorn (gevent workers) on a free port; yield its base URL and its process."""
     port = free_port()
     env = {**env, "CHATAPP_BIND": f"127.0.0.1:{port}", "CHATAPP_WEB_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
@@ -100,7 +102,7 @@ def web_server(env: dict[str, str], workers: int = 1) -> Iterator[str]:
 
     try:
         wait_until(ready, timeout=30, what="gunicorn")
-        yield base
+        yield base, process
     finally:
         _stop(process)
 
@@ -151,7 +153,7 @@ def running_stack(directory: Path, web_workers: int = 1, **settings: str) -> Ite
     server = RedisServer(directory)
     env = stack_env(server.url, directory, **settings)
     try:
-        with rq_worker(env) as worker, web_server(env, workers=web_workers) as base:
+        with rq_worker(env) as worker, web_server(env, workers=web_workers) as (base, _):
             yield Stack(base, server.url, env, worker.pid)
     finally:
         server.stop()
@@ -165,8 +167,8 @@ def stack_behind_nginx(directory: Path, **settings: str) -> Iterator[Stack]:
     try:
         with (
             rq_worker(env) as worker,
-            web_server(env) as first,
-            web_server(env) as second,
+            web_server(env) as (first, _),
+            web_server(env) as (second, _),
             nginx(directory, [first, second]) as base,
         ):
             yield Stack(base, server.url, env, worker.pid)
