@@ -21,6 +21,7 @@ from chatapp.render import IncrementalRenderer, render_markdown
 log = logging.getLogger(__name__)
 
 TAIL_BYTES_PER_SECOND = 64_000
+REDIS_OUTAGE_SECONDS = 30.0  # a producer waits this long for Redis to come back
 
 
 class Fenced(Exception):
@@ -117,16 +118,36 @@ class Producer:
     def _write(
         self, entries: list[dict[str, str]], expected: int, terminal: store.Terminal | None
     ) -> store.AppendResult:
-        return store.append(
-            self.r,
-            self.chat_id,
-            self.message_id,
-            self.generation_id,
-            entries,
-            expected_length=expected,
-            terminal=terminal,
-            timing=self.timing,
-        )
+        """Append, riding out a Redis restart of up to `REDIS_OUTAGE_SECONDS`.
+
+        An append whose reply was lost may have been applied: the retry is then refused
+        with exactly the length it would have made, which means it was ours.
+        """
+        written = expected + len(entries) + (1 if terminal else 0)
+        deadline = time.monotonic() + REDIS_OUTAGE_SECONDS
+        delay, interrupted = 0.1, False
+        while True:
+            try:
+                result = store.append(
+                    self.r,
+                    self.chat_id,
+                    self.message_id,
+                    self.generation_id,
+                    entries,
+                    expected_length=expected,
+                    terminal=terminal,
+                    timing=self.timing,
+                )
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("answer %s: Redis unavailable; retrying", self.message_id)
+                time.sleep(delay)
+                delay, interrupted = min(delay * 2, 2.0), True
+                continue
+            if interrupted and result.status in ("seq", "ended") and result.length == written:
+                return store.AppendResult("ok", written)
+            return result
 
 
 def _delta(text: str, blocks: str, tail: str) -> dict[str, str]:

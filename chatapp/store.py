@@ -348,7 +348,8 @@ def end_if_dead(
     """
     if not message.running:
         return False
-    reason = DEAD_QUEUED if message.status == "queued" else DEAD_PRODUCER
+    status = r.hget(message_key(chat_id, message.id), "status")  # `message` may be old news
+    reason = DEAD_QUEUED if status == "queued" else DEAD_PRODUCER
     result = append(
         r,
         chat_id,

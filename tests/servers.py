@@ -54,13 +54,17 @@ class RedisServer:
             "--logfile", str(directory / "redis.log"),
             *extra,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command)
+        self.command = command
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command)
         client = redis.Redis.from_url(self.url)
 
         def ready() -> bool:
             try:
                 return bool(client.ping())
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.BusyLoadingError):
                 return False
 
         wait_until(ready, what="redis-server")
@@ -148,9 +152,11 @@ class Stack:
 
 
 @contextmanager
-def running_stack(directory: Path, web_workers: int = 1, **settings: str) -> Iterator[Stack]:
+def running_stack(
+    directory: Path, web_workers: int = 1, redis_server: RedisServer | None = None, **settings: str
+) -> Iterator[Stack]:
     """Start redis-server, the worker and gunicorn with CHATAPP_* `settings`; stop them after."""
-    server = RedisServer(directory)
+    server = redis_server or RedisServer(directory)
     env = stack_env(server.url, directory, **settings)
     try:
         with rq_worker(env) as worker, web_server(env, workers=web_workers) as (base, _):

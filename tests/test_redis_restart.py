@@ -1,0 +1,54 @@
+"""Redis restarting under a running answer: the producer and the viewers carry on."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from chatapp import store
+from tests.client import ChatClient, Event, parse_events
+from tests.servers import RedisServer, running_stack, wait_until
+from tests.test_nginx import blocks_of
+
+
+def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str, seen: list[Event]) -> None:
+    """Read the stream like a browser, events into `seen` as they come; on every close,
+    reconnect with the last event id."""
+    url = f"/chats/{chat_id}/messages/{answer_id}/stream"
+    last_id: str | None = None
+    for _ in range(500):
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        raw, taken = "", 0
+        with client.http.stream("GET", url, headers=headers, timeout=30) as response:
+            for chunk in response.iter_text():
+                raw += chunk
+                events = parse_events(raw)
+                seen += events[taken:]
+                taken = len(events)
+        last_id = next((e.id for e in reversed(seen) if e.id), last_id)
+        if seen and seen[-1].event == "end":
+            return
+        threading.Event().wait(0.1)  # the browser waits `retry:` ms; a little is enough here
+
+
+def test_a_graceful_redis_restart_mid_answer_loses_nothing(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "everysec")
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "60", "CHATAPP_FLUSH_MS": "20"}
+    with running_stack(tmp_path, redis_server=server, **settings) as stack:
+        client = ChatClient(stack.base)
+        chat_id = client.new_chat()
+        answer_id = client.send_ok(chat_id, "Keep going while Redis restarts")
+        seen: list[Event] = []
+        viewer = threading.Thread(target=follow_to_the_end, args=(client, chat_id, answer_id, seen))
+        viewer.start()
+        wait_until(lambda: sum(e.event == "delta" for e in seen) >= 5, what="the answer to flow")
+        server.stop()  # SIGTERM: Redis writes its append-only file and exits
+        threading.Event().wait(1.0)  # an outage long enough for many flushes to fail
+        server.start()
+        viewer.join(timeout=90)
+        stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.status == "done"
+    assert seen[-1].event == "end"
+    seqs = [int(e.id.split(":")[1]) for e in seen if e.id and e.event == "delta"]
+    assert seqs == sorted(set(seqs))  # in order, none twice
+    assert blocks_of(seen) == stored.html  # nothing lost
