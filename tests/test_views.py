@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import redis
@@ -10,7 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from chatapp import store
-from tests.conftest import csrf_token
+from tests.conftest import csrf_token, make_test_app
+from tests.servers import free_port
 
 
 class Browser:
@@ -237,3 +239,14 @@ def test_a_chat_is_titled_by_the_text_of_its_first_message(alice: Browser, r: re
         '<h1 id="chat-title">How does resumable streaming work? &lt;b&gt;&amp;&lt;/b&gt;</h1>'
         in page
     )
+
+
+def test_with_redis_down_pages_say_so_and_streams_ask_to_retry(tmp_path: Path) -> None:
+    app = make_test_app(f"redis://127.0.0.1:{free_port()}/0", tmp_path)  # nothing listens there
+    client = app.test_client()
+    page = client.get("/")
+    assert page.status_code == 503 and "not reachable right now" in page.text
+    assert page.headers["Retry-After"] == "5"
+    stream = client.get("/chats/0123456789abcdef/messages/0123456789abcdef/stream")
+    assert stream.status_code == 200
+    assert re.fullmatch(r": try again shortly\nretry: \d+\n\n", stream.text)
