@@ -323,3 +323,36 @@ def test_an_idle_viewer_leaves_a_live_producer_alone(r: redis.Redis, hub: Hub) -
     raw = b"".join(follow(r, hub, request, final)).decode()
     assert "event: end" not in raw
     assert store.get_message(r, chat_id, sent.answer_id).status == "queued"  # type: ignore[union-attr]
+
+
+def test_a_subscriber_cut_by_its_output_buffer_limit_refills_and_ends(
+    r: redis.Redis, hub: Hub
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    original = r.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+    r.config_set("client-output-buffer-limit", "pubsub 1024 0 0")  # every big publish cuts
+    big = [
+        {"t": "delta", "text": f"e{i}", "blocks": f"<p>e{i}</p>" + " " * 40_000}
+        for i in range(1, 21)
+    ]
+    results: list[list[Event]] = []
+    viewer = threading.Thread(
+        target=lambda: results.append(
+            watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 0))
+        )
+    )
+    try:
+        viewer.start()
+        wait_until(lambda: r.client_list(_type="pubsub"), what="the hub to subscribe")
+        reconnects = hub.reconnects
+        for i, entry in enumerate(big):
+            store.append(r, chat_id, sent.answer_id, sent.generation_id, [entry], i)
+            time.sleep(0.02)
+        finish(r, sent, len(big))
+        viewer.join(timeout=60)
+    finally:
+        r.config_set("client-output-buffer-limit", original)
+    assert hub.reconnects > reconnects  # the cuts happened
+    assert deltas_text(results[0]) == [f"e{i}" for i in range(1, 21)]
+    assert seqs(results[0]) == list(range(1, 22))
