@@ -356,3 +356,14 @@ def test_a_subscriber_cut_by_its_output_buffer_limit_refills_and_ends(
     assert hub.reconnects > reconnects  # the cuts happened
     assert deltas_text(results[0]) == [f"e{i}" for i in range(1, 21)]
     assert seqs(results[0]) == list(range(1, 22))
+
+
+def test_a_cursor_into_an_expired_log_gets_the_stored_answer(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), delta("b")], 0)
+    finish(r, sent, 2)
+    r.delete(store.log_key(chat_id, sent.generation_id))  # its retention ran out
+    for cursor in (Cursor(sent.generation_id, 1), Cursor(store.new_id(), 5), None):
+        events = watch(r, hub, chat_id, sent.answer_id, cursor)
+        assert [(e.event, e.data) for e in events] == [("end", "FINAL done")]
