@@ -83,13 +83,25 @@ class _Stream:
         if message is None or message.role != "assistant":
             yield self._final(None)
             return
-        if not message.running:
-            yield self._final(message)
-            return
         self.message = message
         self.generation_id = message.gen
+        if not message.running:
+            if self._log_serves(self.request.cursor, message):
+                yield from self._start(self.request.cursor)  # the rest, then `end`
+            else:
+                yield self._final(message)
+            return
         yield from self._start(self.request.cursor)
         yield from self._relay()
+
+    def _log_serves(self, cursor: Cursor | None, message: Message) -> bool:
+        """Return whether a finished answer's log still holds what comes after `cursor`."""
+        return (
+            cursor is not None
+            and cursor.generation_id == message.gen
+            and cursor.seq < message.length
+            and store.log_length(self.r, self.request.chat_id, message.gen) == message.length
+        )
 
     def _start(self, cursor: Cursor | None) -> Iterator[bytes]:
         entries = self._read_log(after=0)

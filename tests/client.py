@@ -40,6 +40,19 @@ def parse_events(raw: str) -> list[Event]:
     return events
 
 
+def blocks_of(events: list[Event]) -> str:
+    """Return the finished blocks that a page would hold after applying `events`."""
+    html = ""
+    for event in events:
+        if event.event == "snapshot":
+            html = re.match(
+                r'<div class="blocks"[^>]*>(.*?)</div><div class="tail"', event.data, re.S
+            )[1]  # type: ignore[index]
+        elif event.event == "delta":
+            html += re.split(r'<div class="tail"', event.data, maxsplit=1)[0]
+    return html
+
+
 class ChatClient:
     def __init__(self, base: str) -> None:
         self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False)

@@ -367,3 +367,16 @@ def test_a_cursor_into_an_expired_log_gets_the_stored_answer(r: redis.Redis, hub
     for cursor in (Cursor(sent.generation_id, 1), Cursor(store.new_id(), 5), None):
         events = watch(r, hub, chat_id, sent.answer_id, cursor)
         assert [(e.event, e.data) for e in events] == [("end", "FINAL done")]
+
+
+def test_a_cursor_into_a_finished_answer_gets_the_rest_then_end(r: redis.Redis, hub: Hub) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), delta("b")], 0)
+    finish(r, sent, 2)
+    events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1))
+    assert [(e.event, e.id) for e in events] == [
+        ("delta", f"{sent.generation_id}:2"),
+        ("end", f"{sent.generation_id}:3"),
+    ]
+    assert deltas_text(events) == ["b"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from chatapp import store
-from tests.client import ChatClient, Event
+from tests.client import ChatClient, Event, blocks_of
 from tests.servers import Stack, stack_behind_nginx
 
 
@@ -18,19 +17,6 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "150", "CHATAPP_FLUSH_MS": "20"}
     with stack_behind_nginx(tmp_path_factory.mktemp("nginx"), **settings) as stack:
         yield stack
-
-
-def blocks_of(events: list[Event]) -> str:
-    """Return the finished blocks that a page would hold after applying `events`."""
-    html = ""
-    for event in events:
-        if event.event == "snapshot":
-            html = re.match(
-                r'<div class="blocks"[^>]*>(.*?)</div><div class="tail"', event.data, re.S
-            )[1]  # type: ignore[index]
-        elif event.event == "delta":
-            html += re.split(r'<div class="tail"', event.data, maxsplit=1)[0]
-    return html
 
 
 def test_the_stream_passes_nginx_unbuffered_with_its_headers(proxied: Stack) -> None:

@@ -6,9 +6,8 @@ import threading
 from pathlib import Path
 
 from chatapp import store
-from tests.client import ChatClient, Event, parse_events
+from tests.client import ChatClient, Event, blocks_of, parse_events
 from tests.servers import RedisServer, running_stack, wait_until
-from tests.test_nginx import blocks_of
 
 
 def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str, seen: list[Event]) -> None:
