@@ -123,10 +123,11 @@ def _wait_then_stop(started: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
     """SIGTERM; if it is still running after a while, SIGTERM again; then SIGKILL.
 
-    The RQ worker takes a first SIGTERM as "finish the current answer" and a second as
-    "stop now" (it then kills its work horse, which runs in a process group of its own).
+    The RQ worker takes a first SIGTERM as "finish the current answer, within
+    CHATAPP_WORKER_DRAIN_SECONDS" and a second as "stop now" (it then kills its work horse,
+    which runs in a process group of its own).
     """
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         if process.poll() is not None:
             return
         if sig == signal.SIGKILL:
