@@ -21,6 +21,7 @@ from chatapp.store import Message, Terminal
 from tests.client import Event, parse_events
 from tests.servers import RedisServer, wait_until
 from tests.storing import chat_of, delta, new_answer
+from tests.tcp_proxy import BlackholeProxy
 
 
 def final(message: Message | None) -> str:
@@ -380,3 +381,34 @@ def test_a_cursor_into_a_finished_answer_gets_the_rest_then_end(r: redis.Redis, 
         ("end", f"{sent.generation_id}:3"),
     ]
     assert deltas_text(events) == ["b"]
+
+
+def test_a_blackholed_hub_connection_is_detected_and_refilled(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    proxy = BlackholeProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
+    hub = make_hub(f"redis://127.0.0.1:{proxy.port}/0", unsubscribe_delay=0.2, ping_interval=0.3)
+    hub.start()
+    try:
+        sent = new_answer(r)
+        chat_id = chat_of(r, sent.answer_id)
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
+        results: list[list[Event]] = []
+        cursor = Cursor(sent.generation_id, 1)
+        viewer = threading.Thread(
+            target=lambda: results.append(
+                watch(r, hub, chat_id, sent.answer_id, cursor, check_seconds=60)
+            )
+        )
+        viewer.start()
+        wait_until(lambda: r.client_list(_type="pubsub"), what="the hub to subscribe")
+        proxy.blackhole()  # the hub's connection goes silent, and nothing closes it
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("b")], 1)
+        wait_until(lambda: hub.reconnects > 0, what="the hub to notice")
+        finish(r, sent, 2)
+        viewer.join(timeout=30)
+    finally:
+        hub.stop()
+        proxy.close()
+    assert deltas_text(results[0]) == ["b"]
+    assert [e.event for e in results[0]] == ["delta", "end"]
