@@ -1,5 +1,6 @@
-"""Real headless Chromium on the real stack: an answer followed live survives a reload, the
-server closing its stream, and one refused reconnect, and ends on the page exactly once.
+"""Real headless Chromium on the real stack (nginx in front of two gunicorn processes, so a
+reconnect may land on either): an answer followed live survives a reload, the server
+closing its stream, and one refused reconnect, and ends on the page exactly once.
 
 Each test checks which path ran (the stream requests' `Last-Event-ID`, the events the page
 applied) and what the page built from the stream just before `end` swapped in the final
@@ -18,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from chatapp import store
-from tests.servers import Stack, running_stack
+from tests.servers import Stack, stack_behind_nginx
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -78,7 +79,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture(scope="module")
 def steady_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("steady"), **PACE) as stack:
+    with stack_behind_nginx(tmp_path_factory.mktemp("steady"), **PACE) as stack:
         yield stack
 
 
@@ -86,7 +87,7 @@ def steady_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def closing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack whose streams are closed after 1 s, so one answer takes several reconnects."""
     settings = {**PACE, "CHATAPP_STREAM_MAX_SECONDS": "1"}
-    with running_stack(tmp_path_factory.mktemp("closing"), **settings) as stack:
+    with stack_behind_nginx(tmp_path_factory.mktemp("closing"), **settings) as stack:
         yield stack
 
 
