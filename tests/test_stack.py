@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import redis
 from rq.job import Job, JobStatus
 
 from chatapp import store
 from tests.client import ChatClient
-from tests.servers import Stack, children, wait_until
+from tests.servers import Stack
 
 
 def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack: Stack) -> None:
@@ -27,22 +24,3 @@ def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack:
     job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.redis_url))
     assert job.get_status() == JobStatus.FINISHED
     assert job.return_value() == "done"
-
-
-def test_a_killed_work_horse_ends_the_answer_with_an_error_for_every_viewer(stack: Stack) -> None:
-    client = ChatClient(stack.base)
-    chat_id = client.new_chat()
-    answer_id = client.send_ok(chat_id, "Write slowly, please")
-    r = stack.redis()
-    wait_until(
-        lambda: store.get_message(r, chat_id, answer_id).status == "streaming",  # type: ignore[union-attr]
-        what="the answer to start",
-    )
-    horses = wait_until(lambda: children(stack.worker_pid), what="the work horse")
-    os.kill(horses[0], signal.SIGKILL)
-    events = client.stream(chat_id, answer_id)
-    assert events[-1].event == "end" and store.DEAD_PRODUCER in events[-1].data
-    stored = store.get_message(r, chat_id, answer_id)
-    assert stored is not None and (stored.status, stored.error) == ("error", store.DEAD_PRODUCER)
-    job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.redis_url))
-    assert job.get_status() == JobStatus.FAILED
