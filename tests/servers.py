@@ -39,6 +39,18 @@ def wait_until(check, timeout: float = 15.0, interval: float = 0.05, what: str =
         time.sleep(interval)
 
 
+def wait_for_page(base: str, what: str) -> None:
+    """Wait until `base` serves its front page."""
+
+    def ready() -> bool:
+        try:
+            return httpx.get(base + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=30, what=what)
+
+
 class RedisServer:
     def __init__(self, directory: Path, *extra: str) -> None:
         self.port = free_port()
@@ -97,15 +109,8 @@ def web_server(
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
     process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(ready, timeout=30, what="gunicorn")
+        wait_for_page(base, "gunicorn")
         yield base, process
     finally:
         _stop(process)
@@ -206,15 +211,8 @@ def nginx(directory: Path, upstreams: list[str]) -> Iterator[str]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen([binary, "-p", str(home), "-c", str(home / "nginx.conf")])
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(ready, timeout=30, what="nginx")
+        wait_for_page(base, "nginx")
         yield base
     finally:
         process.terminate()
