@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import redis
 from rq.job import Job, JobStatus
 
 from chatapp import store
+from chatapp.providers import offline_answer
 from tests.client import ChatClient
-from tests.servers import Stack
+from tests.servers import Stack, wait_until
 
 
 def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack: Stack) -> None:
@@ -24,3 +27,31 @@ def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack:
     job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.redis_url))
     assert job.get_status() == JobStatus.FINISHED
     assert job.return_value() == "done"
+
+
+def test_stop_from_another_device_ends_the_answer_for_every_viewer(stack: Stack) -> None:
+    phone = ChatClient(stack.base)
+    chat_id = phone.new_chat()
+    answer_id = phone.send_ok(chat_id, "Stop me halfway")
+    laptop = ChatClient(stack.base)  # the same user on another device: the same session cookie
+    laptop.http.cookies = phone.http.cookies
+    laptop.token = phone.token
+    first = laptop.stream(chat_id, answer_id, max_events=3)
+    assert first[0].event == "snapshot"
+    stop = phone.http.post(
+        f"/chats/{chat_id}/messages/{answer_id}/stop",
+        headers={"X-CSRFToken": phone.token, "HX-Request": "true"},
+    )
+    assert stop.status_code == 204
+    events = laptop.stream(chat_id, answer_id, last_event_id=first[-1].id)
+    assert events[-1].event == "end" and 'data-status="stopped"' in events[-1].data
+    r = stack.redis()
+    stored = store.get_message(r, chat_id, answer_id)
+    assert stored is not None and stored.status == "stopped"
+    whole = offline_answer("Stop me halfway")
+    assert stored.text and whole.startswith(stored.text) and stored.text != whole  # kept so far
+    job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.redis_url))
+    wait_until(lambda: job.get_status() == JobStatus.FINISHED, what="the job to return")
+    assert job.return_value() == "ended"  # the producer stopped at its next append
+    kinds = [json.loads(entry)["t"] for entry in store.read_log(r, chat_id, stored.gen)]
+    assert kinds[-1] == "stopped" and kinds.count("stopped") == 1 and "done" not in kinds
