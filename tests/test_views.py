@@ -194,6 +194,7 @@ def test_the_vendored_htmx_files_match_the_names_the_page_loads(client: FlaskCli
     htmx_file.close()
     assert client.get(f"/static/htmx-ext-sse-{sse.group(1)}.js").status_code == 200
     assert '"allowEval": false' in page and '"includeIndicatorStyles": false' in page
+    assert '"allowScriptTags": false' in page  # htmx must not run scripts in swapped content
 
 
 def test_a_chat_busy_with_a_dead_answer_takes_a_new_message(alice: Browser, r: redis.Redis) -> None:
