@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 from chatapp.render import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, URL_SCHEMES
 
@@ -26,8 +27,8 @@ class _Checker(HTMLParser):
             if name not in allowed:
                 self.problems.append(f"attribute {name} on <{tag}>")
             if name == "href" and value is not None:
-                scheme = value.split(":", 1)[0].lower() if ":" in value else "http"
-                if scheme not in URL_SCHEMES:
+                scheme = urlsplit(value.strip()).scheme.lower()  # "" for a relative link
+                if scheme and scheme not in URL_SCHEMES:
                     self.problems.append(f"href scheme {scheme}")
 
 
