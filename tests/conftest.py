@@ -62,6 +62,6 @@ def csrf_token(html: str) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A whole app for a test module: redis-server, gunicorn (gevent) and a real RQ worker."""
-    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "200", "CHATAPP_FLUSH_MS": "20"}
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "100", "CHATAPP_FLUSH_MS": "20"}
     with running_stack(tmp_path_factory.mktemp("stack"), **settings) as running:
         yield running
