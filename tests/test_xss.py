@@ -42,7 +42,7 @@ from itertools import accumulate
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from chatapp import store
 from chatapp.render import (
@@ -56,7 +56,6 @@ from chatapp.render import (
 from tests.fake_openai import FakeModel, fake_openai_server
 from tests.html_safety import unsafe_parts
 from tests.servers import Stack, running_stack
-from tests.test_browser import CHROMIUM_ARGS
 
 TIMEOUT_S = 30
 TIMEOUT_MS = TIMEOUT_S * 1000
@@ -295,16 +294,6 @@ def xss_stack(
                 yield stack
             finally:
                 corpus_model.gate.set()  # release a model still waiting
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 # Runs in every frame before the page's scripts (outside its CSP). In a frame it records the
