@@ -98,22 +98,22 @@ def on_answer_failure(
     tb: TracebackType | None,
 ) -> None:
     """RQ failure callback: make sure a failed job's generation ends with an `error`."""
-    chat_id, message_id, generation_id = job.args
     message = "The answer could not be finished (the job failed)."
     if exc is not None:
         message = describe_failure(exc, current_app.config)
-    _end_with_error(chat_id, message_id, generation_id, message)
+    end_with_error(job, message)
 
 
 def on_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
     """RQ calls this when the work horse died (killed, out of memory): end its answer now."""
+    end_with_error(job, store.DEAD_PRODUCER)
+
+
+def end_with_error(job: Job, message: str) -> None:
+    """End the answer that an answer job writes with an `error` (other jobs: nothing)."""
     if job.func_name != f"{__name__}.generate_answer":
         return
     chat_id, message_id, generation_id = job.args
-    _end_with_error(chat_id, message_id, generation_id, store.DEAD_PRODUCER)
-
-
-def _end_with_error(chat_id: str, message_id: str, generation_id: str, message: str) -> None:
     terminal = store.Terminal("error", message=message)
     timing = timing_from(current_app.config)
     store.end(get_redis(), chat_id, message_id, generation_id, terminal, timing)

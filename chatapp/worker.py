@@ -16,9 +16,7 @@ from typing import Any
 from flask import Flask
 from rq import Worker
 
-from chatapp import store
-from chatapp.connections import get_redis
-from chatapp.jobs import generate_answer, on_work_horse_killed, timing_from
+from chatapp.jobs import end_with_error, on_work_horse_killed
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +39,8 @@ class AnswerWorker(Worker):
 
     def _end_running_answer(self) -> None:
         job = self.get_current_job()
-        if job is None or job.func_name != f"{generate_answer.__module__}.generate_answer":
+        if job is None:
             return
-        chat_id, message_id, generation_id = job.args
         with self.app.app_context():
-            terminal = store.Terminal("error", message=SHUT_DOWN)
-            timing = timing_from(self.app.config)
-            store.end(get_redis(), chat_id, message_id, generation_id, terminal, timing)
-        log.warning("worker: answer %s ended at the shutdown deadline", message_id)
+            end_with_error(job, SHUT_DOWN)
+        log.warning("worker: job %s ended at the shutdown deadline", job.id)
