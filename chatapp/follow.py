@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -40,6 +40,8 @@ class Follow:
     check_seconds: float = 5.0
     max_streams: int = 900
     max_seconds: float = 600.0  # then close; the browser reconnects with its Last-Event-ID
+    # For ending an answer whose producer is gone: the configured retention.
+    timing: store.Timing = field(default_factory=store.Timing)
 
 
 def retry_later() -> bytes:
@@ -165,7 +167,7 @@ class _Stream:
 
     def _end_if_dead(self) -> Iterator[bytes]:
         """Nothing new for a while: if the producer is gone, end the answer with an error."""
-        if store.end_if_dead(self.r, self.request.chat_id, self.message):
+        if store.end_if_dead(self.r, self.request.chat_id, self.message, self.request.timing):
             log.warning("stream %s: producer gone; answer ended", self.request.message_id)
             yield from self._refill()
 

@@ -51,7 +51,7 @@ def show(chat_id: str) -> str:
     chat = load_chat(chat_id)
     r = get_redis()
     messages = store.get_messages(r, chat.id)
-    if messages and store.end_if_dead(r, chat.id, messages[-1]):
+    if messages and store.end_if_dead(r, chat.id, messages[-1], _timing()):
         messages = store.get_messages(r, chat.id)
     return render_template(
         "chat.html", chat=chat, chat_id=chat.id, messages=messages, client_id=store.new_id()
@@ -108,7 +108,7 @@ def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> s
     sent = attempt()
     if sent.status == "busy":
         running = store.get_message(r, chat_id, sent.answer_id)
-        if running is not None and store.end_if_dead(r, chat_id, running):
+        if running is not None and store.end_if_dead(r, chat_id, running, _timing()):
             sent = attempt()
     return sent
 
@@ -129,7 +129,8 @@ def _enqueue_unless_queued(r: redis.Redis, chat_id: str, answer_id: str) -> None
         jobs.enqueue_answer(queue, chat_id, answer_id, answer.gen)
     except Exception:
         reason = "The answer could not be queued. Send the message again."
-        store.end(r, chat_id, answer_id, answer.gen, store.Terminal("error", message=reason))
+        terminal = store.Terminal("error", message=reason)
+        store.end(r, chat_id, answer_id, answer.gen, terminal, _timing())
         raise
 
 
@@ -141,8 +142,7 @@ def stop(chat_id: str, message_id: str) -> tuple[str, int]:
     if message is None or message.role != "assistant":
         abort(404, "This answer does not exist.")
     if message.running:
-        timing = jobs.timing_from(current_app.config)
-        store.end(r, chat.id, message.id, message.gen, store.Terminal("stopped"), timing)
+        store.end(r, chat.id, message.id, message.gen, store.Terminal("stopped"), _timing())
     return "", 204
 
 
@@ -176,6 +176,12 @@ def stream(chat_id: str, message_id: str) -> Response:
         check_seconds=config["CHECK_SECONDS"],
         max_streams=config["SSE_MAX_PER_PROCESS"],
         max_seconds=config["STREAM_MAX_SECONDS"],
+        timing=_timing(),
     )
     events = follow(get_redis(), get_hub(), follow_request, render_final)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _timing() -> store.Timing:
+    """Return the configured heartbeat limit and log retention, for terminals written here."""
+    return jobs.timing_from(current_app.config)

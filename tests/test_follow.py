@@ -412,3 +412,15 @@ def test_a_blackholed_hub_connection_is_detected_and_refilled(
         proxy.close()
     assert deltas_text(results[0]) == ["b"]
     assert [e.event for e in results[0]] == ["delta", "end"]
+
+
+def test_an_answer_ended_by_an_idle_viewer_keeps_its_log_for_the_configured_time(
+    r: redis.Redis, hub: Hub
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    r.delete(store.heartbeat_key(chat_id, sent.generation_id))
+    timing = store.Timing(retention_seconds=123)
+    request = Follow(chat_id, sent.answer_id, None, check_seconds=0.3, timing=timing)
+    b"".join(follow(r, hub, request, final))
+    assert 0 < r.ttl(store.log_key(chat_id, sent.generation_id)) <= 123

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from chatapp import store
 from tests.conftest import csrf_token, make_test_app
-from tests.servers import free_port
+from tests.servers import RedisServer, free_port
 
 
 class Browser:
@@ -251,3 +251,16 @@ def test_with_redis_down_pages_say_so_and_streams_ask_to_retry(tmp_path: Path) -
     stream = client.get("/chats/0123456789abcdef/messages/0123456789abcdef/stream")
     assert stream.status_code == 200
     assert re.fullmatch(r": try again shortly\nretry: \d+\n\n", stream.text)
+
+
+def test_answers_ended_by_the_web_tier_keep_their_log_for_the_configured_time(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path
+) -> None:
+    alice = Browser(make_test_app(redis_server.url, tmp_path, RETENTION_SECONDS=77))
+    chat_id = alice.new_chat()
+    alice.send(chat_id, "first", client_id="client-0001")
+    answer = store.get_messages(r, chat_id)[-1]
+    r.delete(store.heartbeat_key(chat_id, answer.gen))
+    alice.client.get(f"/chats/{chat_id}")  # the page view notices the dead answer
+    assert store.get_message(r, chat_id, answer.id).status == "error"  # type: ignore[union-attr]
+    assert 0 < r.ttl(store.log_key(chat_id, answer.gen)) <= 77
