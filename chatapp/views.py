@@ -78,11 +78,12 @@ def send(chat_id: str) -> Response | str:
         return error_response(409, "An answer is still being written: wait for it, or stop it.")
     if sent.status == "missing":
         abort(404, "This chat does not exist, or it is not yours.")
-    _enqueue_unless_queued(r, chat.id, sent.answer_id)
     messages = [
         store.get_message(r, chat.id, sent.user_id),
         store.get_message(r, chat.id, sent.answer_id),
     ]
+    if messages[1] is not None:
+        _enqueue_unless_queued(r, chat.id, messages[1])
     return render_template(
         "partials/sent.html",
         chat=chat,
@@ -113,24 +114,23 @@ def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> s
     return sent
 
 
-def _enqueue_unless_queued(r: redis.Redis, chat_id: str, answer_id: str) -> None:
+def _enqueue_unless_queued(r: redis.Redis, chat_id: str, answer: Message) -> None:
     """Queue the answer's job, unless it is queued already (a resend of the same message).
 
     The job id is the generation's, so a resend after a failure between storing the
     message and queueing its job (a crash, a Redis blip) queues it now, and only once.
     """
-    answer = store.get_message(r, chat_id, answer_id)
-    if answer is None or answer.status != "queued":
+    if answer.status != "queued":
         return
     queue = get_queue()
     if Job.exists(jobs.job_id(answer.gen), connection=queue.connection):
         return
     try:
-        jobs.enqueue_answer(queue, chat_id, answer_id, answer.gen)
+        jobs.enqueue_answer(queue, chat_id, answer.id, answer.gen)
     except Exception:
         reason = "The answer could not be queued. Send the message again."
         terminal = store.Terminal("error", message=reason)
-        store.end(r, chat_id, answer_id, answer.gen, terminal, _timing())
+        store.end(r, chat_id, answer.id, answer.gen, terminal, _timing())
         raise
 
 
