@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chatapp import config as settings
 from chatapp.config import PROJECT_DIR
@@ -34,10 +35,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    from chatapp import connections, errors, views, web
+    if app.config["REGISTRATION"] not in ("open", "closed"):
+        raise ValueError(f"setting REGISTRATION: {app.config['REGISTRATION']!r} is not open/closed")
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+
+    from chatapp import auth, connections, errors, ratelimit, views, web
 
     connections.init_app(app)
-    web.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)  # first: a logged-out request hears "log in", not "bad token"
+    web.init_app(app)
+    ratelimit.init_app(app)
     app.register_blueprint(views.bp)
     return app

@@ -35,6 +35,15 @@ DEFAULTS: dict[str, Any] = {
     "SSE_MAX_PER_PROCESS": 900,  # below gunicorn's worker_connections, so pages still load
     "STREAM_MAX_SECONDS": 600.0,  # a stream is closed after this long; the browser resumes it
     "QUEUE_NAME": "chatapp",
+    # Accounts and limits
+    "REGISTRATION": "open",  # "open", or "closed": only the admin adds accounts
+    "RATE_LIMIT_LOGIN": "10 per minute; 100 per hour",  # per client address
+    "RATE_LIMIT_SIGNUP": "10 per hour",  # per client address
+    "RATE_LIMIT_SEND": "30 per minute; 500 per hour",  # per user
+    "MAX_RUNNING_PER_USER": 3,  # answers one user may have generating at once
+    "MAX_CHAT_MESSAGES": 500,  # messages in one chat (questions and answers)
+    "TRUSTED_PROXIES": 0,  # proxies in front (nginx: 1) whose X-Forwarded-* headers count
+    "SESSION_COOKIE_SECURE": False,  # True forces Secure cookies; HTTPS requests get them anyway
 }
 
 # Environment variable -> (setting, type). CHATAPP_X sets X; a few take their usual names.
@@ -53,10 +62,19 @@ def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         kind = _TYPES.get(key, str)
         try:
-            found[key] = kind(raw)
+            found[key] = _parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as exc:
             raise ValueError(f"setting {key}: {raw!r} is not a valid {kind.__name__}") from exc
     return found
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def load_secret_key(data_dir: str) -> str:

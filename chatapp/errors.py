@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Flask, Response, render_template
+from flask import Flask, Response, current_app, render_template
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from chatapp.web import is_htmx
 
@@ -18,6 +18,7 @@ REDIS_DOWN = "The chat's storage (Redis) is not reachable right now. Try again i
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.ConnectionError, _redis_down)
     app.register_error_handler(redis.TimeoutError, _redis_down)
@@ -38,6 +39,11 @@ def error_response(status: int, message: str) -> Response:
 
 def _csrf_error(exc: CSRFError) -> Response:
     return error_response(400, "This page is out of date (its security token expired). Reload it.")
+
+
+def _too_large(exc: RequestEntityTooLarge) -> Response:
+    limit = (current_app.config["MAX_CONTENT_LENGTH"] or 0) // 1024
+    return error_response(413, f"This request is too large: the limit is {limit:,} KB.")
 
 
 def _http_error(exc: HTTPException) -> Response:

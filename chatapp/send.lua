@@ -3,8 +3,10 @@
 --       7 the answer's heartbeat
 -- ARGV: 1 user message id, 2 answer id, 3 generation id, 4 text, 5 html, 6 now,
 --       7 claim ttl s, 8 model label, 9 title for a chat that has none yet,
---       10 how long the answer may wait for a worker (ms) before it counts as dead
+--       10 how long the answer may wait for a worker (ms) before it counts as dead,
+--       11 the most messages a chat may hold
 -- Returns {'ok'} | {'missing'} | {'busy', running answer id} | {'duplicate', user id, answer id}
+--         | {'full'}
 local chat, messages, claim, user, answer, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user_id, answer_id, gen, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
 
@@ -19,6 +21,9 @@ end
 local running = redis.call('HGET', chat, 'running')
 if running then
   return {'busy', running}
+end
+if redis.call('LLEN', messages) + 2 > tonumber(ARGV[11]) then
+  return {'full'}
 end
 
 redis.call('SET', claim, user_id .. ' ' .. answer_id, 'EX', ARGV[7])

@@ -1,4 +1,4 @@
-"""The chat store: the only module that knows Redis key names.
+"""The chat store: the only module that knows chat key names (accounts: `users.py`).
 
 Every key of a chat carries the chat's hash tag (`chatapp:v1:{<chat id>}:...`), so one Lua
 script can touch all of a chat's keys, on a single Redis or a Cluster slot alike.
@@ -71,6 +71,11 @@ def channel(chat_id: str) -> str:
 
 def user_chats_key(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:chats"
+
+
+def user_lock_key(user_id: str) -> str:
+    """A short lock that serialises one user's sends, so a per-user cap holds under races."""
+    return f"{PREFIX}:user:{user_id}:sending"
 
 
 # -- records --------------------------------------------------------------------------
@@ -185,7 +190,7 @@ def get_message(r: redis.Redis, chat_id: str, message_id: str) -> Message | None
 
 @dataclass(frozen=True)
 class SendResult:
-    status: str  # ok | duplicate | busy | missing
+    status: str  # ok | duplicate | busy | missing | full
     user_id: str = ""
     answer_id: str = ""
     generation_id: str = ""
@@ -201,11 +206,13 @@ def send_message(
     now: float,
     queue_wait_ms: int = 600_000,
     title: str = "",
+    max_messages: int = 1_000_000,
 ) -> SendResult:
     """Store a user message and its queued answer, unless this client id was already sent.
 
     The answer counts as alive for `queue_wait_ms` while it waits for a worker. A chat's
-    first message also gives it its title (`title`, or the text itself).
+    first message also gives it its title (`title`, or the text itself). A chat holding
+    `max_messages` (questions and answers) takes no more: the result is `full`.
     """
     user_id, answer_id, generation_id = new_id(), new_id(), new_id()
     keys = [
@@ -228,6 +235,7 @@ def send_message(
         model,
         title_from(title or text),
         queue_wait_ms,
+        max_messages,
     ]
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
@@ -238,7 +246,17 @@ def send_message(
         return SendResult("duplicate", reply[1], reply[2])
     if status == "busy":
         return SendResult("busy", answer_id=reply[1])
-    return SendResult("missing")
+    return SendResult(status)  # missing | full
+
+
+def running_answers(r: redis.Redis, owner: str, since: float) -> list[tuple[str, str]]:
+    """Return (chat id, answer id) of the owner's answers marked running, among the chats
+    with a message sent after `since` (an answer cannot run for longer than that)."""
+    ids: list[str] = r.zrangebyscore(user_chats_key(owner), since, "+inf")  # type: ignore[assignment]
+    pipe = r.pipeline(transaction=False)
+    for chat_id in ids:
+        pipe.hget(chat_key(chat_id), "running")
+    return [(c, running) for c, running in zip(ids, pipe.execute(), strict=True) if running]
 
 
 def title_from(text: str, limit: int = 60) -> str:

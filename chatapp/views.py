@@ -25,8 +25,9 @@ from chatapp.connections import get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
 from chatapp.owner import current_user_id, find_chat, load_chat
+from chatapp.ratelimit import limiter, per_user
 from chatapp.render import plain_text, render_markdown
-from chatapp.store import Message
+from chatapp.store import Chat, Message
 
 bp = Blueprint("chat", __name__)
 
@@ -59,6 +60,11 @@ def show(chat_id: str) -> str:
 
 
 @bp.post("/chats/<chat_id>/messages")
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_SEND"],
+    key_func=per_user,
+    error_message="You are sending messages too fast. Wait a moment, then send again.",
+)
 def send(chat_id: str) -> Response | str:
     chat = load_chat(chat_id)
     text = request.form.get("text", "").strip()
@@ -73,9 +79,14 @@ def send(chat_id: str) -> Response | str:
             413, f"Your message has {len(text):,} characters; the limit is {limit:,}."
         )
     r = get_redis()
-    sent = _store_message(r, chat.id, client_id, text)
+    sent = _store_within_cap(r, chat, client_id, text)
     if sent.status == "busy":
         return error_response(409, "An answer is still being written: wait for it, or stop it.")
+    if sent.status == "full":
+        limit = current_app.config["MAX_CHAT_MESSAGES"]
+        return error_response(
+            409, f"This chat has reached its limit of {limit:,} messages. Start a new chat."
+        )
     if sent.status == "missing":
         abort(404, "This chat does not exist, or it is not yours.")
     messages = [
@@ -93,6 +104,40 @@ def send(chat_id: str) -> Response | str:
     )
 
 
+def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> store.SendResult:
+    """Store the message unless its owner already has the most answers running at once.
+
+    A per-user lock makes the count and the store one step, so racing sends from several
+    tabs or devices cannot each see room for one more.
+    """
+    lock = r.lock(store.user_lock_key(chat.owner), timeout=10, blocking_timeout=10)
+    if not lock.acquire():
+        abort(429, "Your other messages are still being sent. Try again in a moment.")
+    try:
+        running = _live_answers(r, chat.owner)
+        if running >= current_app.config["MAX_RUNNING_PER_USER"] and chat.running == "":
+            abort(
+                429,
+                f"You have {running} answers being written already. Wait for one to finish, "
+                "or stop one, then send again.",
+            )
+        return _store_message(r, chat.id, client_id, text)
+    finally:
+        lock.release()
+
+
+def _live_answers(r: redis.Redis, owner: str) -> int:
+    """Count the owner's answers that are still being written, ending any whose job died."""
+    config = current_app.config
+    longest = config["QUEUE_WAIT_SECONDS"] + config["JOB_TIMEOUT_SECONDS"] + 3600
+    live = 0
+    for chat_id, answer_id in store.running_answers(r, owner, time.time() - longest):
+        answer = store.get_message(r, chat_id, answer_id)
+        if answer is not None and not store.end_if_dead(r, chat_id, answer, _timing()):
+            live += 1
+    return live
+
+
 def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> store.SendResult:
     """Store the message; if the chat is busy with an answer whose producer died, end that."""
     config = current_app.config
@@ -103,7 +148,16 @@ def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> s
 
     def attempt() -> store.SendResult:
         return store.send_message(
-            r, chat_id, client_id, text, html, label, time.time(), wait_ms, title
+            r,
+            chat_id,
+            client_id,
+            text,
+            html,
+            label,
+            time.time(),
+            wait_ms,
+            title,
+            max_messages=config["MAX_CHAT_MESSAGES"],
         )
 
     sent = attempt()

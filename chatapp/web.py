@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from flask import Flask, Response, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 from chatapp import frames, providers
+from chatapp.owner import current_user
 
 csrf = CSRFProtect()
 
@@ -15,13 +17,23 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """Signed cookie sessions whose cookie is Secure whenever the request came over HTTPS
+    (behind a proxy, set TRUSTED_PROXIES so its X-Forwarded-Proto counts)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = SessionInterface()
     csrf.init_app(app)
     app.after_request(_security_headers)
     app.jinja_env.globals.update(
         answer_body=frames.answer_body,
         offline_model=providers.uses_offline_model(app.config),
         model_label=providers.model_label(app.config),
+        current_user=current_user,
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.conftest import csrf_token
+from tests.accounts import sign_up
 
 
 @dataclass
@@ -56,7 +56,7 @@ def blocks_of(events: list[Event]) -> str:
 class ChatClient:
     def __init__(self, base: str) -> None:
         self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False)
-        self.token = csrf_token(self.http.get("/").text)
+        self.token = sign_up(self.http)
 
     def new_chat(self) -> str:
         response = self.http.post("/chats", data={"csrf_token": self.token})

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from flask.testing import FlaskClient
 from playwright.sync_api import Browser, sync_playwright
 
 from chatapp import create_app
+from tests.accounts import GENEROUS_LIMITS, Person
 from tests.servers import RedisServer, Stack, running_stack
 
 
@@ -39,6 +39,7 @@ def make_test_app(redis_url: str, data_dir: Path, **overrides: object) -> Flask:
         "FLUSH_MS": 0,
         "QUEUE_NAME": "test",
         "OPENAI_API_KEY": None,
+        **GENEROUS_LIMITS,
     }
     config.update(overrides)
     return create_app(config)
@@ -54,10 +55,14 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token on the page"
-    return match.group(1)
+@pytest.fixture
+def alice(app: Flask) -> Person:
+    return Person(app)
+
+
+@pytest.fixture
+def bob(app: Flask) -> Person:
+    return Person(app)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import httpx
 import redis
 
 from chatapp.launcher import redis_server_binary
+from tests.accounts import GENEROUS_LIMITS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,7 @@ def wait_for_page(base: str, what: str) -> None:
 
     def ready() -> bool:
         try:
-            return httpx.get(base + "/", timeout=1).status_code == 200
+            return httpx.get(base + "/login", timeout=1, follow_redirects=True).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -93,6 +94,7 @@ def stack_env(redis_url: str, data_dir: Path, **settings: str) -> dict[str, str]
         CHATAPP_DATA_DIR=str(data_dir),
         CHATAPP_SECRET_KEY="test-secret",
         CHATAPP_QUEUE_NAME=f"test-{os.getpid()}",
+        **{f"CHATAPP_{key}": str(value) for key, value in GENEROUS_LIMITS.items()},
     )
     env.pop("OPENAI_API_KEY", None)
     env.update(settings)
@@ -174,6 +176,7 @@ def running_stack(
 def stack_behind_nginx(directory: Path, **settings: str) -> Iterator[Stack]:
     """Like `running_stack`, with two gunicorn processes behind nginx (deploy/nginx.conf)."""
     server = RedisServer(directory)
+    settings = {"CHATAPP_TRUSTED_PROXIES": "1", **settings}  # nginx says who the client is
     env = stack_env(server.url, directory, **settings)
     try:
         with (

@@ -28,3 +28,17 @@ def chat_of(r: redis.Redis, answer_id: str) -> str:
     for key in r.scan_iter(f"{store.PREFIX}:*:msg:{answer_id}"):
         return str(key).split("{", 1)[1].split("}", 1)[0]
     raise KeyError(answer_id)
+
+
+def keys_and_values(r: redis.Redis) -> dict[str, object]:
+    """Everything in Redis except RQ's bookkeeping, to prove a request changed nothing."""
+    snapshot: dict[str, object] = {}
+    for key in sorted(r.keys("chatapp:*")):
+        kind = r.type(key)
+        snapshot[key] = {
+            "hash": r.hgetall,
+            "list": lambda k: r.lrange(k, 0, -1),
+            "zset": lambda k: r.zrange(k, 0, -1),
+            "string": r.get,
+        }[kind](key)
+    return snapshot

@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from chatapp import store
+from tests.accounts import sign_up_in_browser
 from tests.servers import Stack, stack_behind_nginx
 
 TIMEOUT_MS = 30_000
@@ -123,7 +124,7 @@ class Tab:
     def ask(self, stack: Stack, question: str) -> tuple[str, str]:
         """Start a chat and send `question`; return the chat's id and its answer's id."""
         page = self.page
-        page.goto(stack.base + "/")
+        sign_up_in_browser(page, stack.base)
         page.get_by_role("button", name="Start a new chat").click()
         page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
         page.locator("#composer-text").fill(question)

@@ -8,8 +8,8 @@ import fakeredis
 import pytest
 from flask import Flask
 
-from chatapp import store
-from chatapp.owner import current_user_id, find_chat, load_chat
+from chatapp import store, users
+from chatapp.owner import find_chat, load_chat, log_in
 from tests.conftest import make_test_app
 
 
@@ -37,8 +37,9 @@ def test_chats_are_listed_most_recently_updated_first(fake: fakeredis.FakeRedis)
 
 def test_a_chat_loads_only_for_its_owner(fake_app: Flask, fake: fakeredis.FakeRedis) -> None:
     with fake_app.test_request_context():
-        me = current_user_id()
-        mine = store.create_chat(fake, me, now=1)
+        me = users.create_user(fake, "me", "a long password")
+        log_in(me)
+        mine = store.create_chat(fake, me.id, now=1)
         theirs = store.create_chat(fake, store.new_id(), now=1)
         assert load_chat(mine.id) == mine
         for chat_id in (theirs.id, store.new_id(), "not-an-id", "", "A" * 16):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 import redis
@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatapp import store
+from tests.accounts import PASSWORD, Person, csrf_token
 from tests.conftest import make_test_app
 from tests.servers import RedisServer
-from tests.test_views import Browser, keys_and_values
+from tests.storing import keys_and_values
 
 ROUTES = [
     ("GET", "/"),
@@ -26,7 +27,17 @@ ROUTES = [
     ("GET", "/chats/{chat}/messages/{message}/stream"),
     ("PUT", "/chats/{chat}/messages"),
     ("DELETE", "/chats/{chat}"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/signup"),
+    ("POST", "/signup"),
+    ("POST", "/logout"),
+    ("GET", "/admin"),
+    ("POST", "/admin/registration"),
+    ("POST", "/admin/users"),
+    ("GET", "/login?next={chat}"),
 ]
+FORM_FIELDS = ["text", "client_id", "csrf_token", "name", "password", "registration", "next"]
 HEADER_TEXT = st.text(alphabet=string.printable.replace("\n", "").replace("\r", ""), max_size=80)
 ODD_TEXT = st.one_of(
     st.text(max_size=40),
@@ -39,13 +50,16 @@ def world(redis_server: RedisServer, r: redis.Redis, tmp_path: Path) -> dict[str
     app = make_test_app(
         redis_server.url, tmp_path, STREAM_MAX_SECONDS=0.3, PING_SECONDS=0.1, CHECK_SECONDS=0.1
     )
-    alice, bob = Browser(app), Browser(app)
+    alice, bob = Person(app), Person(app)  # alice signed up first: the admin
     chat = alice.new_chat()
     alice.send(chat, "a running answer", client_id="client-0001")
     messages = store.get_messages(r, chat)
     bobs_chat = bob.new_chat()
+    nobody = Person(app)
+    nobody.client.post("/logout", data={"csrf_token": nobody.token})
+    nobody.token = csrf_token(nobody.client.get("/login").text)
     return {
-        "alice": alice,
+        "people": [alice, bob, nobody],
         "chats": [chat, bobs_chat],
         "messages": [m.id for m in messages],
         "r": r,
@@ -59,7 +73,7 @@ def world(redis_server: RedisServer, r: redis.Redis, tmp_path: Path) -> dict[str
 def test_no_route_answers_5xx_and_rejections_change_nothing(
     world: dict[str, object], data: st.DataObject
 ) -> None:
-    alice: Browser = world["alice"]  # type: ignore[assignment]
+    person: Person = data.draw(st.sampled_from(world["people"]))  # type: ignore[arg-type]
     r: redis.Redis = world["r"]  # type: ignore[assignment]
     method, template = data.draw(st.sampled_from(ROUTES))
     chat = data.draw(st.one_of(st.sampled_from(world["chats"]), ODD_TEXT))  # type: ignore[arg-type]
@@ -67,20 +81,34 @@ def test_no_route_answers_5xx_and_rejections_change_nothing(
     path = template.format(chat=quote(chat, safe=""), message=quote(message, safe=""))
     form = data.draw(
         st.dictionaries(
-            st.sampled_from(["text", "client_id", "csrf_token", "other"]),
-            st.one_of(ODD_TEXT, st.just("x" * 20_000), st.just("client-" + "9" * 10)),
-            max_size=4,
+            st.sampled_from(FORM_FIELDS),
+            st.one_of(
+                ODD_TEXT,
+                st.sampled_from(["x" * 20_000, "client-" + "9" * 10, "closed", "open", "//evil"]),
+                st.just(PASSWORD),
+            ),
+            max_size=5,
         )
     )
     headers = {"HX-Request": data.draw(st.sampled_from(["true", "false", ""]))}
     if data.draw(st.booleans()):
-        headers["X-CSRFToken"] = data.draw(st.one_of(st.just(alice.token), HEADER_TEXT))
+        headers["X-CSRFToken"] = data.draw(st.one_of(st.just(person.token), HEADER_TEXT))
     if data.draw(st.booleans()):
         headers["Last-Event-ID"] = data.draw(HEADER_TEXT)
     before = keys_and_values(r)
-    response = alice.client.open(path, method=method, data=form, headers=headers)
+    with person.client.session_transaction() as session:
+        saved = dict(session)
+    response = person.client.open(path, method=method, data=form, headers=headers)
     body = response.get_data()  # runs a stream to its end (it closes after 0.3 s)
     assert response.status_code < 500, body[:500]
     if response.status_code >= 400:
         assert keys_and_values(r) == before
         assert body  # a message a person can read
+    if response.status_code in (301, 302, 303, 307, 308):
+        assert urlsplit(response.headers["Location"]).netloc in (
+            "",
+            "localhost",
+        )  # no open redirect
+    with person.client.session_transaction() as session:  # undo a logout or a new login
+        session.clear()
+        session.update(saved)

@@ -52,7 +52,7 @@ def test_the_run_command_serves_the_app_and_ctrl_c_stops_every_process(tmp_path:
 
         def page() -> bool:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=1, follow_redirects=True)
             except httpx.HTTPError:
                 return False
             return response.status_code == 200 and "Offline model" in response.text

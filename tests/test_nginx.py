@@ -55,6 +55,9 @@ def test_a_viewer_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) 
 
 
 def test_pages_and_errors_come_through_nginx(proxied: Stack) -> None:
-    assert httpx.get(proxied.base + "/").status_code == 200
-    missing = httpx.get(proxied.base + "/chats/0123456789abcdef")
+    client = ChatClient(proxied.base)
+    visitor = httpx.get(proxied.base + "/")  # not logged in
+    assert visitor.status_code == 302 and visitor.headers["location"] == "/login?next=/"
+    assert client.http.get("/").status_code == 200
+    missing = client.http.get("/chats/0123456789abcdef")
     assert missing.status_code == 404 and "does not exist" in missing.text

@@ -7,59 +7,16 @@ from pathlib import Path
 
 import pytest
 import redis
-from flask import Flask
 from flask.testing import FlaskClient
 
 from chatapp import store
-from tests.conftest import csrf_token, make_test_app
+from tests.accounts import Person
+from tests.conftest import make_test_app
 from tests.servers import RedisServer, free_port
+from tests.storing import keys_and_values
 
 
-class Browser:
-    """A Flask test client with its own session and CSRF token, sending like htmx does."""
-
-    def __init__(self, app: Flask) -> None:
-        self.client = app.test_client()
-        self.token = csrf_token(self.client.get("/").text)
-
-    def post(self, url: str, csrf: bool = True, **data: str):
-        headers = {"HX-Request": "true"} | ({"X-CSRFToken": self.token} if csrf else {})
-        return self.client.post(url, data=data, headers=headers)
-
-    def new_chat(self) -> str:
-        response = self.client.post("/chats", data={"csrf_token": self.token})
-        assert response.status_code == 303
-        return response.headers["Location"].rsplit("/", 1)[-1]
-
-    def send(self, chat_id: str, text: str = "hello", client_id: str = "client-0001", **kw):
-        return self.post(f"/chats/{chat_id}/messages", text=text, client_id=client_id, **kw)
-
-
-@pytest.fixture
-def alice(app: Flask) -> Browser:
-    return Browser(app)
-
-
-@pytest.fixture
-def bob(app: Flask) -> Browser:
-    return Browser(app)
-
-
-def keys_and_values(r: redis.Redis) -> dict[str, object]:
-    """Everything in Redis except RQ's bookkeeping, to prove a request changed nothing."""
-    snapshot: dict[str, object] = {}
-    for key in sorted(r.keys("chatapp:*")):
-        kind = r.type(key)
-        snapshot[key] = {
-            "hash": r.hgetall,
-            "list": lambda k: r.lrange(k, 0, -1),
-            "zset": lambda k: r.zrange(k, 0, -1),
-            "string": r.get,
-        }[kind](key)
-    return snapshot
-
-
-def test_the_chat_list_and_a_new_chat_page_render(alice: Browser) -> None:
+def test_the_chat_list_and_a_new_chat_page_render(alice: Person) -> None:
     assert "No chats yet." in alice.client.get("/").text
     chat_id = alice.new_chat()
     page = alice.client.get(f"/chats/{chat_id}")
@@ -69,7 +26,7 @@ def test_the_chat_list_and_a_new_chat_page_render(alice: Browser) -> None:
 
 
 def test_sending_stores_the_message_and_returns_the_streaming_answer(
-    alice: Browser, r: redis.Redis
+    alice: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
     response = alice.send(chat_id, "Hello *world*")
@@ -87,7 +44,7 @@ def test_sending_stores_the_message_and_returns_the_streaming_answer(
 
 
 def test_the_same_client_message_id_sent_twice_is_stored_once(
-    alice: Browser, r: redis.Redis
+    alice: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
     first = alice.send(chat_id, "once", client_id="same-id-123")
@@ -98,7 +55,7 @@ def test_the_same_client_message_id_sent_twice_is_stored_once(
 
 
 def test_a_send_while_an_answer_runs_is_refused_with_a_reason(
-    alice: Browser, r: redis.Redis
+    alice: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
     alice.send(chat_id, "first", client_id="client-0001")
@@ -120,7 +77,7 @@ def test_a_send_while_an_answer_runs_is_refused_with_a_reason(
     ],
 )
 def test_bad_sends_get_a_clear_4xx_and_change_nothing(
-    alice: Browser, r: redis.Redis, data: dict[str, str], status: int, message: str
+    alice: Person, r: redis.Redis, data: dict[str, str], status: int, message: str
 ) -> None:
     chat_id = alice.new_chat()
     before = keys_and_values(r)
@@ -130,7 +87,7 @@ def test_bad_sends_get_a_clear_4xx_and_change_nothing(
     assert keys_and_values(r) == before
 
 
-def test_a_request_without_the_csrf_token_is_refused(alice: Browser, r: redis.Redis) -> None:
+def test_a_request_without_the_csrf_token_is_refused(alice: Person, r: redis.Redis) -> None:
     chat_id = alice.new_chat()
     before = keys_and_values(r)
     response = alice.send(chat_id, csrf=False)
@@ -141,7 +98,7 @@ def test_a_request_without_the_csrf_token_is_refused(alice: Browser, r: redis.Re
 
 
 def test_someone_elses_chat_is_a_404_like_a_missing_one(
-    alice: Browser, bob: Browser, r: redis.Redis
+    alice: Person, bob: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
     answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
@@ -159,7 +116,7 @@ def test_someone_elses_chat_is_a_404_like_a_missing_one(
 
 
 def test_stop_ends_a_running_answer_and_is_a_no_op_afterwards(
-    alice: Browser, r: redis.Redis
+    alice: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
     answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
@@ -174,17 +131,28 @@ def test_stop_ends_a_running_answer_and_is_a_no_op_afterwards(
     assert alice.post(f"/chats/{chat_id}/messages/{user_id}/stop").status_code == 404
 
 
-def test_pages_carry_a_strict_content_security_policy(client: FlaskClient) -> None:
-    response = client.get("/")
-    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["X-Frame-Options"] == "DENY"
-    scripts = re.findall(r"<script[^>]*>", response.text)
-    assert scripts and all(' src="/static/' in tag for tag in scripts)  # no inline script
-    assert not re.search(r"\son[a-z]+=", response.text)  # no inline event handlers
+def test_pages_carry_a_strict_content_security_policy(alice: Person, client: FlaskClient) -> None:
+    chat_id = alice.new_chat()
+    for response in (
+        alice.client.get("/"),
+        alice.client.get(f"/chats/{chat_id}"),
+        alice.client.get("/admin"),  # alice signed up first: the admin
+        client.get("/login"),
+        client.get("/signup"),
+    ):
+        assert response.status_code == 200
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        scripts = re.findall(r"<script[^>]*>", response.text)
+        assert scripts and all(' src="/static/' in tag for tag in scripts)  # no inline script
+        assert not re.search(r"\son[a-z]+=", response.text)  # no inline event handlers
 
 
-def test_the_vendored_htmx_files_match_the_names_the_page_loads(client: FlaskClient) -> None:
+def test_the_vendored_htmx_files_match_the_names_the_page_loads(alice: Person) -> None:
+    client = alice.client
     page = client.get("/").text
     htmx = re.search(r'src="/static/htmx-(\d+\.\d+\.\d+)\.min\.js"', page)
     sse = re.search(r'src="/static/htmx-ext-sse-(\d+\.\d+\.\d+)\.js"', page)
@@ -197,7 +165,7 @@ def test_the_vendored_htmx_files_match_the_names_the_page_loads(client: FlaskCli
     assert '"allowScriptTags": false' in page  # htmx must not run scripts in swapped content
 
 
-def test_a_chat_busy_with_a_dead_answer_takes_a_new_message(alice: Browser, r: redis.Redis) -> None:
+def test_a_chat_busy_with_a_dead_answer_takes_a_new_message(alice: Person, r: redis.Redis) -> None:
     chat_id = alice.new_chat()
     alice.send(chat_id, "first", client_id="client-0001")
     dead = store.get_messages(r, chat_id)[-1]
@@ -208,7 +176,7 @@ def test_a_chat_busy_with_a_dead_answer_takes_a_new_message(alice: Browser, r: r
 
 
 def test_a_resend_after_a_crash_before_queueing_queues_the_answer_once(
-    alice: Browser, r: redis.Redis
+    alice: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
     # The first attempt stored the message, then the process died before queueing its job.
@@ -220,7 +188,7 @@ def test_a_resend_after_a_crash_before_queueing_queues_the_answer_once(
     assert len(store.get_messages(r, chat_id)) == 2
 
 
-def test_a_page_view_ends_an_answer_whose_producer_is_gone(alice: Browser, r: redis.Redis) -> None:
+def test_a_page_view_ends_an_answer_whose_producer_is_gone(alice: Person, r: redis.Redis) -> None:
     chat_id = alice.new_chat()
     alice.send(chat_id, "first")
     answer = store.get_messages(r, chat_id)[-1]
@@ -230,7 +198,7 @@ def test_a_page_view_ends_an_answer_whose_producer_is_gone(alice: Browser, r: re
     assert store.DEAD_PRODUCER in page and "sse-connect" not in page
 
 
-def test_a_chat_is_titled_by_the_text_of_its_first_message(alice: Browser, r: redis.Redis) -> None:
+def test_a_chat_is_titled_by_the_text_of_its_first_message(alice: Person, r: redis.Redis) -> None:
     chat_id = alice.new_chat()
     alice.send(chat_id, "How does **resumable** `streaming` work? <b>&amp;</b>")
     title = store.get_chat(r, chat_id).title  # type: ignore[union-attr]
@@ -248,6 +216,8 @@ def test_with_redis_down_pages_say_so_and_streams_ask_to_retry(tmp_path: Path) -
     page = client.get("/")
     assert page.status_code == 503 and "not reachable right now" in page.text
     assert page.headers["Retry-After"] == "5"
+    with client.session_transaction() as session:
+        session["uid"] = store.new_id()  # a logged-in viewer, whose account cannot be read
     stream = client.get("/chats/0123456789abcdef/messages/0123456789abcdef/stream")
     assert stream.status_code == 200
     assert re.fullmatch(r": try again shortly\nretry: \d+\n\n", stream.text)
@@ -256,7 +226,7 @@ def test_with_redis_down_pages_say_so_and_streams_ask_to_retry(tmp_path: Path) -
 def test_answers_ended_by_the_web_tier_keep_their_log_for_the_configured_time(
     redis_server: RedisServer, r: redis.Redis, tmp_path: Path
 ) -> None:
-    alice = Browser(make_test_app(redis_server.url, tmp_path, RETENTION_SECONDS=77))
+    alice = Person(make_test_app(redis_server.url, tmp_path, RETENTION_SECONDS=77))
     chat_id = alice.new_chat()
     alice.send(chat_id, "first", client_id="client-0001")
     answer = store.get_messages(r, chat_id)[-1]

@@ -53,6 +53,7 @@ from chatapp.render import (
     plain_text,
     render_markdown,
 )
+from tests.accounts import sign_up_in_browser
 from tests.fake_openai import FakeModel, fake_openai_server
 from tests.html_safety import unsafe_parts
 from tests.servers import Stack, running_stack
@@ -474,9 +475,11 @@ SENTINEL = r"""
         continue;
       }
       found.push(...hardProblems(el));
-      // The composer, and the "new chat" forms (base.html, index.html).
-      const newChat = el.getAttribute("action") === "/chats" && el.method === "post";
-      if (name === "form" && (el.closest("#messages") || !(el.id === "composer" || newChat)))
+      // The composer, the "new chat" forms (base.html, index.html) and "log out" (base.html).
+      const action = el.getAttribute("action");
+      const ours = el.method === "post" && (action === "/chats" || action === "/logout")
+        && el.closest("header.topbar, section.chat-list");
+      if (name === "form" && (el.closest("#messages") || !(el.id === "composer" || ours)))
         found.push(`form ${describe(el)}`);
     }
     if (document.querySelectorAll("script").length !== 3) found.push("script count changed");
@@ -548,6 +551,7 @@ def sentinel_script() -> str:
 # Every request the page may make; an injected hx-get, stylesheet or image would add one.
 EXPECTED_REQUESTS = re.compile(
     r"GET /"
+    r"|(GET|POST) /signup"  # the test's own sign-up, before the corpus
     r"|POST /chats"
     r"|GET /chats/[0-9a-f]+"
     r"|POST /chats/[0-9a-f]+/messages"
@@ -660,7 +664,7 @@ def test_corpus_stays_inert_in_chromium(
     try:
         page = context.new_page()
         watch = Watch(page, xss_stack.base)
-        page.goto(xss_stack.base + "/")
+        sign_up_in_browser(page, xss_stack.base)
         page.get_by_role("button", name="Start a new chat").click()
         page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
         chat_id = page.url.rsplit("/", 1)[-1]

@@ -1,0 +1,162 @@
+"""Sign up, log in, log out, the admin page, and the gate in front of every other route."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.wrappers import Response as BaseResponse
+
+from chatapp import users
+from chatapp.connections import get_redis
+from chatapp.errors import error_response
+from chatapp.owner import current_user, log_in, log_out
+from chatapp.ratelimit import limiter, per_address
+from chatapp.web import is_htmx
+
+bp = Blueprint("auth", __name__)
+
+# Routes anyone may reach. The stream is here because it answers a visitor with no session
+# like any other stranger: 200 + `end` (an error status would make the browser retry forever).
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.signup", "static", "chat.stream"})
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_require_login)
+    app.register_blueprint(bp)
+
+
+def _require_login() -> BaseResponse | None:
+    if request.endpoint in PUBLIC_ENDPOINTS or current_user() is not None:
+        return None
+    if not users.has_users(get_redis()):
+        target = url_for("auth.signup")
+    else:
+        target = url_for("auth.login", next=_page_asked_for())
+    if is_htmx():
+        response = error_response(401, "You are logged out. Log in again to continue.")
+        response.headers["HX-Redirect"] = target
+        return response
+    if request.method == "GET":
+        return redirect(target)
+    return error_response(401, "You are logged out. Log in again to continue.")
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_SIGNUP"],
+    key_func=per_address,
+    methods=["POST"],
+    error_message="Too many sign-ups from your address. Try again later.",
+)
+def signup() -> BaseResponse | tuple[str, int] | str:
+    r = get_redis()
+    first = not users.has_users(r)
+    if not users.registration_open(r, current_app.config["REGISTRATION"]):
+        abort(403, "Registration is closed. Ask the admin of this chatapp for an account.")
+    if request.method == "GET":
+        return render_template("signup.html", first=first, name="")
+    name = request.form.get("name", "").strip()
+    try:
+        user = users.create_user(r, name, request.form.get("password", ""))
+    except users.AccountError as exc:
+        return render_template("signup.html", first=first, name=name, error=str(exc)), 400
+    log_in(user)
+    return redirect(url_for("chat.index"), code=303)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_LOGIN"],
+    key_func=per_address,
+    methods=["POST"],
+    error_message="Too many login attempts from your address. Wait a minute and try again.",
+)
+def login() -> BaseResponse | tuple[str, int] | str:
+    next_url = _local_path(request.values.get("next", ""))
+    r = get_redis()
+    if request.method == "GET":
+        if not users.has_users(r):
+            return redirect(url_for("auth.signup"))
+        can_sign_up = users.registration_open(r, current_app.config["REGISTRATION"])
+        return render_template("login.html", next=next_url, name="", can_sign_up=can_sign_up)
+    name = request.form.get("name", "").strip()
+    user = users.authenticate(r, name, request.form.get("password", ""))
+    if user is None:
+        error = "Wrong user name or password."
+        return render_template("login.html", next=next_url, name=name, error=error), 401
+    log_in(user)
+    return redirect(next_url or url_for("chat.index"), code=303)
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    log_out()
+    return redirect(url_for("auth.login"), code=303)
+
+
+@bp.get("/admin")
+def admin() -> str:
+    _require_admin()
+    r = get_redis()
+    configured = current_app.config["REGISTRATION"]
+    return render_template(
+        "admin.html",
+        users=users.list_users(r),
+        registration_open=users.registration_open(r, configured),
+        closed_by_environment=configured == "closed",
+    )
+
+
+@bp.post("/admin/registration")
+def set_registration() -> BaseResponse:
+    _require_admin()
+    choice = request.form.get("registration")
+    if choice not in ("open", "closed"):
+        abort(400, "Choose whether registration is open or closed.")
+    users.set_registration(get_redis(), choice == "open")
+    return redirect(url_for("auth.admin"), code=303)
+
+
+@bp.post("/admin/users")
+def add_user() -> BaseResponse:
+    _require_admin()
+    name = request.form.get("name", "").strip()
+    try:
+        users.create_user(get_redis(), name, request.form.get("password", ""))
+    except users.AccountError as exc:
+        return error_response(400, str(exc))
+    return redirect(url_for("auth.admin"), code=303)
+
+
+def _require_admin() -> None:
+    user = current_user()
+    if user is None or not user.is_admin:
+        abort(403, "Only the admin can open this page.")
+
+
+def _page_asked_for() -> str:
+    """The page to return to after logging in: for htmx, the page the request came from
+    (not the fragment's URL, which may take only a POST)."""
+    if is_htmx():
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        return current.path + (f"?{current.query}" if current.query else "")
+    return request.full_path.rstrip("?")
+
+
+def _local_path(url: str) -> str:
+    """Return `url` if it is a path on this site, else "" (no open redirect after login)."""
+    # Browsers drop tabs and newlines and read a backslash as a slash: "/\t/x" means "//x".
+    if not url.startswith("/") or any(c in url for c in "\\\t\r\n"):
+        return ""
+    parts = urlsplit(url)
+    return url if not parts.scheme and not parts.netloc and not url.startswith("//") else ""

@@ -1,0 +1,38 @@
+"""Rate limits (Flask-Limiter), counted in the app's own Redis so every process shares them.
+
+Limits apply to logging in, signing up and sending messages. The SSE endpoint has none:
+browsers reconnect to it on their own, and a limit there would break resuming.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_limiter import Limiter
+
+from chatapp.owner import current_user
+
+# Counters live under this prefix, beside (not inside) the chat data.
+KEY_PREFIX = "chatapp-limits"
+
+
+def per_address() -> str:
+    """The client's address (the proxy's view of it when TRUSTED_PROXIES is set)."""
+    return request.remote_addr or "unknown"
+
+
+def per_user() -> str:
+    user = current_user()
+    return f"user:{user.id}" if user else f"address:{per_address()}"
+
+
+limiter = Limiter(key_func=per_address, key_prefix=KEY_PREFIX, headers_enabled=True)
+
+
+def init_app(app: Flask) -> None:
+    # Share the app's connection pool: it speaks to a unix socket or TCP alike, which a
+    # storage URI alone cannot say for every Redis URL the app accepts.
+    app.config["RATELIMIT_STORAGE_URI"] = "redis://"
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+        "connection_pool": app.extensions["redis"].connection_pool
+    }
+    limiter.init_app(app)

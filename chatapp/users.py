@@ -1,0 +1,126 @@
+"""Accounts: who may sign in, their hashed passwords, and who the admin is.
+
+Each operation touches one key at a time (no multi-key script), so accounts work the same
+on a single Redis and on a Cluster. A name is claimed with HSETNX before its record is
+written, and the first account ever created claims the admin key with SET NX, so two
+sign-ups racing on a fresh install still make exactly one admin.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from dataclasses import dataclass
+
+import redis
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from chatapp import store
+
+PREFIX = f"{store.PREFIX}:accounts"
+NAMES_KEY = f"{PREFIX}:names"  # hash: lower-cased name -> user id
+ADMIN_KEY = f"{PREFIX}:admin"  # string: the admin's user id
+SETTINGS_KEY = f"{PREFIX}:settings"  # hash: settings the admin changes on the page
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 256  # a bound on hashing work per request
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash checked when the name is unknown, so that a wrong name takes as long as a
+    wrong password and the login form does not reveal which names exist."""
+    return generate_password_hash("not a real password: timing only")
+
+
+class AccountError(ValueError):
+    """A sign-up or login that cannot go ahead; the message is for the person."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    is_admin: bool
+    created: float
+
+
+def user_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}"
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise AccountError("A user name has 1 to 32 letters, digits, dots, dashes or underscores.")
+    return name
+
+
+def check_password(password: str) -> str:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise AccountError(f"A password has {MIN_PASSWORD} to {MAX_PASSWORD} characters.")
+    return password
+
+
+def has_users(r: redis.Redis) -> bool:
+    return bool(r.exists(ADMIN_KEY))
+
+
+def create_user(r: redis.Redis, name: str, password: str) -> User:
+    """Create an account; the first one on a fresh install becomes the admin."""
+    check_name(name)
+    password_hash = generate_password_hash(check_password(password))
+    user_id, now = store.new_id(), time.time()
+    # The record first, then the name: a crash in between leaves an unreachable record,
+    # never a name that is taken by nobody.
+    r.hset(user_key(user_id), mapping={"name": name, "password": password_hash, "created": now})
+    if not r.hsetnx(NAMES_KEY, name.lower(), user_id):
+        r.delete(user_key(user_id))
+        raise AccountError("That user name is taken: choose another.")
+    is_admin = bool(r.set(ADMIN_KEY, user_id, nx=True))
+    return User(user_id, name, is_admin, now)
+
+
+def authenticate(r: redis.Redis, name: str, password: str) -> User | None:
+    """Return the user if the name and password match, else None (same time either way)."""
+    user_id: str | None = None
+    if NAME_PATTERN.fullmatch(name):
+        user_id = r.hget(NAMES_KEY, name.lower())  # type: ignore[assignment]
+    stored: str | None = r.hget(user_key(user_id), "password") if user_id else None  # type: ignore[assignment]
+    matches = check_password_hash(stored or _dummy_hash(), password[:MAX_PASSWORD])
+    if not (matches and stored and user_id and len(password) <= MAX_PASSWORD):
+        return None
+    return get_user(r, user_id)
+
+
+def get_user(r: redis.Redis, user_id: str) -> User | None:
+    if not store.is_id(user_id):
+        return None
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(user_key(user_id))
+    pipe.get(ADMIN_KEY)
+    fields, admin_id = pipe.execute()
+    if not fields:
+        return None
+    return User(user_id, fields["name"], admin_id == user_id, float(fields["created"]))
+
+
+def list_users(r: redis.Redis) -> list[User]:
+    ids: list[str] = sorted(r.hvals(NAMES_KEY))  # type: ignore[arg-type]
+    users = [get_user(r, user_id) for user_id in ids]
+    return sorted((u for u in users if u is not None), key=lambda u: u.created)
+
+
+def registration_open(r: redis.Redis, configured: str) -> bool:
+    """Return whether anyone may sign up: the environment can close it for good, the admin
+    can close and reopen it on the admin page, and the very first account is always open."""
+    if not has_users(r):
+        return True
+    if configured == "closed":
+        return False
+    return r.hget(SETTINGS_KEY, "registration") != "closed"
+
+
+def set_registration(r: redis.Redis, is_open: bool) -> None:
+    r.hset(SETTINGS_KEY, "registration", "open" if is_open else "closed")

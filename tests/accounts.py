@@ -1,0 +1,74 @@
+"""Signing up test users: through any HTTP client (Flask's or httpx) or a browser page."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from typing import Any
+
+from flask import Flask
+from playwright.sync_api import Page
+
+PASSWORD = "correct horse battery staple"
+_numbers = itertools.count()
+
+# Rate limits and caps high enough that only the tests about them meet them.
+GENEROUS_LIMITS: dict[str, Any] = {
+    "RATE_LIMIT_LOGIN": "10000 per minute",
+    "RATE_LIMIT_SIGNUP": "10000 per minute",
+    "RATE_LIMIT_SEND": "10000 per minute",
+    "MAX_RUNNING_PER_USER": 1000,
+}
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def new_name() -> str:
+    return f"user{os.getpid()}-{next(_numbers)}"
+
+
+def sign_up(http: Any, name: str | None = None, password: str = PASSWORD) -> str:
+    """Create an account with a Flask test client or an httpx client, which keeps the
+    session; return the CSRF token of the logged-in session."""
+    page = http.get("/signup")
+    assert page.status_code == 200, page.text
+    form = {"csrf_token": csrf_token(page.text), "name": name or new_name(), "password": password}
+    response = http.post("/signup", data=form)
+    assert response.status_code == 303, response.text
+    return csrf_token(http.get("/").text)
+
+
+def sign_up_in_browser(page: Page, base: str, name: str | None = None) -> str:
+    """Create an account in the browser page and land on the chat list."""
+    name = name or new_name()
+    page.goto(base + "/signup")
+    page.locator("#name").fill(name)
+    page.locator("#password").fill(PASSWORD)
+    page.locator("form button[type=submit].primary").click()
+    page.wait_for_url(re.compile(re.escape(base) + "/$"))
+    return name
+
+
+class Person:
+    """A signed-up user on a Flask test client: its session and CSRF token, sending like htmx."""
+
+    def __init__(self, app: Flask, name: str | None = None) -> None:
+        self.client = app.test_client()
+        self.token = sign_up(self.client, name)
+
+    def post(self, url: str, csrf: bool = True, **data: str):
+        headers = {"HX-Request": "true"} | ({"X-CSRFToken": self.token} if csrf else {})
+        return self.client.post(url, data=data, headers=headers)
+
+    def new_chat(self) -> str:
+        response = self.client.post("/chats", data={"csrf_token": self.token})
+        assert response.status_code == 303
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+    def send(self, chat_id: str, text: str = "hello", client_id: str = "client-0001", **kw):
+        return self.post(f"/chats/{chat_id}/messages", text=text, client_id=client_id, **kw)

@@ -1,0 +1,315 @@
+"""Accounts: the first visit makes the admin, logins and logouts, closed registration,
+cookies, and the limits on logging in and sending."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from playwright.sync_api import Browser as PlaywrightBrowser
+from playwright.sync_api import expect
+
+from chatapp import users
+from tests.accounts import PASSWORD, Person, csrf_token, sign_up, sign_up_in_browser
+from tests.conftest import make_test_app
+from tests.servers import RedisServer, Stack
+from tests.storing import keys_and_values
+
+
+def log_in(client: FlaskClient, name: str, password: str = PASSWORD, **extra: str):
+    token = csrf_token(client.get("/login").text)
+    return client.post(
+        "/login", data={"csrf_token": token, "name": name, "password": password, **extra}
+    )
+
+
+def log_out(client: FlaskClient) -> None:
+    token = csrf_token(client.get("/").text)
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 303
+
+
+def test_the_first_visit_creates_the_admin_in_one_form(client: FlaskClient) -> None:
+    first = client.get("/")
+    assert first.status_code == 302 and first.headers["Location"] == "/signup"
+    page = client.get("/signup").text
+    assert "Create the admin account" in page
+    assert client.get("/login").headers["Location"] == "/signup"  # no account yet
+    token = csrf_token(page)
+    response = client.post(
+        "/signup", data={"csrf_token": token, "name": "Ada", "password": PASSWORD}
+    )
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+    home = client.get("/")
+    assert home.status_code == 200 and "Your chats" in home.text
+    assert 'href="/admin"' in home.text and "Ada" in home.text
+    assert client.get("/admin").status_code == 200
+
+
+def test_later_accounts_are_not_admins(alice: Person, bob: Person) -> None:
+    assert alice.client.get("/admin").status_code == 200
+    page = bob.client.get("/")
+    assert 'href="/admin"' not in page.text
+    denied = bob.client.get("/admin")
+    assert denied.status_code == 403 and "Only the admin" in denied.text
+    assert bob.post("/admin/registration", registration="closed").status_code == 403
+    assert bob.post("/admin/users", name="mallory", password=PASSWORD).status_code == 403
+
+
+def test_two_sign_ups_racing_on_a_fresh_install_make_exactly_one_admin(r: redis.Redis) -> None:
+    made: list[users.User] = []
+    barrier = threading.Barrier(8)
+
+    def sign_up_one(index: int) -> None:
+        barrier.wait()
+        made.append(users.create_user(r, f"racer{index}", PASSWORD))
+
+    threads = [threading.Thread(target=sign_up_one, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 8
+    assert sum(user.is_admin for user in made) == 1
+    assert sum(user.is_admin for user in users.list_users(r)) == 1
+
+
+def test_passwords_are_stored_hashed(alice: Person, r: redis.Redis) -> None:
+    (user,) = users.list_users(r)
+    stored = r.hget(users.user_key(user.id), "password")
+    assert stored and stored.startswith("scrypt:") and PASSWORD not in stored
+
+
+def test_log_out_then_log_in_again_returns_to_the_page_asked_for(
+    app: Flask, r: redis.Redis
+) -> None:
+    grace = Person(app, "grace")
+    client = grace.client
+    chat = grace.new_chat()
+    log_out(client)
+    away = client.get(f"/chats/{chat}")
+    assert away.status_code == 302
+    assert away.headers["Location"] == f"/login?next=/chats/{chat}"
+    response = log_in(client, "GRACE", next=f"/chats/{chat}")  # names ignore case
+    assert response.status_code == 303 and response.headers["Location"] == f"/chats/{chat}"
+    assert client.get(f"/chats/{chat}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "next_url", ["//evil.example/", "https://evil.example/", "/\\evil.example", "/\t/evil.example"]
+)
+def test_login_never_redirects_off_the_site(alice: Person, app: Flask, next_url: str) -> None:
+    client = app.test_client()
+    name = users.list_users(alice.client.application.extensions["redis"])[0].name
+    response = log_in(client, name, next=next_url)
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+
+
+def test_wrong_passwords_and_unknown_names_get_the_same_answer(
+    alice: Person, app: Flask, r: redis.Redis
+) -> None:
+    name = users.list_users(r)[0].name
+    before = keys_and_values(r)
+    answers = [
+        log_in(app.test_client(), name, "wrong password"),
+        log_in(app.test_client(), "nobody-here", "wrong password"),
+        log_in(app.test_client(), "bad name!", "wrong password"),
+        log_in(app.test_client(), name, "x" * 10_000),
+    ]
+    for response in answers:
+        assert response.status_code == 401
+        assert "Wrong user name or password." in response.text
+    assert keys_and_values(r) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "message"),
+    [
+        ("", PASSWORD, "1 to 32 letters"),
+        ("has space", PASSWORD, "1 to 32 letters"),
+        ("<script>", PASSWORD, "1 to 32 letters"),
+        ("x" * 33, PASSWORD, "1 to 32 letters"),
+        ("fine", "short", "8 to 256 characters"),
+        ("fine", "y" * 257, "8 to 256 characters"),
+        ("ALICE", PASSWORD, "taken"),
+    ],
+)
+def test_bad_sign_ups_get_a_clear_400_and_change_nothing(
+    app: Flask, r: redis.Redis, name: str, password: str, message: str
+) -> None:
+    sign_up(app.test_client(), "alice")
+    client = app.test_client()
+    before = keys_and_values(r)
+    token = csrf_token(client.get("/signup").text)
+    response = client.post(
+        "/signup", data={"csrf_token": token, "name": name, "password": password}
+    )
+    assert response.status_code == 400 and message in response.text
+    assert keys_and_values(r) == before
+
+
+def test_the_admin_closes_registration_and_adds_people(
+    alice: Person, app: Flask, r: redis.Redis
+) -> None:
+    assert alice.post("/admin/registration", registration="closed").status_code == 303
+    assert "Registration is <strong>closed" in alice.client.get("/admin").text
+    stranger = app.test_client()
+    refused = stranger.get("/signup")
+    assert refused.status_code == 403 and "Registration is closed" in refused.text
+    assert "Create an account" not in stranger.get("/login").text
+    before = keys_and_values(r)
+    posted = stranger.post("/signup", data={"name": "eve", "password": PASSWORD})
+    assert posted.status_code in (400, 403)  # no form to take a token from, and closed
+    assert keys_and_values(r) == before
+
+    assert alice.post("/admin/users", name="carol", password=PASSWORD).status_code == 303
+    assert log_in(stranger, "carol").status_code == 303
+    assert "carol" in alice.client.get("/admin").text
+    assert alice.post("/admin/users", name="carol", password=PASSWORD).status_code == 400
+    assert alice.post("/admin/registration", registration="maybe").status_code == 400
+
+    assert alice.post("/admin/registration", registration="open").status_code == 303
+    assert app.test_client().get("/signup").status_code == 200
+
+
+def test_the_environment_can_close_registration_for_good(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path
+) -> None:
+    app = make_test_app(redis_server.url, tmp_path, REGISTRATION="closed")
+    admin = Person(app)  # the very first account is always allowed
+    assert app.test_client().get("/signup").status_code == 403
+    admin.post("/admin/registration", registration="open")
+    assert app.test_client().get("/signup").status_code == 403
+    assert "CHATAPP_REGISTRATION=closed" in admin.client.get("/admin").text
+    with pytest.raises(ValueError, match="REGISTRATION"):
+        make_test_app(redis_server.url, tmp_path, REGISTRATION="sometimes")
+
+
+def test_the_same_account_on_two_devices_sees_the_same_chats(app: Flask) -> None:
+    laptop, phone = Person(app, "dana"), app.test_client()
+    assert log_in(phone, "dana").status_code == 303
+    chat_id = laptop.new_chat()
+    assert f'href="/chats/{chat_id}"' in phone.get("/").text
+    assert phone.get(f"/chats/{chat_id}").status_code == 200
+
+
+def session_cookie(response) -> str:
+    cookies = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    assert cookies, "no session cookie was set"
+    return cookies[-1]
+
+
+def test_the_session_cookie_is_httponly_samesite_and_secure_over_https(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path
+) -> None:
+    app = make_test_app(redis_server.url, tmp_path)
+    plain = app.test_client()
+    sign_up(plain, "erin")
+    cookie = session_cookie(log_in(plain, "erin"))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+
+    https = app.test_client()
+    token = csrf_token(https.get("/login", base_url="https://localhost").text)
+    response = https.post(
+        "/login",
+        base_url="https://localhost",
+        headers={"Referer": "https://localhost/login"},  # Flask-WTF checks it over HTTPS
+        data={"csrf_token": token, "name": "erin", "password": PASSWORD},
+    )
+    assert response.status_code == 303
+    assert "Secure" in session_cookie(response)
+
+    # A forwarded scheme counts only from a proxy the configuration trusts.
+    forged = app.test_client()
+    forwarded = {"X-Forwarded-Proto": "https"}
+    assert "Secure" not in session_cookie(forged.get("/login", headers=forwarded))
+    proxied = make_test_app(redis_server.url, tmp_path, TRUSTED_PROXIES=1).test_client()
+    assert "Secure" in session_cookie(proxied.get("/login", headers=forwarded))
+
+
+def test_the_secret_key_is_random_and_kept_in_the_data_folder(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    first = make_test_app(redis_server.url, tmp_path / "a", SECRET_KEY=None)
+    again = make_test_app(redis_server.url, tmp_path / "a", SECRET_KEY=None)
+    other = make_test_app(redis_server.url, tmp_path / "b", SECRET_KEY=None)
+    assert first.secret_key == again.secret_key != other.secret_key
+    assert len(str(first.secret_key)) >= 32
+    assert (tmp_path / "a" / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_state_changing_requests_without_the_csrf_token_are_refused(
+    alice: Person, app: Flask, r: redis.Redis
+) -> None:
+    chat_id = alice.new_chat()
+    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    before = keys_and_values(r)
+    name = users.list_users(r)[0].name
+    for url, form in [
+        ("/chats", {}),
+        (f"/chats/{chat_id}/messages", {"text": "hi", "client_id": "client-0002"}),
+        (f"/chats/{chat_id}/messages/{answer_id}/stop", {}),
+        ("/logout", {}),
+        ("/admin/registration", {"registration": "closed"}),
+        ("/admin/users", {"name": "mallory", "password": PASSWORD}),
+    ]:
+        for token in (None, "forged-token"):
+            data = form | ({"csrf_token": token} if token else {})
+            response = alice.client.post(url, data=data)
+            assert response.status_code == 400, url
+            assert "security token" in response.text
+    stranger = app.test_client()
+    assert stranger.post("/login", data={"name": name, "password": PASSWORD}).status_code == 400
+    assert stranger.post("/signup", data={"name": "x1", "password": PASSWORD}).status_code == 400
+    assert keys_and_values(r) == before
+    assert alice.client.get("/").status_code == 200  # still logged in
+
+
+def test_a_logged_out_visitor_reaches_nothing(alice: Person, app: Flask, r: redis.Redis) -> None:
+    chat_id = alice.new_chat()
+    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    stranger = app.test_client()
+    before = keys_and_values(r)
+    assert stranger.get(f"/chats/{chat_id}").headers["Location"].startswith("/login?next=")
+    urls = ["/chats", f"/chats/{chat_id}/messages", f"/chats/{chat_id}/messages/{answer_id}/stop"]
+    for url in urls:
+        response = stranger.post(url, data={"text": "hi", "client_id": "client-0003"})
+        assert response.status_code == 401 and "Log in again" in response.text
+        hx = stranger.post(url, headers={"HX-Request": "true"})
+        assert hx.status_code == 401 and hx.headers["HX-Redirect"].startswith("/login")
+    stream = stranger.get(f"/chats/{chat_id}/messages/{answer_id}/stream")
+    missing = stranger.get(f"/chats/{chat_id}/messages/0123456789abcdef/stream")
+    assert stream.status_code == 200 and stream.text.startswith("event: end\n")
+    assert stream.text == missing.text.replace("0123456789abcdef", answer_id)  # no oracle
+    assert keys_and_values(r) == before
+
+
+def test_a_tab_that_was_logged_out_elsewhere_goes_to_the_login_page(
+    browser: PlaywrightBrowser, stack: Stack
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        name = sign_up_in_browser(page, stack.base)
+        page.get_by_role("button", name="Start a new chat").click()
+        page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+        chat_url = page.url
+        other = context.new_page()  # another tab of the same browser logs out
+        other.goto(stack.base + "/")
+        other.get_by_role("button", name="Log out").click()
+        other.wait_for_url(re.compile(r"/login$"))
+
+        page.locator("#composer-text").fill("Are you still there?")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_url(re.compile(r"/login\?next="))  # htmx follows HX-Redirect
+        page.locator("#name").fill(name)
+        page.locator("#password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(chat_url)
+        expect(page.locator("#composer-text")).to_be_visible()
+    finally:
+        context.close()

@@ -1,0 +1,186 @@
+"""Limits: rate limits on logging in, signing up and sending; answers running at once per
+user; messages per chat; request size. Each is refused with a clear 4xx/429 and leaves the
+stored data as it was."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+
+from chatapp import store, users
+from tests.accounts import PASSWORD, Person, csrf_token, sign_up
+from tests.conftest import make_test_app
+from tests.servers import RedisServer
+from tests.storing import keys_and_values
+
+
+@pytest.fixture
+def make_app(redis_server: RedisServer, r: redis.Redis, tmp_path: Path):
+    def make(**overrides: object) -> Flask:
+        return make_test_app(redis_server.url, tmp_path, **overrides)
+
+    return make
+
+
+def answer_id_of(response) -> str:
+    return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+
+
+def log_in(app: Flask, name: str, password: str = PASSWORD, address: str = "127.0.0.1"):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    token = csrf_token(client.get("/login").text)
+    response = client.post("/login", data={"csrf_token": token, "name": name, "password": password})
+    return client, response
+
+
+def test_logins_are_rate_limited_per_address(make_app, r: redis.Redis) -> None:
+    app = make_app(RATE_LIMIT_LOGIN="3 per minute")
+    sign_up(app.test_client(), "alice")
+    for _ in range(3):
+        assert log_in(app, "alice", "wrong password")[1].status_code == 401
+    before = keys_and_values(r)
+    _, limited = log_in(app, "alice")  # even the right password, from this address
+    assert limited.status_code == 429
+    assert "Too many login attempts" in limited.text
+    assert int(limited.headers["Retry-After"]) > 0
+    assert keys_and_values(r) == before
+    assert log_in(app, "alice", address="10.0.0.2")[1].status_code == 303  # another address
+
+
+def test_behind_a_trusted_proxy_the_limit_follows_the_address_it_saw(make_app) -> None:
+    app = make_app(RATE_LIMIT_LOGIN="2 per minute", TRUSTED_PROXIES=1)
+    sign_up(app.test_client(), "alice")
+
+    def attempt(forwarded_for: str) -> int:
+        client = app.test_client()
+        token = csrf_token(client.get("/login").text)
+        form = {"csrf_token": token, "name": "alice", "password": "wrong password"}
+        return client.post(
+            "/login", data=form, headers={"X-Forwarded-For": forwarded_for}
+        ).status_code
+
+    # nginx appends the address it saw; what the client put before it changes nothing.
+    assert [attempt(f"{n}.{n}.{n}.{n}, 10.0.0.5") for n in range(1, 4)] == [401, 401, 429]
+    assert attempt("10.0.0.6") == 401
+
+
+def test_sign_ups_are_rate_limited_per_address(make_app) -> None:
+    app = make_app(RATE_LIMIT_SIGNUP="2 per hour")
+    sign_up(app.test_client())
+    sign_up(app.test_client())
+    client = app.test_client()
+    token = csrf_token(client.get("/signup").text)  # the form still shows
+    refused = client.post(
+        "/signup", data={"csrf_token": token, "name": "third", "password": PASSWORD}
+    )
+    assert refused.status_code == 429 and "Too many sign-ups" in refused.text
+
+
+def test_sending_is_rate_limited_per_user_and_streams_are_not(make_app, r: redis.Redis) -> None:
+    app = make_app(RATE_LIMIT_SEND="2 per minute")
+    alice, bob = Person(app), Person(app)
+    chats = [alice.new_chat() for _ in range(3)]
+    answers = [
+        answer_id_of(alice.send(chat, client_id=f"client-000{i}"))
+        for i, chat in enumerate(chats[:2])
+    ]
+    before = keys_and_values(r)
+    limited = alice.send(chats[2], client_id="client-0009")
+    assert limited.status_code == 429
+    assert "sending messages too fast" in limited.text
+    assert limited.headers["HX-Retarget"] == "#flash"  # shown on the page, above the composer
+    assert keys_and_values(r) == before
+    assert bob.send(bob.new_chat()).status_code == 200  # a limit per user, not for everyone
+    for _ in range(20):  # browsers reconnect on their own: never limited
+        alice.post(f"/chats/{chats[0]}/messages/{answers[0]}/stop")
+        stream = alice.client.get(f"/chats/{chats[0]}/messages/{answers[0]}/stream")
+        assert stream.status_code == 200 and "\nevent: end\n" in stream.text
+
+
+def test_a_user_has_at_most_the_set_number_of_answers_running(make_app, r: redis.Redis) -> None:
+    app = make_app(MAX_RUNNING_PER_USER=2)
+    alice, bob = Person(app), Person(app)
+    chats = [alice.new_chat() for _ in range(3)]
+    first = answer_id_of(alice.send(chats[0]))
+    alice.send(chats[1])
+    before = keys_and_values(r)
+    refused = alice.send(chats[2])
+    assert refused.status_code == 429
+    assert "You have 2 answers being written already" in refused.text
+    assert keys_and_values(r) == before
+    assert bob.send(bob.new_chat()).status_code == 200
+    assert alice.post(f"/chats/{chats[0]}/messages/{first}/stop").status_code == 204
+    assert alice.send(chats[2]).status_code == 200
+
+
+def test_racing_sends_from_many_devices_cannot_pass_the_cap(make_app, r: redis.Redis) -> None:
+    app = make_app(MAX_RUNNING_PER_USER=2)
+    owner = Person(app, "racer")
+    devices = []
+    for _ in range(6):
+        client, response = log_in(app, "racer")
+        assert response.status_code == 303
+        devices.append((client, csrf_token(client.get("/").text), owner.new_chat()))
+    barrier = threading.Barrier(len(devices))
+    statuses: list[int] = []
+
+    def send(client, token: str, chat_id: str) -> None:
+        barrier.wait()
+        response = client.post(
+            f"/chats/{chat_id}/messages",
+            data={"text": "at once", "client_id": f"client-{chat_id}"},
+            headers={"X-CSRFToken": token, "HX-Request": "true"},
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=send, args=device) for device in devices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 200, 429, 429, 429, 429]
+    (user,) = users.list_users(r)
+    assert len([chat for chat in store.list_chats(r, user.id) if chat.running]) == 2
+
+
+def test_answers_whose_job_died_do_not_count(make_app, r: redis.Redis) -> None:
+    app = make_app(MAX_RUNNING_PER_USER=1, QUEUE_WAIT_SECONDS=1)
+    alice = Person(app)
+    first_chat, second_chat = alice.new_chat(), alice.new_chat()
+    lost = answer_id_of(alice.send(first_chat))  # no worker runs in this test: never picked up
+    time.sleep(1.2)  # past the queue wait: its producer counts as dead
+    assert alice.send(second_chat).status_code == 200
+    ended = store.get_message(r, first_chat, lost)
+    assert ended is not None and ended.status == "error" and ended.error == store.DEAD_QUEUED
+
+
+def test_a_full_chat_takes_no_more_messages(make_app, r: redis.Redis) -> None:
+    app = make_app(MAX_CHAT_MESSAGES=4)
+    alice = Person(app)
+    chat_id = alice.new_chat()
+    for number in range(2):
+        answer = answer_id_of(alice.send(chat_id, client_id=f"client-000{number}"))
+        alice.post(f"/chats/{chat_id}/messages/{answer}/stop")
+    before = keys_and_values(r)
+    full = alice.send(chat_id, client_id="client-0009")
+    assert full.status_code == 409
+    assert "reached its limit of 4 messages" in full.text and "Start a new chat" in full.text
+    assert keys_and_values(r) == before
+
+
+def test_an_oversize_request_body_is_refused_with_its_limit(make_app, r: redis.Redis) -> None:
+    app = make_app()
+    alice = Person(app)
+    chat_id = alice.new_chat()
+    before = keys_and_values(r)
+    response = alice.send(chat_id, text="x" * 200_000)
+    assert response.status_code == 413
+    assert "too large" in response.text
+    assert keys_and_values(r) == before
