@@ -15,6 +15,10 @@ preload_app = False  # everything per-process (Redis pools, the pub/sub hub) sta
 accesslog = "-" if os.environ.get("CHATAPP_ACCESS_LOG") else None
 errorlog = "-"
 loglevel = os.environ.get("CHATAPP_LOG_LEVEL", "info")
+# gunicorn 27's control socket sits at one path per user (~/.gunicorn/gunicorn.ctl), so two
+# instances on one machine (say, a second checkout, or the tests) would take it from each
+# other. chatapp does not use it.
+control_socket_disable = True
 
 
 def post_worker_init(worker):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 from chatapp import frames, providers
 from chatapp.owner import current_user
+from chatapp.users import User
 
 csrf = CSRFProtect()
 
@@ -33,8 +35,17 @@ def init_app(app: Flask) -> None:
         answer_body=frames.answer_body,
         offline_model=providers.uses_offline_model(app.config),
         model_label=providers.model_label(app.config),
-        current_user=current_user,
+        current_user=_page_user,
     )
+
+
+def _page_user() -> User | None:
+    """The logged-in user for templates; None when Redis is down, so that the error page
+    saying so can still be shown."""
+    try:
+        return current_user()
+    except (redis.ConnectionError, redis.TimeoutError):
+        return None
 
 
 def is_htmx() -> bool:

@@ -218,6 +218,8 @@ def test_with_redis_down_pages_say_so_and_streams_ask_to_retry(tmp_path: Path) -
     assert page.headers["Retry-After"] == "5"
     with client.session_transaction() as session:
         session["uid"] = store.new_id()  # a logged-in viewer, whose account cannot be read
+    page = client.get("/")
+    assert page.status_code == 503 and "not reachable right now" in page.text
     stream = client.get("/chats/0123456789abcdef/messages/0123456789abcdef/stream")
     assert stream.status_code == 200
     assert re.fullmatch(r": try again shortly\nretry: \d+\n\n", stream.text)
