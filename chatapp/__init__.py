@@ -29,7 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = settings.load_secret_key(app.config["DATA_DIR"])
     app.config.update(
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(days=365),
+        PERMANENT_SESSION_LIFETIME=timedelta(days=30),  # sessions also end on the server
         WTF_CSRF_TIME_LIMIT=None,  # valid for the session: a chat left open for hours still sends
         MAX_CONTENT_LENGTH=app.config["MAX_MESSAGE_CHARS"] * 4 + 16_384,
     )

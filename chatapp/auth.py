@@ -66,8 +66,11 @@ def signup() -> BaseResponse | tuple[str, int] | str:
     if request.method == "GET":
         return render_template("signup.html", first=first, name="")
     name = request.form.get("name", "").strip()
+    others_allowed = users.others_may_join(r, current_app.config["REGISTRATION"])
     try:
-        user = users.create_user(r, name, request.form.get("password", ""))
+        user = users.create_user(r, name, request.form.get("password", ""), others_allowed)
+    except users.RegistrationClosed as exc:
+        abort(403, str(exc))
     except users.AccountError as exc:
         return render_template("signup.html", first=first, name=name, error=str(exc)), 400
     log_in(user)
@@ -132,7 +135,7 @@ def add_user() -> BaseResponse:
     _require_admin()
     name = request.form.get("name", "").strip()
     try:
-        users.create_user(get_redis(), name, request.form.get("password", ""))
+        users.create_user(get_redis(), name, request.form.get("password", ""), True)
     except users.AccountError as exc:
         return error_response(400, str(exc))
     return redirect(url_for("auth.admin"), code=303)
@@ -148,7 +151,10 @@ def _page_asked_for() -> str:
     """The page to return to after logging in: for htmx, the page the request came from
     (not the fragment's URL, which may take only a POST)."""
     if is_htmx():
-        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        try:
+            current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        except ValueError:  # not a URL at all
+            return "/"
         return current.path + (f"?{current.query}" if current.query else "")
     return request.full_path.rstrip("?")
 
@@ -158,5 +164,8 @@ def _local_path(url: str) -> str:
     # Browsers drop tabs and newlines and read a backslash as a slash: "/\t/x" means "//x".
     if not url.startswith("/") or any(c in url for c in "\\\t\r\n"):
         return ""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "//[" and the like
+        return ""
     return url if not parts.scheme and not parts.netloc and not url.startswith("//") else ""

@@ -6,7 +6,7 @@ through `load_chat`, so someone else's chat is a 404 exactly like a missing one.
 
 from __future__ import annotations
 
-from flask import abort, g, session
+from flask import abort, current_app, g, session
 
 from chatapp import store, users
 from chatapp.connections import get_redis
@@ -15,10 +15,13 @@ from chatapp.users import User
 
 
 def current_user() -> User | None:
-    """Return the logged-in user, or None (no session, or the account is gone)."""
+    """Return the logged-in user, or None (no session, it ended or expired, or the account
+    is gone)."""
     if "user" not in g:
-        user_id = session.get("uid")
-        found = users.get_user(get_redis(), user_id) if isinstance(user_id, str) else None
+        user_id, session_id = session.get("uid"), session.get("sid")
+        found = None
+        if isinstance(user_id, str) and isinstance(session_id, str):
+            found = users.session_user(get_redis(), session_id, user_id)
         g.user = found
     user: User | None = g.user
     return user
@@ -33,14 +36,20 @@ def current_user_id() -> str:
 
 
 def log_in(user: User) -> None:
-    """Start a fresh session for `user` (a new cookie: no fixation of an older one)."""
+    """Start a fresh session for `user` (a new cookie, a new CSRF token)."""
+    lifetime = current_app.permanent_session_lifetime
+    session_id = users.start_session(get_redis(), user.id, int(lifetime.total_seconds()))
     session.clear()
-    session["uid"] = user.id
+    session.update(uid=user.id, sid=session_id)
     session.permanent = True
     g.user = user
 
 
 def log_out() -> None:
+    """End this session on the server, so even a copy of its cookie no longer works."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        users.end_session(get_redis(), session_id)
     session.clear()
     g.user = None
 

@@ -1,10 +1,12 @@
 """Rate limits (Flask-Limiter), counted in the app's own Redis so every process shares them.
 
-Limits apply to logging in, signing up and sending messages. The SSE endpoint has none:
-browsers reconnect to it on their own, and a limit there would break resuming.
+Limits apply to logging in, signing up, creating chats and sending messages. The SSE
+endpoint has none: browsers reconnect to it on their own, and a limit would break resuming.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from flask import Flask, request
 from flask_limiter import Limiter
@@ -16,8 +18,18 @@ KEY_PREFIX = "chatapp-limits"
 
 
 def per_address() -> str:
-    """The client's address (the proxy's view of it when TRUSTED_PROXIES is set)."""
-    return request.remote_addr or "unknown"
+    """The client's address (the proxy's view of it when TRUSTED_PROXIES is set). An IPv6
+    client counts by its /64: one such network is one subscriber, who has all of it."""
+    address = request.remote_addr or "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def per_user() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ ADMIN_KEY = f"{PREFIX}:admin"  # string: the admin's user id
 SETTINGS_KEY = f"{PREFIX}:settings"  # hash: settings the admin changes on the page
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256  # a bound on hashing work per request
 
@@ -37,6 +39,10 @@ def _dummy_hash() -> str:
 
 class AccountError(ValueError):
     """A sign-up or login that cannot go ahead; the message is for the person."""
+
+
+class RegistrationClosed(AccountError):
+    """A sign-up while registration is closed."""
 
 
 @dataclass(frozen=True)
@@ -67,18 +73,23 @@ def has_users(r: redis.Redis) -> bool:
     return bool(r.exists(ADMIN_KEY))
 
 
-def create_user(r: redis.Redis, name: str, password: str) -> User:
-    """Create an account; the first one on a fresh install becomes the admin."""
+def create_user(r: redis.Redis, name: str, password: str, others_allowed: bool) -> User:
+    """Create an account. The first one on a fresh install becomes the admin; after that,
+    only while `others_allowed` (open registration, or the admin adding someone)."""
     check_name(name)
     password_hash = generate_password_hash(check_password(password))
     user_id, now = store.new_id(), time.time()
-    # The record first, then the name: a crash in between leaves an unreachable record,
-    # never a name that is taken by nobody.
+    # Claim the install before anything else: of sign-ups racing on a fresh install, one
+    # becomes the admin and the others count as ordinary sign-ups (refused if closed).
+    is_admin = bool(r.set(ADMIN_KEY, user_id, nx=True))
+    if not is_admin and not others_allowed:
+        raise RegistrationClosed("Registration is closed. Ask the admin for an account.")
+    # The record, then the name: a crash in between leaves an unreachable record, never
+    # a name that is taken by nobody.
     r.hset(user_key(user_id), mapping={"name": name, "password": password_hash, "created": now})
     if not r.hsetnx(NAMES_KEY, name.lower(), user_id):
         r.delete(user_key(user_id))
         raise AccountError("That user name is taken: choose another.")
-    is_admin = bool(r.set(ADMIN_KEY, user_id, nx=True))
     return User(user_id, name, is_admin, now)
 
 
@@ -101,6 +112,10 @@ def get_user(r: redis.Redis, user_id: str) -> User | None:
     pipe.hgetall(user_key(user_id))
     pipe.get(ADMIN_KEY)
     fields, admin_id = pipe.execute()
+    return _user(user_id, fields, admin_id)
+
+
+def _user(user_id: str, fields: dict[str, str], admin_id: str | None) -> User | None:
     if not fields:
         return None
     return User(user_id, fields["name"], admin_id == user_id, float(fields["created"]))
@@ -113,10 +128,13 @@ def list_users(r: redis.Redis) -> list[User]:
 
 
 def registration_open(r: redis.Redis, configured: str) -> bool:
-    """Return whether anyone may sign up: the environment can close it for good, the admin
-    can close and reopen it on the admin page, and the very first account is always open."""
-    if not has_users(r):
-        return True
+    """Return whether a visitor may sign up now: the first account always may."""
+    return not has_users(r) or others_may_join(r, configured)
+
+
+def others_may_join(r: redis.Redis, configured: str) -> bool:
+    """Return whether registration is open beyond the first account: the environment can
+    close it for good; the admin closes and reopens it on the admin page."""
     if configured == "closed":
         return False
     return r.hget(SETTINGS_KEY, "registration") != "closed"
@@ -124,3 +142,34 @@ def registration_open(r: redis.Redis, configured: str) -> bool:
 
 def set_registration(r: redis.Redis, is_open: bool) -> None:
     r.hset(SETTINGS_KEY, "registration", "open" if is_open else "closed")
+
+
+# -- sessions -------------------------------------------------------------------------
+# The cookie names a session kept here, so that logging out ends it for good (a copy of
+# the cookie is worth nothing after), and sessions expire on the server too.
+
+
+def session_key(session_id: str) -> str:
+    return f"{PREFIX}:session:{session_id}"
+
+
+def start_session(r: redis.Redis, user_id: str, lifetime_seconds: int) -> str:
+    session_id = secrets.token_urlsafe(24)
+    r.set(session_key(session_id), user_id, ex=lifetime_seconds)
+    return session_id
+
+
+def end_session(r: redis.Redis, session_id: str) -> None:
+    r.delete(session_key(session_id))
+
+
+def session_user(r: redis.Redis, session_id: str, user_id: str) -> User | None:
+    """Return the session's user if the session is live and belongs to `user_id`."""
+    if not store.is_id(user_id) or not SESSION_ID.fullmatch(session_id):
+        return None
+    pipe = r.pipeline(transaction=False)
+    pipe.get(session_key(session_id))
+    pipe.hgetall(user_key(user_id))
+    pipe.get(ADMIN_KEY)
+    owner, fields, admin_id = pipe.execute()
+    return _user(user_id, fields, admin_id) if owner == user_id else None

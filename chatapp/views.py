@@ -42,6 +42,11 @@ def index() -> str:
 
 
 @bp.post("/chats")
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_NEW_CHAT"],
+    key_func=per_user,
+    error_message="You are starting chats too fast. Wait a moment, then try again.",
+)
 def new_chat() -> BaseResponse:
     chat = store.create_chat(get_redis(), current_user_id(), time.time())
     return redirect(url_for("chat.show", chat_id=chat.id), code=303)
@@ -115,7 +120,11 @@ def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> 
         abort(429, "Your other messages are still being sent. Try again in a moment.")
     try:
         running = _live_answers(r, chat.owner)
-        if running >= current_app.config["MAX_RUNNING_PER_USER"] and chat.running == "":
+        # Read under the lock: a send into a chat whose answer is running is refused below
+        # (or replaces a dead one) without adding to the count.
+        now = store.get_chat(r, chat.id)
+        busy = now.running if now else ""
+        if running >= current_app.config["MAX_RUNNING_PER_USER"] and not busy:
             abort(
                 429,
                 f"You have {running} answers being written already. Wait for one to finish, "

@@ -18,6 +18,7 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "RATE_LIMIT_LOGIN": "10000 per minute",
     "RATE_LIMIT_SIGNUP": "10000 per minute",
     "RATE_LIMIT_SEND": "10000 per minute",
+    "RATE_LIMIT_NEW_CHAT": "10000 per minute",
     "MAX_RUNNING_PER_USER": 1000,
 }
 

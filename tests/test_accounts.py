@@ -60,28 +60,52 @@ def test_later_accounts_are_not_admins(alice: Person, bob: Person) -> None:
     assert bob.post("/admin/users", name="mallory", password=PASSWORD).status_code == 403
 
 
-def test_two_sign_ups_racing_on_a_fresh_install_make_exactly_one_admin(r: redis.Redis) -> None:
-    made: list[users.User] = []
-    barrier = threading.Barrier(8)
+@pytest.mark.parametrize("registration", ["open", "closed"])
+def test_sign_ups_racing_on_a_fresh_install_make_exactly_one_admin(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path, registration: str
+) -> None:
+    app = make_test_app(redis_server.url, tmp_path, REGISTRATION=registration)
+    forms = []
+    for index in range(8):
+        client = app.test_client()
+        forms.append((client, csrf_token(client.get("/signup").text), f"racer{index}"))
+    barrier = threading.Barrier(len(forms))
+    statuses: list[int] = []
 
-    def sign_up_one(index: int) -> None:
+    def sign_up_one(client: FlaskClient, token: str, name: str) -> None:
         barrier.wait()
-        made.append(users.create_user(r, f"racer{index}", PASSWORD))
+        form = {"csrf_token": token, "name": name, "password": PASSWORD}
+        statuses.append(client.post("/signup", data=form).status_code)
 
-    threads = [threading.Thread(target=sign_up_one, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=sign_up_one, args=form) for form in forms]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(made) == 8
+    made = users.list_users(r)
     assert sum(user.is_admin for user in made) == 1
-    assert sum(user.is_admin for user in users.list_users(r)) == 1
+    if registration == "open":
+        assert statuses == [303] * 8 and len(made) == 8
+    else:  # closed: only the first account, whoever wins the race
+        assert sorted(statuses) == [303] + [403] * 7 and len(made) == 1
 
 
 def test_passwords_are_stored_hashed(alice: Person, r: redis.Redis) -> None:
     (user,) = users.list_users(r)
     stored = r.hget(users.user_key(user.id), "password")
     assert stored and stored.startswith("scrypt:") and PASSWORD not in stored
+
+
+def test_logging_out_ends_the_session_on_the_server(alice: Person, app: Flask) -> None:
+    copy = app.test_client()
+    cookie = alice.client.get_cookie("session")
+    assert cookie is not None
+    copy.set_cookie("session", cookie.value)
+    assert copy.get("/").status_code == 200  # the same session, from another place
+    log_out(alice.client)
+    assert alice.client.get("/").status_code == 302
+    assert copy.get("/").status_code == 302  # the copied cookie ended with it
+    assert copy.get("/").headers["Location"].startswith("/login")
 
 
 def test_log_out_then_log_in_again_returns_to_the_page_asked_for(
@@ -100,7 +124,16 @@ def test_log_out_then_log_in_again_returns_to_the_page_asked_for(
 
 
 @pytest.mark.parametrize(
-    "next_url", ["//evil.example/", "https://evil.example/", "/\\evil.example", "/\t/evil.example"]
+    "next_url",
+    [
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "//[",
+        "http://[",
+        "javascript:alert(1)",
+    ],
 )
 def test_login_never_redirects_off_the_site(alice: Person, app: Flask, next_url: str) -> None:
     client = app.test_client()

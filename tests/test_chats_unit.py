@@ -37,7 +37,7 @@ def test_chats_are_listed_most_recently_updated_first(fake: fakeredis.FakeRedis)
 
 def test_a_chat_loads_only_for_its_owner(fake_app: Flask, fake: fakeredis.FakeRedis) -> None:
     with fake_app.test_request_context():
-        me = users.create_user(fake, "me", "a long password")
+        me = users.create_user(fake, "me", "a long password", others_allowed=True)
         log_in(me)
         mine = store.create_chat(fake, me.id, now=1)
         theirs = store.create_chat(fake, store.new_id(), now=1)

@@ -41,7 +41,9 @@ FORM_FIELDS = ["text", "client_id", "csrf_token", "name", "password", "registrat
 HEADER_TEXT = st.text(alphabet=string.printable.replace("\n", "").replace("\r", ""), max_size=80)
 ODD_TEXT = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["", " ", "0" * 16, "../../etc/passwd", "%00", "a" * 300, "{chat}", "🙂"]),
+    st.sampled_from(
+        ["", " ", "0" * 16, "../../etc/passwd", "%00", "a" * 300, "{chat}", "🙂", "//[", "http://["]
+    ),
 )
 
 
@@ -95,6 +97,8 @@ def test_no_route_answers_5xx_and_rejections_change_nothing(
         headers["X-CSRFToken"] = data.draw(st.one_of(st.just(person.token), HEADER_TEXT))
     if data.draw(st.booleans()):
         headers["Last-Event-ID"] = data.draw(HEADER_TEXT)
+    if data.draw(st.booleans()):
+        headers["HX-Current-URL"] = data.draw(st.one_of(HEADER_TEXT, st.just("http://[")))
     before = keys_and_values(r)
     with person.client.session_transaction() as session:
         saved = dict(session)

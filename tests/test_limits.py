@@ -71,6 +71,26 @@ def test_behind_a_trusted_proxy_the_limit_follows_the_address_it_saw(make_app) -
     assert attempt("10.0.0.6") == 401
 
 
+def test_an_ipv6_client_counts_by_its_network(make_app) -> None:
+    app = make_app(RATE_LIMIT_LOGIN="3 per minute")
+    sign_up(app.test_client(), "alice")
+    statuses = [log_in(app, "alice", "wrong", f"2001:db8::{n}")[1].status_code for n in range(1, 5)]
+    assert statuses == [401, 401, 401, 429]  # one /64: one client
+    assert log_in(app, "alice", "wrong", "2001:db8:0:1::1")[1].status_code == 401
+
+
+def test_new_chats_are_rate_limited_per_user(make_app, r: redis.Redis) -> None:
+    app = make_app(RATE_LIMIT_NEW_CHAT="2 per minute")
+    alice, bob = Person(app), Person(app)
+    alice.new_chat()
+    alice.new_chat()
+    before = keys_and_values(r)
+    refused = alice.client.post("/chats", data={"csrf_token": alice.token})
+    assert refused.status_code == 429 and "starting chats too fast" in refused.text
+    assert keys_and_values(r) == before
+    bob.new_chat()
+
+
 def test_sign_ups_are_rate_limited_per_address(make_app) -> None:
     app = make_app(RATE_LIMIT_SIGNUP="2 per hour")
     sign_up(app.test_client())

@@ -217,7 +217,8 @@ def test_with_redis_down_pages_say_so_and_streams_ask_to_retry(tmp_path: Path) -
     assert page.status_code == 503 and "not reachable right now" in page.text
     assert page.headers["Retry-After"] == "5"
     with client.session_transaction() as session:
-        session["uid"] = store.new_id()  # a logged-in viewer, whose account cannot be read
+        # A logged-in viewer, whose session and account cannot be read.
+        session.update(uid=store.new_id(), sid="s" * 32)
     page = client.get("/")
     assert page.status_code == 503 and "not reachable right now" in page.text
     stream = client.get("/chats/0123456789abcdef/messages/0123456789abcdef/stream")
