@@ -30,6 +30,7 @@ if ARGV[11] == 'if-dead' and redis.call('EXISTS', hb) == 1 then
   return {'alive', length}
 end
 
+local chat_event, chat_event_seq = nil, 0  -- the chat-level event of a terminal entry
 local entries = {}
 for i = 12, #ARGV do
   entries[#entries + 1] = ARGV[i]
@@ -58,7 +59,8 @@ if kind ~= '' then
   if redis.call('HGET', chat, 'running') == mid then
     redis.call('HDEL', chat, 'running')
   end
-  redis.call('RPUSH', events, cjson.encode({t = 'answer_ended', m = mid, status = kind}))
+  chat_event = cjson.encode({t = 'answer_ended', m = mid, g = gen, status = kind})
+  chat_event_seq = redis.call('RPUSH', events, chat_event)
 elseif status == 'queued' then
   redis.call('HSET', msg, 'status', 'streaming')
 end
@@ -84,6 +86,8 @@ redis.call('PUBLISH', channel, '{"m":"' .. mid .. '","g":"' .. gen .. '","s":' .
 if kind ~= '' then
   redis.call('EXPIRE', log, ARGV[6])
   redis.call('DEL', hb)
+  -- After the terminal entry, on the same channel: a chat viewer sees the end first.
+  redis.call('PUBLISH', channel, '{"c":' .. chat_event_seq .. ',"e":[' .. chat_event .. ']}')
 else
   redis.call('SET', hb, gen, 'PX', ARGV[5])
 end

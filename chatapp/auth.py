@@ -25,9 +25,9 @@ from chatapp.web import is_htmx
 
 bp = Blueprint("auth", __name__)
 
-# Routes anyone may reach. The stream is here because it answers a visitor with no session
+# Routes anyone may reach. The streams are here because they answer a visitor with no session
 # like any other stranger: 200 + `end` (an error status would make the browser retry forever).
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.signup", "static", "chat.stream"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.signup", "static", "chat.stream", "chat.live"})
 
 
 def init_app(app: Flask) -> None:

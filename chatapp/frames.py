@@ -86,3 +86,63 @@ def ping_event() -> ServerSentEvent:
 
 def is_terminal(entry: dict[str, Any]) -> bool:
     return entry.get("t") in ("done", "error", "stopped")
+
+
+# -- the chat page's stream ---------------------------------------------------------------
+# One EventSource per tab carries a whole chat: its events (messages added, answers started
+# and ended) and the running answer's entries. Its ids carry both cursors:
+# `c<chat event seq>` and, while an answer is followed, `.<generation id>:<seq>`. Every event
+# is made of out-of-band fragments, so one hidden listener applies them all.
+
+_CHAT_CURSOR = re.compile(r"c(\d{1,9})(?:\.([0-9a-f]{16}):(\d{1,9}))?")
+
+
+@dataclass(frozen=True)
+class ChatCursor:
+    events: int  # the last chat event the page has
+    answer: Cursor | None = None  # the last entry of the followed answer it has
+
+    def __str__(self) -> str:
+        return f"c{self.events}" + (f".{self.answer}" if self.answer else "")
+
+
+def parse_chat_cursor(value: str | None) -> ChatCursor | None:
+    """Return the cursor in a chat stream's event id, or None if there is none or it is bad."""
+    match = _CHAT_CURSOR.fullmatch((value or "").strip())
+    if match is None:
+        return None
+    events, generation_id, seq = match.groups()
+    answer = Cursor(generation_id, int(seq)) if generation_id else None
+    return ChatCursor(int(events), answer)
+
+
+def chat_snapshot_event(cursor: ChatCursor, messages_html: str) -> ServerSentEvent:
+    """Replace every message on the page (a page whose cursor the server cannot use)."""
+    data = f'<div hx-swap-oob="innerHTML:#messages">{messages_html}</div>'
+    return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
+
+
+def chat_message_event(cursor: ChatCursor, article_html: str) -> ServerSentEvent:
+    """Add a message (a question, or an answer in its current state) at the end."""
+    data = f'<div hx-swap-oob="beforeend:#messages">{article_html}</div>'
+    return ServerSentEvent(data=data, event="message", id=str(cursor))
+
+
+def answer_replace_event(cursor: ChatCursor, article_html: str, event: str) -> ServerSentEvent:
+    """Replace an answer (`answer`: as it is now; `end`: finished). The article carries
+    `hx-swap-oob="true"` and its id."""
+    return ServerSentEvent(data=article_html, event=event, id=str(cursor))
+
+
+def chat_delta_event(message_id: str, cursor: ChatCursor, entry: dict[str, Any]) -> ServerSentEvent:
+    """Append an entry's new blocks to the answer and replace its tail."""
+    data = f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{entry.get("blocks", "")}</div>'
+    if "tail" in entry:
+        data += tail_element(message_id, entry["tail"], oob=True)
+    return ServerSentEvent(data=data, event="delta", id=str(cursor))
+
+
+def chat_gone_event(fragment: str) -> ServerSentEvent:
+    """Tell a page its chat is not there (deleted, not yours, logged out); the page's
+    `sse-close="gone"` then closes the source, so the browser does not retry forever."""
+    return ServerSentEvent(data=fragment, event="gone")

@@ -4,7 +4,7 @@
 -- ARGV: 1 user message id, 2 answer id, 3 generation id, 4 text, 5 html, 6 now,
 --       7 claim ttl s, 8 model label, 9 title for a chat that has none yet,
 --       10 how long the answer may wait for a worker (ms) before it counts as dead,
---       11 the most messages a chat may hold
+--       11 the most messages a chat may hold, 12 the chat's pub/sub channel
 -- Returns {'ok'} | {'missing'} | {'busy', running answer id} | {'duplicate', user id, answer id}
 --         | {'full'}
 local chat, messages, claim, user, answer, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -37,6 +37,9 @@ redis.call('HSET', chat, 'running', answer_id, 'updated', now)
 if redis.call('HSETNX', chat, 'titled', '1') == 1 then
   redis.call('HSET', chat, 'title', ARGV[9])
 end
-redis.call('RPUSH', events, cjson.encode({t = 'message_added', m = user_id}),
-  cjson.encode({t = 'answer_started', m = answer_id}))
+-- The chat's events, logged and published together (entry n of the log has sequence n).
+local added = cjson.encode({t = 'message_added', m = user_id})
+local started = cjson.encode({t = 'answer_started', m = answer_id, g = gen})
+local length = redis.call('RPUSH', events, added, started)
+redis.call('PUBLISH', ARGV[12], '{"c":' .. (length - 1) .. ',"e":[' .. added .. ',' .. started .. ']}')
 return {'ok'}

@@ -174,9 +174,26 @@ def list_chats(r: redis.Redis, owner: str, limit: int = 200) -> list[Chat]:
     return [chat for chat in found if chat is not None]
 
 
+def read_chat(r: redis.Redis, chat_id: str) -> tuple[int, list[Message]]:
+    """Return how many events the chat has had and its messages, as of the same moment.
+
+    Messages may have moved on by the time their hashes are read (an answer grew or ended);
+    the events after the count say so, and applying them again changes nothing.
+    """
+    pipe = r.pipeline(transaction=True)  # one slot: a MULTI is fine on a Cluster too
+    pipe.llen(events_key(chat_id))
+    pipe.lrange(messages_key(chat_id), 0, -1)
+    count, ids = pipe.execute()
+    return int(count), _messages(r, chat_id, ids)
+
+
 def get_messages(r: redis.Redis, chat_id: str) -> list[Message]:
     """Return the chat's messages in order."""
     ids: list[str] = r.lrange(messages_key(chat_id), 0, -1)  # type: ignore[assignment]
+    return _messages(r, chat_id, ids)
+
+
+def _messages(r: redis.Redis, chat_id: str, ids: list[str]) -> list[Message]:
     pipe = r.pipeline(transaction=False)
     for message_id in ids:
         pipe.hgetall(message_key(chat_id, message_id))
@@ -236,6 +253,7 @@ def send_message(
         title_from(title or text),
         queue_wait_ms,
         max_messages,
+        channel(chat_id),
     ]
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
@@ -396,7 +414,15 @@ def log_length(r: redis.Redis, chat_id: str, generation_id: str) -> int:
     return int(r.llen(log_key(chat_id, generation_id)))  # type: ignore[arg-type]
 
 
-def chat_events(r: redis.Redis, chat_id: str) -> list[dict[str, Any]]:
-    """Return the chat's event log (what happened in the chat, in order)."""
-    raw: list[str] = r.lrange(events_key(chat_id), 0, -1)  # type: ignore[assignment]
+def chat_events(r: redis.Redis, chat_id: str, after: int = 0) -> list[dict[str, Any]]:
+    """Return the chat's events after sequence number `after` (what happened, in order).
+
+    Event n of the log has sequence number n; the same events are published on the chat's
+    channel as `{"c": <seq of the first>, "e": [...]}`, beside the answers' entries.
+    """
+    raw: list[str] = r.lrange(events_key(chat_id), after, -1)  # type: ignore[assignment]
     return [json.loads(item) for item in raw]
+
+
+def chat_event_count(r: redis.Redis, chat_id: str) -> int:
+    return int(r.llen(events_key(chat_id)))  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import frames, jobs, providers, store
+from chatapp.chat_stream import AnswerBody, FollowChat, follow_chat
 from chatapp.connections import get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
@@ -242,6 +243,47 @@ def stream(chat_id: str, message_id: str) -> Response:
         timing=_timing(),
     )
     events = follow(get_redis(), get_hub(), follow_request, render_final)
+    return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+@bp.get("/chats/<chat_id>/live")
+def live(chat_id: str) -> Response:
+    """The chat page's one stream: messages from every device and the running answer.
+
+    Its cursor is the `Last-Event-ID` of a native reconnect, else `after` (which app.js
+    sets to the newest id the page applied when the SSE extension rebuilds its source).
+    """
+    try:
+        chat = find_chat(chat_id)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return Response(retry_later(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    if chat is None:
+        gone = render_template("partials/chat_gone.html")
+        body = [frames.chat_gone_event(gone).encode()]
+        return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    raw_cursor = request.headers.get("Last-Event-ID") or request.args.get("after")
+    config = current_app.config
+
+    def render(message: Message, body: AnswerBody | None, oob: bool) -> str:
+        return render_template(
+            "partials/message.html",
+            message=message,
+            chat_id=chat_id,
+            body=body,
+            oob=oob,
+            chat_stream=True,
+        )
+
+    follow_request = FollowChat(
+        chat_id=chat.id,
+        cursor=frames.parse_chat_cursor(raw_cursor),
+        ping_seconds=config["PING_SECONDS"],
+        check_seconds=config["CHECK_SECONDS"],
+        max_streams=config["SSE_MAX_PER_PROCESS"],
+        max_seconds=config["STREAM_MAX_SECONDS"],
+        timing=_timing(),
+    )
+    events = follow_chat(get_redis(), get_hub(), follow_request, render)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -44,6 +44,15 @@ def sign_up(http: Any, name: str | None = None, password: str = PASSWORD) -> str
     return csrf_token(http.get("/").text)
 
 
+def log_in(http: Any, name: str, password: str = PASSWORD) -> str:
+    """Log in with a Flask test client or an httpx client; return the new CSRF token."""
+    page = http.get("/login")
+    form = {"csrf_token": csrf_token(page.text), "name": name, "password": password}
+    response = http.post("/login", data=form)
+    assert response.status_code == 303, response.text
+    return csrf_token(http.get("/").text)
+
+
 def sign_up_in_browser(page: Page, base: str, name: str | None = None) -> str:
     """Create an account in the browser page and land on the chat list."""
     name = name or new_name()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-from tests.accounts import sign_up
+from tests.accounts import log_in, new_name, sign_up
 
 
 @dataclass
@@ -54,9 +55,41 @@ def blocks_of(events: list[Event]) -> str:
 
 
 class ChatClient:
-    def __init__(self, base: str) -> None:
+    """One device of one user: a new account, or (`same_user_as`) another login to one."""
+
+    def __init__(self, base: str, same_user_as: ChatClient | None = None) -> None:
+        self.base = base
         self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False)
-        self.token = sign_up(self.http)
+        if same_user_as is None:
+            self.name = new_name()
+            self.token = sign_up(self.http, self.name)
+        else:
+            self.name = same_user_as.name
+            self.token = log_in(self.http, self.name)
+
+    def another_device(self) -> ChatClient:
+        return ChatClient(self.base, same_user_as=self)
+
+    def live(
+        self,
+        chat_id: str,
+        until: Callable[[list[Event]], bool],
+        last_event_id: str | None = None,
+        after: str | None = None,
+    ) -> list[Event]:
+        """Read the chat's stream until `until(events)` holds (bounded in time)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        params = {"after": after} if after else {}
+        raw = ""
+        url = f"/chats/{chat_id}/live"
+        with self.http.stream("GET", url, headers=headers, params=params, timeout=30) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_text():
+                raw += chunk
+                events = [e for e in parse_events(raw) if e.event != "ping"]
+                if until(events):
+                    return events
+        return [e for e in parse_events(raw) if e.event != "ping"]
 
     def new_chat(self) -> str:
         response = self.http.post("/chats", data={"csrf_token": self.token})

@@ -25,6 +25,8 @@ ROUTES = [
     ("POST", "/chats/{chat}/messages"),
     ("POST", "/chats/{chat}/messages/{message}/stop"),
     ("GET", "/chats/{chat}/messages/{message}/stream"),
+    ("GET", "/chats/{chat}/live"),
+    ("GET", "/chats/{chat}/live?after={message}"),
     ("PUT", "/chats/{chat}/messages"),
     ("DELETE", "/chats/{chat}"),
     ("GET", "/login"),

@@ -1,0 +1,277 @@
+"""The chat page's one stream: everything that happens in a chat, live, from a cursor.
+
+A tab holds one EventSource (browsers allow six connections per origin; one per answer
+would soon hang a user's tabs). It carries the chat's events (messages added, answers
+started and ended) and the running answer's entries, which both travel on the chat's one
+pub/sub channel. Its event ids carry both cursors, so the browser's `Last-Event-ID`
+resumes the two at once.
+
+The order is the answer stream's (see follow.py): subscribe first, then read, then relay,
+dropping what was sent and filling gaps from the logs. Every device, the sender's included,
+adds messages from this stream only, so none shows twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from chatapp import frames, store
+from chatapp.follow import retry_later
+from chatapp.frames import ChatCursor, Cursor
+from chatapp.hub import DRAIN, REFILL, Hub, HubUnavailable, Subscription
+from chatapp.store import Message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnswerBody:
+    """A running answer as far as its log goes: finished blocks, then the open tail."""
+
+    blocks: str
+    tail: str
+
+
+# Renders one message's article: (message, the running answer's body or None, out-of-band).
+RenderArticle = Callable[[Message, AnswerBody | None, bool], str]
+
+
+@dataclass(frozen=True)
+class FollowChat:
+    """What a chat stream needs, as plain data (no request context inside the generator)."""
+
+    chat_id: str
+    cursor: ChatCursor | None
+    ping_seconds: float = 15.0
+    check_seconds: float = 5.0
+    max_streams: int = 900
+    max_seconds: float = 600.0
+    timing: store.Timing = field(default_factory=store.Timing)
+
+
+@dataclass
+class _Followed:
+    message_id: str
+    generation_id: str
+    sent: int  # sequence number of the last entry sent
+
+
+def follow_chat(
+    r: redis.Redis, hub: Hub, request: FollowChat, render: RenderArticle
+) -> Iterator[bytes]:
+    """Yield the SSE bytes of one tab following one chat, until the server closes it."""
+    if hub.stream_count >= request.max_streams:
+        yield retry_later()
+        return
+    try:
+        subscription = hub.subscribe(store.channel(request.chat_id))
+    except HubUnavailable:
+        yield retry_later()
+        return
+    try:
+        yield from _ChatStream(r, request, subscription, render).run()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("chat stream %s: Redis unavailable (%s)", request.chat_id, exc)
+        yield retry_later()
+    finally:
+        hub.release(subscription)
+
+
+class _ChatStream:
+    def __init__(
+        self, r: redis.Redis, request: FollowChat, subscription: Subscription, render: RenderArticle
+    ) -> None:
+        self.r = r
+        self.request = request
+        self.chat_id = request.chat_id
+        self.subscription = subscription
+        self.render = render
+        self.events_sent = 0  # sequence number of the last chat event sent
+        self.answer: _Followed | None = None  # the running answer whose entries we relay
+        self.shown: set[str] = set()  # messages this connection has added
+        self.ended: set[str] = set()  # generations this connection has ended
+
+    def run(self) -> Iterator[bytes]:
+        cursor = self.request.cursor
+        if cursor is None or cursor.events > store.chat_event_count(self.r, self.chat_id):
+            yield self._snapshot()
+        else:
+            yield from self._resume(cursor)
+        yield from self._relay()
+
+    # -- starting -------------------------------------------------------------------------
+
+    def _snapshot(self) -> bytes:
+        """Every message as it is now, and the cursor that goes with it."""
+        self.events_sent, messages = store.read_chat(self.r, self.chat_id)
+        articles = []
+        for message in messages:
+            current, body = self._current(message)
+            self.shown.add(current.id)
+            articles.append(self.render(current, body, False))
+        return frames.chat_snapshot_event(self._cursor(), "".join(articles)).encode()
+
+    def _resume(self, cursor: ChatCursor) -> Iterator[bytes]:
+        self.events_sent = cursor.events
+        running = self._running_answer()
+        at = cursor.answer
+        if running and at and self._covers(at, running):
+            self.answer = _Followed(running.id, running.gen, at.seq)
+            yield from self._refill_answer()
+        yield from self._refill_events()
+        running = self._running_answer()
+        if running and (self.answer is None or self.answer.generation_id != running.gen):
+            # Running, but the page's cursor does not cover it: send it whole, then follow.
+            current, body = self._current(running)
+            article = self.render(current, body, True)
+            yield frames.answer_replace_event(self._cursor(), article, "answer").encode()
+
+    def _covers(self, cursor: Cursor, running: Message) -> bool:
+        """Return whether the page's answer cursor is a position in the running answer."""
+        return cursor.generation_id == running.gen and cursor.seq <= store.log_length(
+            self.r, self.chat_id, running.gen
+        )
+
+    def _running_answer(self) -> Message | None:
+        chat = store.get_chat(self.r, self.chat_id)
+        if chat is None or not chat.running:
+            return None
+        message = store.get_message(self.r, self.chat_id, chat.running)
+        return message if message is not None and message.running else None
+
+    def _current(self, message: Message) -> tuple[Message, AnswerBody | None]:
+        """Return the message as it is now, and its body so far if it is a running answer
+        (which this stream then follows)."""
+        if not message.running:
+            if message.gen:
+                self.ended.add(message.gen)  # shown finished: its end is no news
+            return message, None
+        entries = self._read_log(message.gen, after=0)
+        if entries and frames.is_terminal(entries[-1]):  # it ended just now
+            self.ended.add(message.gen)
+            return store.get_message(self.r, self.chat_id, message.id) or message, None
+        self.answer = _Followed(message.id, message.gen, len(entries))
+        blocks = "".join(entry.get("blocks", "") for entry in entries)
+        tail = entries[-1].get("tail", "") if entries else ""
+        return message, AnswerBody(blocks, tail)
+
+    # -- relaying -------------------------------------------------------------------------
+
+    def _relay(self) -> Iterator[bytes]:
+        interval = min(self.request.ping_seconds, self.request.check_seconds)
+        last_ping = last_heard = time.monotonic()
+        close_at = last_ping + self.request.max_seconds
+        while True:
+            remaining = close_at - time.monotonic()
+            if remaining <= 0:
+                yield retry_later()  # spread viewers after a deploy; they resume at once
+                return
+            item = self.subscription.get(timeout=min(interval, remaining))
+            if item == DRAIN:
+                yield retry_later()
+                return
+            now = time.monotonic()
+            if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
+                last_heard = now
+                sent = self.answer.sent if self.answer else None
+                yield from self._refill_events()
+                yield from self._refill_answer()
+                if item is None and self.answer and self.answer.sent == sent:
+                    yield from self._end_if_dead()
+            if isinstance(item, dict):
+                last_heard = now
+                yield from self._live(item)
+            if now - last_ping >= self.request.ping_seconds:
+                last_ping = now
+                yield frames.ping_event().encode()
+
+    def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
+        if "c" in payload:
+            first = int(payload["c"])
+            if first > self.events_sent + 1:
+                yield from self._refill_events()  # a gap: something we did not get
+                return
+            skip = self.events_sent + 1 - first
+            for event in payload["e"][skip:]:
+                self.events_sent += 1
+                yield from self._apply(event)
+        elif self.answer and payload.get("g") == self.answer.generation_id:
+            first = int(payload["s"])
+            if first > self.answer.sent + 1:
+                yield from self._refill_answer()
+                return
+            skip = self.answer.sent + 1 - first
+            yield from self._send_entries(payload["e"][skip:])
+
+    def _refill_events(self) -> Iterator[bytes]:
+        for event in store.chat_events(self.r, self.chat_id, after=self.events_sent):
+            self.events_sent += 1
+            yield from self._apply(event)
+
+    def _refill_answer(self) -> Iterator[bytes]:
+        if self.answer:
+            yield from self._send_entries(
+                self._read_log(self.answer.generation_id, after=self.answer.sent)
+            )
+
+    def _apply(self, event: dict[str, Any]) -> Iterator[bytes]:
+        """Send what one chat event changes on the page."""
+        kind, message_id = event.get("t"), str(event.get("m", ""))
+        if kind in ("message_added", "answer_started") and message_id not in self.shown:
+            message = store.get_message(self.r, self.chat_id, message_id)
+            if message is not None:
+                self.shown.add(message_id)
+                current, body = self._current(message)
+                article = self.render(current, body, False)
+                yield frames.chat_message_event(self._cursor(), article).encode()
+        elif kind == "answer_ended" and event.get("g") not in self.ended:
+            if self.answer and self.answer.generation_id == event.get("g"):
+                yield from self._refill_answer()  # its terminal entry, in order
+                return
+            message = store.get_message(self.r, self.chat_id, message_id)
+            if message is not None and not message.running:
+                self.ended.add(str(event.get("g")))
+                article = self.render(message, None, True)
+                yield frames.answer_replace_event(self._cursor(), article, "end").encode()
+
+    def _send_entries(self, entries: list[dict[str, Any]]) -> Iterator[bytes]:
+        answer = self.answer
+        for entry in entries:
+            if answer is None or self.answer is not answer:
+                return
+            answer.sent += 1
+            if frames.is_terminal(entry):
+                self.answer = None
+                self.ended.add(answer.generation_id)
+                final = store.get_message(self.r, self.chat_id, answer.message_id)
+                if final is not None:
+                    article = self.render(final, None, True)
+                    yield frames.answer_replace_event(self._cursor(), article, "end").encode()
+                return
+            cursor = self._cursor()
+            yield frames.chat_delta_event(answer.message_id, cursor, entry).encode()
+
+    def _end_if_dead(self) -> Iterator[bytes]:
+        if self.answer is None:
+            return
+        message = store.get_message(self.r, self.chat_id, self.answer.message_id)
+        if message and store.end_if_dead(self.r, self.chat_id, message, self.request.timing):
+            log.warning("chat stream %s: producer gone; answer ended", self.chat_id)
+            yield from self._refill_answer()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _cursor(self) -> ChatCursor:
+        answer = Cursor(self.answer.generation_id, self.answer.sent) if self.answer else None
+        return ChatCursor(self.events_sent, answer)
+
+    def _read_log(self, generation_id: str, after: int) -> list[dict[str, Any]]:
+        raw = store.read_log(self.r, self.chat_id, generation_id, after)
+        return [json.loads(item) for item in raw]

@@ -1,0 +1,159 @@
+"""The chat page's one stream, on the real stack: a message sent on one device appears on
+every other with its answer live; a reconnect resumes both cursors; strangers get `gone`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from chatapp import store
+from tests.client import ChatClient, Event
+from tests.servers import Stack
+
+ARTICLE_ID = re.compile(
+    r'<article class="message (?:user|answer)" id="(?:message|answer)-([0-9a-f]{16})"'
+)
+CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
+
+
+def ended(events: list[Event]) -> bool:
+    return any(e.event == "end" for e in events)
+
+
+def page_after(events: list[Event]) -> dict[str, str]:
+    """Apply the stream's out-of-band fragments the way the page does; return each
+    message's article by id (what the page shows), with answers' bodies built up."""
+    articles: dict[str, str] = {}
+    for event in events:
+        if event.event == "snapshot":
+            articles = {}
+            body = event.data.removeprefix('<div hx-swap-oob="innerHTML:#messages">')
+            for chunk in re.split(r"(?=<article )", body.removesuffix("</div>")):
+                if match := ARTICLE_ID.match(chunk.strip()):
+                    assert match.group(1) not in articles, "a message twice in a snapshot"
+                    articles[match.group(1)] = chunk.strip()
+        elif event.event == "message":
+            article = event.data.removeprefix('<div hx-swap-oob="beforeend:#messages">')
+            match = ARTICLE_ID.match(article.strip())
+            assert match, event.data[:200]
+            assert match.group(1) not in articles, "a message added twice"
+            articles[match.group(1)] = article.removesuffix("</div>").strip()
+        elif event.event in ("answer", "end"):
+            match = ARTICLE_ID.match(event.data.strip())
+            assert match and 'hx-swap-oob="true"' in event.data
+            articles[match.group(1)] = event.data.strip()
+        elif event.event == "delta":
+            match = re.match(r'<div hx-swap-oob="beforeend:#blocks-([0-9a-f]{16})">', event.data)
+            assert match, event.data[:200]
+            answer_id = match.group(1)
+            blocks = event.data[match.end() :].split('</div><div class="tail"', 1)[0]
+            blocks = blocks.removesuffix("</div>")
+            article = articles[answer_id]
+            marker = f'id="blocks-{answer_id}" hx-disable>'
+            at = article.index(marker) + len(marker)
+            end = article.index('</div><div class="tail"', at)
+            articles[answer_id] = article[:end] + blocks + article[end:]
+    return articles
+
+
+def assert_ids_advance(events: list[Event]) -> None:
+    """Every event (but `gone`) carries the cursor; chat positions never go back."""
+    seen = [int(CURSOR.fullmatch(e.id or "").group(1)) for e in events]  # type: ignore[union-attr]
+    assert seen == sorted(seen)
+
+
+def test_a_message_sent_on_one_device_streams_live_on_another(stack: Stack) -> None:
+    laptop = ChatClient(stack.base)
+    phone = laptop.another_device()
+    chat_id = laptop.new_chat()
+    first = phone.live(chat_id, until=lambda events: len(events) >= 1)
+    assert [e.event for e in first] == ["snapshot"] and first[0].id == "c0"
+
+    answer_id = laptop.send_ok(chat_id, "Hello from the laptop")
+    events = phone.live(chat_id, until=ended, last_event_id=first[0].id)
+    kinds = [e.event for e in events]
+    assert kinds[:2] == ["message", "message"] and kinds[-1] == "end"
+    assert set(kinds[2:-1]) <= {"delta"} and kinds.count("delta") >= 2
+    assert "Hello from the laptop" in events[0].data
+    assert f'id="answer-{answer_id}"' in events[1].data and 'data-status="queued"' in events[1].data
+    assert_ids_advance(events)
+
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.status == "done"
+    shown = page_after(first + events)
+    assert list(shown) == [m.id for m in store.get_messages(stack.redis(), chat_id)]
+    assert 'data-status="done"' in shown[answer_id] and stored.html in shown[answer_id]
+
+
+def test_a_reconnect_resumes_both_cursors_without_doubling(stack: Stack) -> None:
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    start = device.live(chat_id, until=lambda events: len(events) >= 1)
+    answer_id = device.send_ok(chat_id, "Tell me a long story")
+    seen = list(start)
+    cuts = 0
+    while not ended(seen):
+        more = device.live(
+            chat_id,
+            until=lambda events: ended(events) or sum(e.event == "delta" for e in events) >= 3,
+            last_event_id=seen[-1].id,
+        )
+        seen += more
+        cuts += 1
+    assert cuts >= 2  # it really was cut mid-answer
+    assert_ids_advance(seen)
+    deltas = [e.id for e in seen if e.event == "delta"]
+    assert len(deltas) == len(set(deltas))  # no entry twice
+    shown = page_after(seen)
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.html in shown[answer_id]
+    # What the page built from deltas before `end`: the log's blocks, each once.
+    built = page_after([e for e in seen if e.event != "end"])[answer_id]
+    logged = "".join(
+        json.loads(raw).get("blocks", "")
+        for raw in store.read_log(stack.redis(), chat_id, stored.gen)
+    )
+    assert f'hx-disable>{logged}</div><div class="tail"' in built
+
+
+def test_a_page_with_no_usable_cursor_gets_the_whole_chat(stack: Stack) -> None:
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    answer_id = device.send_ok(chat_id, "First question")
+    device.live(chat_id, until=ended, after="c0")  # wait for the answer to finish
+    for cursor in (None, "c999", "nonsense", "c1.0123456789ab:5"):
+        events = device.live(chat_id, until=lambda e: len(e) >= 1, last_event_id=cursor)
+        assert events[0].event == "snapshot", cursor
+        shown = page_after(events[:1])
+        assert len(shown) == 2 and 'data-status="done"' in shown[answer_id]
+        assert events[0].id == "c3"  # message added, answer started, answer ended
+    # A cursor into the chat's events, naming an answer that is not running: the events
+    # after it, and the answer as it is now.
+    events = device.live(chat_id, until=lambda e: len(e) >= 1, after="c1.0123456789abcdef:5")
+    assert [e.event for e in events] == ["message"]
+    assert f'id="answer-{answer_id}"' in events[0].data and 'data-status="done"' in events[0].data
+
+
+def test_a_running_answer_joined_late_arrives_whole_then_live(stack: Stack) -> None:
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    answer_id = device.send_ok(chat_id, "Join me late")
+    device.live(chat_id, until=lambda e: sum(x.event == "delta" for x in e) >= 3, after="c0")
+    late = device.another_device().live(chat_id, until=ended)
+    assert late[0].event == "snapshot" and CURSOR.fullmatch(late[0].id or "").group(2)  # type: ignore[union-attr]
+    assert late[-1].event == "end"
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.html in page_after(late)[answer_id]
+
+
+def test_someone_elses_chat_or_a_logged_out_page_gets_gone(stack: Stack) -> None:
+    owner, stranger = ChatClient(stack.base), ChatClient(stack.base)
+    chat_id = owner.new_chat()
+    for client in (stranger, owner):
+        url = f"/chats/{chat_id if client is stranger else '0123456789abcdef'}/live"
+        response = client.http.get(url)
+        assert response.status_code == 200
+        assert response.text.startswith("event: gone\n") and "not available" in response.text
+    logged_out = ChatClient(stack.base)
+    logged_out.http.cookies.clear()
+    assert logged_out.http.get(f"/chats/{chat_id}/live").text.startswith("event: gone\n")
