@@ -63,6 +63,21 @@ class _Followed:
     sent: int  # sequence number of the last entry sent
 
 
+def answer_so_far(
+    r: redis.Redis, chat_id: str, message: Message
+) -> tuple[Message, AnswerBody | None, int]:
+    """Return the message as it is now and, for a running answer, its body as far as its
+    log goes and that position (the page and the stream start from the same place)."""
+    if not message.running:
+        return message, None, 0
+    entries = [json.loads(raw) for raw in store.read_log(r, chat_id, message.gen)]
+    if entries and frames.is_terminal(entries[-1]):  # it ended just now
+        return store.get_message(r, chat_id, message.id) or message, None, 0
+    blocks = "".join(entry.get("blocks", "") for entry in entries)
+    tail = entries[-1].get("tail", "") if entries else ""
+    return message, AnswerBody(blocks, tail), len(entries)
+
+
 def follow_chat(
     r: redis.Redis, hub: Hub, request: FollowChat, render: RenderArticle
 ) -> Iterator[bytes]:
@@ -97,6 +112,7 @@ class _ChatStream:
         self.answer: _Followed | None = None  # the running answer whose entries we relay
         self.shown: set[str] = set()  # messages this connection has added
         self.ended: set[str] = set()  # generations this connection has ended
+        self.resumed_at: Cursor | None = None  # the answer entry the page's cursor names
 
     def run(self) -> Iterator[bytes]:
         cursor = self.request.cursor
@@ -120,6 +136,7 @@ class _ChatStream:
 
     def _resume(self, cursor: ChatCursor) -> Iterator[bytes]:
         self.events_sent = cursor.events
+        self.resumed_at = cursor.answer
         running = self._running_answer()
         at = cursor.answer
         if running and at and self._covers(at, running):
@@ -149,18 +166,12 @@ class _ChatStream:
     def _current(self, message: Message) -> tuple[Message, AnswerBody | None]:
         """Return the message as it is now, and its body so far if it is a running answer
         (which this stream then follows)."""
-        if not message.running:
-            if message.gen:
-                self.ended.add(message.gen)  # shown finished: its end is no news
-            return message, None
-        entries = self._read_log(message.gen, after=0)
-        if entries and frames.is_terminal(entries[-1]):  # it ended just now
-            self.ended.add(message.gen)
-            return store.get_message(self.r, self.chat_id, message.id) or message, None
-        self.answer = _Followed(message.id, message.gen, len(entries))
-        blocks = "".join(entry.get("blocks", "") for entry in entries)
-        tail = entries[-1].get("tail", "") if entries else ""
-        return message, AnswerBody(blocks, tail)
+        current, body, position = answer_so_far(self.r, self.chat_id, message)
+        if body is not None:
+            self.answer = _Followed(current.id, current.gen, position)
+        elif current.gen:
+            self.ended.add(current.gen)  # shown finished: its end is no news
+        return current, body
 
     # -- relaying -------------------------------------------------------------------------
 
@@ -232,14 +243,27 @@ class _ChatStream:
                 article = self.render(current, body, False)
                 yield frames.chat_message_event(self._cursor(), article).encode()
         elif kind == "answer_ended" and event.get("g") not in self.ended:
-            if self.answer and self.answer.generation_id == event.get("g"):
-                yield from self._refill_answer()  # its terminal entry, in order
-                return
-            message = store.get_message(self.r, self.chat_id, message_id)
-            if message is not None and not message.running:
-                self.ended.add(str(event.get("g")))
-                article = self.render(message, None, True)
-                yield frames.answer_replace_event(self._cursor(), article, "end").encode()
+            yield from self._answer_ended(message_id, str(event.get("g")))
+
+    def _answer_ended(self, message_id: str, generation_id: str) -> Iterator[bytes]:
+        """Send an answer's end: the rest of its log if the page was following it (and the
+        log is still kept), else the answer as it ended."""
+        at = self.resumed_at
+        if self.answer is None and at is not None and at.generation_id == generation_id:
+            self._pick_up(message_id, at)
+        if self.answer and self.answer.generation_id == generation_id:
+            yield from self._refill_answer()  # its terminal entry, in order
+            return
+        message = store.get_message(self.r, self.chat_id, message_id)
+        if message is not None and not message.running:
+            self.ended.add(generation_id)
+            article = self.render(message, None, True)
+            yield frames.answer_replace_event(self._cursor(), article, "end").encode()
+
+    def _pick_up(self, message_id: str, at: Cursor) -> None:
+        """Follow a finished answer again from `at`, if its log still holds what follows."""
+        if at.seq < store.log_length(self.r, self.chat_id, at.generation_id):
+            self.answer = _Followed(message_id, at.generation_id, at.seq)
 
     def _send_entries(self, entries: list[dict[str, Any]]) -> Iterator[bytes]:
         answer = self.answer
@@ -247,15 +271,15 @@ class _ChatStream:
             if answer is None or self.answer is not answer:
                 return
             answer.sent += 1
+            cursor = self._cursor()  # `end` too says which entry it is: the terminal one
             if frames.is_terminal(entry):
                 self.answer = None
                 self.ended.add(answer.generation_id)
                 final = store.get_message(self.r, self.chat_id, answer.message_id)
                 if final is not None:
                     article = self.render(final, None, True)
-                    yield frames.answer_replace_event(self._cursor(), article, "end").encode()
+                    yield frames.answer_replace_event(cursor, article, "end").encode()
                 return
-            cursor = self._cursor()
             yield frames.chat_delta_event(answer.message_id, cursor, entry).encode()
 
     def _end_if_dead(self) -> Iterator[bytes]:

@@ -21,7 +21,7 @@ from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import frames, jobs, providers, store
-from chatapp.chat_stream import AnswerBody, FollowChat, follow_chat
+from chatapp.chat_stream import AnswerBody, FollowChat, answer_so_far, follow_chat
 from chatapp.connections import get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
@@ -55,13 +55,26 @@ def new_chat() -> BaseResponse:
 
 @bp.get("/chats/<chat_id>")
 def show(chat_id: str) -> str:
+    """The chat as it is now, and the cursor from which its stream carries on."""
     chat = load_chat(chat_id)
     r = get_redis()
-    messages = store.get_messages(r, chat.id)
+    events, messages = store.read_chat(r, chat.id)
     if messages and store.end_if_dead(r, chat.id, messages[-1], _timing()):
-        messages = store.get_messages(r, chat.id)
+        events, messages = store.read_chat(r, chat.id)
+    shown, answer_cursor = [], None
+    for message in messages:
+        current, body, position = answer_so_far(r, chat.id, message)
+        shown.append((current, body))
+        if body is not None:
+            answer_cursor = frames.Cursor(current.gen, position)
     return render_template(
-        "chat.html", chat=chat, chat_id=chat.id, messages=messages, client_id=store.new_id()
+        "chat.html",
+        chat=chat,
+        chat_id=chat.id,
+        shown=shown,
+        cursor=frames.ChatCursor(events, answer_cursor),
+        chat_stream=True,
+        client_id=store.new_id(),
     )
 
 

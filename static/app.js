@@ -19,29 +19,69 @@
     if (box) box.focus();
   });
 
-  // Defence in depth against doubled text: the server already sends each entry once per
-  // connection, but never apply a delta whose position this page has already applied.
-  // Event ids are "<generation>:<seq>"; a snapshot or end resets what was applied.
-  var applied = new WeakMap();
+  // -- The page's one stream ---------------------------------------------------------
+  // Event ids are cursors: "c<chat event>" or "c<chat event>.<generation>:<entry>".
+  function parseCursor(id) {
+    var match = /^c(\d+)(?:\.([0-9a-f]{16}):(\d+))?$/.exec(id || "");
+    if (!match) return null;
+    return { events: +match[1], generation: match[2] || null, entry: match[3] ? +match[3] : 0 };
+  }
+
+  // The element holding the EventSource remembers the newest event the page applied in
+  // data-cursor (it starts as the position the server rendered the page at). When the SSE
+  // extension rebuilds its EventSource (after an error status), the new one starts there:
+  // a rebuilt EventSource has no Last-Event-ID of its own.
+  var createEventSource = htmx.createEventSource;
+  htmx.createEventSource = function (url) {
+    var holder = document.querySelector('[sse-connect="' + CSS.escape(url) + '"]');
+    var cursor = holder && holder.dataset.cursor;
+    if (cursor) url += (url.indexOf("?") < 0 ? "?" : "&") + "after=" + encodeURIComponent(cursor);
+    return createEventSource(url);
+  };
+
+  // Defence in depth against doubled text: the server sends each entry once per connection,
+  // but never apply an answer's entry, or a chat event, this page has already applied.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var native = event.detail;
-    var source = event.target.closest("[sse-connect]");
-    if (!source || !native || !native.lastEventId) return;
-    var parts = native.lastEventId.split(":");
-    var generation = parts[0], seq = parseInt(parts[1], 10);
-    var last = applied.get(source);
-    if (native.type === "delta" && last && last.generation === generation && seq <= last.seq) {
+    var holder = event.target.closest("[sse-connect]");
+    if (!holder || !native || !native.lastEventId) return;
+    var next = parseCursor(native.lastEventId);
+    var last = parseCursor(holder.dataset.cursor);
+    if (!next) return;
+    if (last && native.type === "delta" && next.generation === last.generation &&
+        next.entry <= last.entry) {
       event.preventDefault();
       return;
     }
-    applied.set(source, { generation: generation, seq: seq });
+    if (last && native.type === "message" && next.events <= last.events) {
+      event.preventDefault();
+      return;
+    }
+    holder.dataset.cursor = native.lastEventId;
   });
 
-  // Connection state, for the page and for tests: data-connection on the answer.
+  // A message the page shows already is never added twice (a snapshot, which replaces
+  // #messages as a whole, is not an addition).
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var fragment = event.detail.fragment;
+    var first = fragment && fragment.firstElementChild;
+    var target = event.detail.target;
+    if (target.id === "messages" && first && first.id && first.id !== target.id &&
+        document.getElementById(first.id)) {
+      event.detail.shouldSwap = false;
+    }
+  });
+
+  // Connection state, for the reader and for tests: data-connection on the stream's holder.
   function mark(event, state) {
-    var el = event.target.closest && event.target.closest("[sse-connect]");
-    if (el) el.dataset.connection = state;
+    var holder = event.target.closest && event.target.closest("[sse-connect]");
+    if (holder) holder.dataset.connection = state;
   }
   document.addEventListener("htmx:sseOpen", function (e) { mark(e, "open"); });
   document.addEventListener("htmx:sseError", function (e) { mark(e, "reconnecting"); });
+  window.addEventListener("offline", function () {
+    document.querySelectorAll("[sse-connect]").forEach(function (holder) {
+      holder.dataset.connection = "reconnecting";
+    });
+  });
 })();

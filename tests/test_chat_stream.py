@@ -27,7 +27,9 @@ def page_after(events: list[Event]) -> dict[str, str]:
     for event in events:
         if event.event == "snapshot":
             articles = {}
-            body = event.data.removeprefix('<div hx-swap-oob="innerHTML:#messages">')
+            body = event.data.removeprefix(
+                '<div id="messages" class="messages" hx-swap-oob="true">'
+            )
             for chunk in re.split(r"(?=<article )", body.removesuffix("</div>")):
                 if match := ARTICLE_ID.match(chunk.strip()):
                     assert match.group(1) not in articles, "a message twice in a snapshot"

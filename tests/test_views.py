@@ -38,8 +38,10 @@ def test_sending_stores_the_message_and_returns_the_streaming_answer(
     messages = store.get_messages(r, chat_id)
     assert [(m.role, m.status) for m in messages] == [("user", "done"), ("assistant", "queued")]
     assert r.llen("rq:queue:test") == 1
-    page = alice.client.get(f"/chats/{chat_id}").text  # the page follows the same stream
-    assert f'sse-connect="/chats/{chat_id}/messages/{answer_id}/stream"' in page
+    page = alice.client.get(f"/chats/{chat_id}").text  # one stream for the whole chat page
+    assert page.count("sse-connect=") == 1
+    assert f'sse-connect="/chats/{chat_id}/live"' in page
+    assert 'data-cursor="c2.' in page  # two events: the message, the answer started
     assert f'hx-post="/chats/{chat_id}/messages/{answer_id}/stop"' in page
 
 
@@ -195,7 +197,7 @@ def test_a_page_view_ends_an_answer_whose_producer_is_gone(alice: Person, r: red
     store.append(r, chat_id, answer.id, answer.gen, [], 0)  # started ...
     r.delete(store.heartbeat_key(chat_id, answer.gen))  # ... and then its worker died
     page = alice.client.get(f"/chats/{chat_id}").text
-    assert store.DEAD_PRODUCER in page and "sse-connect" not in page
+    assert store.DEAD_PRODUCER in page and "aria-busy" not in page  # nothing runs
 
 
 def test_a_chat_is_titled_by_the_text_of_its_first_message(alice: Person, r: redis.Redis) -> None:

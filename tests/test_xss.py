@@ -343,15 +343,13 @@ SENTINEL = r"""
     ["#messages > article.message.user", ["class", "id", "aria-label"]],
     ["#messages > article.message.user > div.message-body", ["class", "hx-disable"]],
     ["#messages > article.message.answer", ["class", "id", "data-status", "aria-label",
-      "hx-ext", "sse-connect", "aria-busy", "data-connection"]],
+      "aria-busy"]],
     ["#messages > article.answer > header.answer-meta", ["class"]],
     ["#messages > article.answer > header.answer-meta > span.model", ["class"]],
     ["#messages > article.answer > header.answer-meta > span.state", ["class"]],
     ["#messages > article.answer > header.answer-meta > button.stop",
       ["type", "class", "hx-post", "hx-swap"]],
-    ["#messages > article.answer > div.answer-body",
-      ["class", "sse-swap", "hx-target", "hx-swap"]],
-    ["#messages > article.answer > div[hidden]", ["hidden", "sse-swap", "hx-target", "hx-swap"]],
+    ["#messages > article.answer > div.answer-body", ["class"]],
     ["#messages > article.answer > div.answer-body > div.blocks", ["class", "id", "hx-disable"]],
     ["#messages > article.answer > div.answer-body > div.tail",
       ["class", "id", "hx-disable", "hx-swap-oob"]],
@@ -363,17 +361,14 @@ SENTINEL = r"""
   const ID = "[0-9a-f]{16}";
   const APP_VALUES = {
     "hx-ext": /^sse$/,
-    "sse-connect": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/stream$`),
     "hx-post": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/stop$`),
     "hx-swap": /^(none|innerHTML|beforeend|outerHTML)$/,
-    "hx-target": new RegExp(`^(this|#blocks-${ID}|#answer-${ID})$`),
-    "sse-swap": /^(snapshot|delta|end)$/,
     "hx-disable": /^$/,
     "hx-swap-oob": /^true$/,
   };
   // Elements that carry hx-*/sse-* attributes by design, anywhere in the document.
-  const APP_HTMX_ELEMENTS = "body, form#composer, article.message.answer, div.answer-body, " +
-    "article.answer > div[hidden], button.stop, div.blocks, div.tail, div.message-body";
+  const APP_HTMX_ELEMENTS = "body, section.chat, section.chat > div[hidden], form#composer, " +
+    "button.stop, div.blocks, div.tail, div.message-body";
 
   const describe = (el) => {
     const attrs = Array.from(el.attributes).map((a) => ` ${a.name}="${a.value}"`).join("");
@@ -517,21 +512,31 @@ SENTINEL = r"""
   window.__midStreamProblems = [];
   window.__midStreamScans = 0;
   window.__blocksBeforeEnd = {};
+  // The chat stream's events name their answer at the start (frames.py): a delta targets
+  // its blocks, a new or replaced answer is its article. A user message names none.
+  const ANSWER_OF = new RegExp(`^<div hx-swap-oob="beforeend:#blocks-(${ID})">|` +
+    `^(?:<div hx-swap-oob="beforeend:#messages">)?\\s*` +
+    `<article class="message answer" id="answer-(${ID})"`);
+  const answerOf = (data) => {
+    const match = ANSWER_OF.exec(data || "");
+    return match ? "answer-" + (match[1] || match[2]) : "";
+  };
   window.addEventListener("htmx:sseBeforeMessage", (event) => {
     const native = event.detail;
-    const article = event.target.closest("article");
-    window.__sse.push({answer: article.id, type: native.type, id: native.lastEventId,
+    const answer = answerOf(native.data);
+    window.__sse.push({answer: answer, type: native.type, id: native.lastEventId,
       dropped: event.defaultPrevented});
     if (native.type !== "end") return;
-    const blocks = article.querySelector(".blocks").cloneNode(true);
+    const blocks = document.getElementById(answer).querySelector(".blocks").cloneNode(true);
     blocks.querySelectorAll(".htmx-added").forEach((el) => {
       el.classList.remove("htmx-added");
       if (!el.classList.length) el.removeAttribute("class");
     });
-    window.__blocksBeforeEnd[article.id] = blocks.innerHTML;
+    window.__blocksBeforeEnd[answer] = blocks.innerHTML;
   });
   window.addEventListener("htmx:sseMessage", (event) => {
-    const root = event.detail.type === "end" ? null : event.target.closest("article");
+    const answer = answerOf(event.detail.data);
+    const root = event.detail.type === "end" || !answer ? null : document.getElementById(answer);
     window.__midStreamProblems.push(...window.__scanMessages(root));
     window.__midStreamScans += 1;
   });
@@ -555,7 +560,7 @@ EXPECTED_REQUESTS = re.compile(
     r"|POST /chats"
     r"|GET /chats/[0-9a-f]+"
     r"|POST /chats/[0-9a-f]+/messages"
-    r"|GET /chats/[0-9a-f]+/messages/[0-9a-f]{16}/stream"
+    r"|GET /chats/[0-9a-f]+/live"
     r"|GET /static/[\w.-]+"
     r"|GET /favicon\.ico"
 )
@@ -680,9 +685,9 @@ def test_corpus_stays_inert_in_chromium(
             expect(answers).to_have_count(index + 1)
             answer_id = (answers.nth(index).get_attribute("id") or "").removeprefix("answer-")
             article = page.locator(f"#answer-{answer_id}")
-            # The model starts once the page follows the answer, so the page applies every
-            # delta live rather than a snapshot of the finished answer.
-            expect(article).to_have_attribute("data-connection", "open")
+            # The model starts once the answer is on the page (its stream brought it), so
+            # the page applies every delta live rather than the finished answer.
+            expect(page.locator("section.chat")).to_have_attribute("data-connection", "open")
             corpus_model.gate.set()
             expect(article).to_have_attribute("data-status", "done")
 
@@ -703,7 +708,7 @@ def test_corpus_stays_inert_in_chromium(
                 e for e in page.evaluate("window.__sse") if e["answer"] == article_id(answer_id)
             ]
             assert [e for e in events if e["dropped"]] == []
-            assert [e["type"] for e in events] == ["snapshot"] + ["delta"] * len(blocks) + ["end"]
+            assert [e["type"] for e in events] == ["message"] + ["delta"] * len(blocks) + ["end"]
             assert events[0]["id"].endswith(":0")  # the page followed from the start
             built = page.evaluate("window.__blocksBeforeEnd")[article_id(answer_id)]
             assert built == watch.as_browser_html("".join(blocks))
