@@ -115,6 +115,9 @@ class _ChatStream:
         self.resumed_at: Cursor | None = None  # the answer entry the page's cursor names
 
     def run(self) -> Iterator[bytes]:
+        # Something at once, so the response (and the browser's `open`) starts now even when
+        # nothing is new: a resumed page may wait minutes for its next event.
+        yield frames.ServerSentEvent(comment="following").encode()
         cursor = self.request.cursor
         if cursor is None or cursor.events > store.chat_event_count(self.r, self.chat_id):
             yield self._snapshot()

@@ -79,6 +79,9 @@
   }
   document.addEventListener("htmx:sseOpen", function (e) { mark(e, "open"); });
   document.addEventListener("htmx:sseError", function (e) { mark(e, "reconnecting"); });
+  // An event (a ping at least every 15 s) proves the connection works, whatever the
+  // browser's offline/online events said meanwhile.
+  document.addEventListener("htmx:sseMessage", function (e) { mark(e, "open"); });
   window.addEventListener("offline", function () {
     document.querySelectorAll("[sse-connect]").forEach(function (holder) {
       holder.dataset.connection = "reconnecting";

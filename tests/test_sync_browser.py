@@ -1,0 +1,155 @@
+"""Every screen of one user in sync, in real Chromium through nginx: two browsers logged in
+as the same user and a third with four tabs of the same chat. One sends, the others see the
+message and the answer live; one stops it, all see it stopped; a reload and going offline
+mid-answer each continue from where the page was. Every page ends with the stored answer,
+once, and no request hangs (one connection per tab)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from chatapp import store
+from tests.accounts import PASSWORD, sign_up_in_browser
+from tests.servers import Stack, stack_behind_nginx
+
+TIMEOUT_MS = 30_000
+PACE = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "25", "CHATAPP_FLUSH_MS": "50"}
+
+
+@pytest.fixture(scope="module")
+def sync_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with stack_behind_nginx(tmp_path_factory.mktemp("sync"), **PACE) as stack:
+        yield stack
+
+
+@pytest.fixture
+def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
+    made = [browser.new_context() for _ in range(3)]
+    yield made
+    for context in made:
+        context.close()
+
+
+def log_in(page: Page, base: str, name: str) -> None:
+    page.goto(base + "/login")
+    page.locator("#name").fill(name)
+    page.locator("#password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(re.escape(base) + "/$"))
+
+
+def open_chat(page: Page, url: str) -> None:
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    expect(page.locator("section.chat")).to_have_attribute(
+        "data-connection", "open", timeout=TIMEOUT_MS
+    )
+
+
+def send(page: Page, text: str) -> None:
+    page.locator("#composer-text").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def answer_blocks(page: Page, answer_id: str) -> str:
+    html: str = page.evaluate(
+        "id => document.querySelector('#answer-' + id + ' .blocks').innerHTML", answer_id
+    )
+    return html
+
+
+def browser_html(page: Page, html: str) -> str:
+    serialized: str = page.evaluate(
+        "html => { const t = document.createElement('template'); t.innerHTML = html;"
+        " return t.innerHTML; }",
+        html,
+    )
+    return serialized
+
+
+def assert_shows_once(page: Page, stack: Stack, chat_id: str, status: str) -> None:
+    """The page shows every stored message once, in order, each answer as stored."""
+    messages = store.get_messages(stack.redis(), chat_id)
+    articles = page.locator("#messages > article")
+    expect(articles).to_have_count(len(messages), timeout=TIMEOUT_MS)
+    ids = articles.evaluate_all("els => els.map(el => el.id)")
+    assert ids == [f"{'answer' if m.role == 'assistant' else 'message'}-{m.id}" for m in messages]
+    article = page.locator(f"#answer-{messages[-1].id}")
+    expect(article).to_have_attribute("data-status", status, timeout=TIMEOUT_MS)
+    last = store.get_message(stack.redis(), chat_id, messages[-1].id)  # as it ended
+    assert last is not None and last.status == status
+    assert answer_blocks(page, last.id) == browser_html(page, last.html)
+
+
+def test_every_screen_of_one_user_follows_the_same_chat_live(
+    contexts: list[BrowserContext], sync_stack: Stack
+) -> None:
+    base = sync_stack.base
+    laptop = contexts[0].new_page()
+    name = sign_up_in_browser(laptop, base)
+    laptop.set_default_timeout(TIMEOUT_MS)
+    laptop.get_by_role("button", name="Start a new chat").click()
+    laptop.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    chat_url, chat_id = laptop.url, laptop.url.rsplit("/", 1)[-1]
+    expect(laptop.locator("section.chat")).to_have_attribute(
+        "data-connection", "open", timeout=TIMEOUT_MS
+    )
+
+    phone = contexts[1].new_page()
+    log_in(phone, base, name)
+    open_chat(phone, chat_url)
+    log_in(contexts[2].new_page(), base, name)
+    tabs = contexts[2].pages[:1] + [contexts[2].new_page() for _ in range(3)]
+    for tab in tabs:  # four tabs of one chat in one browser: one connection each
+        open_chat(tab, chat_url)
+
+    # The laptop sends; the phone and every tab see the question and the answer, live.
+    send(laptop, "Hello from the laptop")
+    for page in [laptop, phone, *tabs]:
+        expect(page.locator("article.user")).to_have_count(1, timeout=TIMEOUT_MS)
+        expect(page.locator("article.user")).to_contain_text(
+            "Hello from the laptop", timeout=TIMEOUT_MS
+        )
+    answer = store.get_messages(sync_stack.redis(), chat_id)[-1]
+    on_phone = phone.locator(f"#answer-{answer.id}")
+    expect(on_phone.locator(".blocks")).to_contain_text(
+        "About", timeout=TIMEOUT_MS
+    )  # streaming on the phone
+    expect(on_phone).to_have_attribute(
+        "data-status", "queued", timeout=TIMEOUT_MS
+    )  # still the running article
+
+    # The phone stops it; the laptop and the tabs see it stopped.
+    on_phone.get_by_role("button", name="Stop").click()
+    for page in [laptop, phone, *tabs]:
+        assert_shows_once(page, sync_stack, chat_id, "stopped")
+
+    # A new question; the laptop reloads mid-answer, then goes offline and comes back.
+    send(tabs[3], "And again, from the last tab")
+    second = store.get_messages(sync_stack.redis(), chat_id)[-1]
+    expect(laptop.locator(f"#answer-{second.id} .blocks")).to_contain_text(
+        "About", timeout=TIMEOUT_MS
+    )
+    laptop.reload()
+    expect(laptop.locator("section.chat")).to_have_attribute(
+        "data-connection", "open", timeout=TIMEOUT_MS
+    )
+    expect(laptop.locator(f"#answer-{second.id}")).to_have_count(1, timeout=TIMEOUT_MS)
+    contexts[0].set_offline(True)
+    expect(laptop.locator("section.chat")).to_have_attribute(
+        "data-connection", "reconnecting", timeout=TIMEOUT_MS
+    )
+    expect(laptop.locator(".connection-state .when-reconnecting")).to_be_visible(timeout=TIMEOUT_MS)
+    laptop.wait_for_timeout(1500)  # the answer goes on without it
+    contexts[0].set_offline(False)
+    for page in [laptop, phone, *tabs]:
+        assert_shows_once(page, sync_stack, chat_id, "done")
+    expect(laptop.locator(".connection-state .when-reconnecting")).to_be_hidden(timeout=TIMEOUT_MS)
+
+    # Nothing hung: every tab still loads a page and sends.
+    tabs[0].reload()
+    assert_shows_once(tabs[0], sync_stack, chat_id, "done")
