@@ -39,8 +39,17 @@ class AnswerBody:
     tail: str
 
 
-# Renders one message's article: (message, the running answer's body or None, out-of-band).
-RenderArticle = Callable[[Message, AnswerBody | None, bool], str]
+@dataclass(frozen=True)
+class Pages:
+    """The markup a chat stream sends, rendered by the web layer's templates."""
+
+    # One message's article: (message, a running answer's body or None, out of band).
+    article: Callable[[Message, AnswerBody | None, bool], str]
+    chat_list: Callable[[], str]  # the user's chat list (the sidebar), out of band
+    deleted: Callable[[], str]  # what a page shows when its chat is deleted
+
+
+RenderChats = Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class FollowChat:
     """What a chat stream needs, as plain data (no request context inside the generator)."""
 
     chat_id: str
+    owner: str
     cursor: ChatCursor | None
     ping_seconds: float = 15.0
     check_seconds: float = 5.0
@@ -79,19 +89,24 @@ def answer_so_far(
 
 
 def follow_chat(
-    r: redis.Redis, hub: Hub, request: FollowChat, render: RenderArticle
+    r: redis.Redis,
+    hub: Hub,
+    request: FollowChat,
+    pages: Pages,
 ) -> Iterator[bytes]:
-    """Yield the SSE bytes of one tab following one chat, until the server closes it."""
+    """Yield the SSE bytes of one tab following one chat (and its owner's chat list),
+    until the server closes it."""
     if hub.stream_count >= request.max_streams:
         yield retry_later()
         return
+    channels = (store.channel(request.chat_id), store.user_channel(request.owner))
     try:
-        subscription = hub.subscribe(store.channel(request.chat_id))
+        subscription = hub.subscribe(*channels)
     except HubUnavailable:
         yield retry_later()
         return
     try:
-        yield from _ChatStream(r, request, subscription, render).run()
+        yield from _ChatStream(r, request, subscription, pages).run()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("chat stream %s: Redis unavailable (%s)", request.chat_id, exc)
         yield retry_later()
@@ -101,13 +116,20 @@ def follow_chat(
 
 class _ChatStream:
     def __init__(
-        self, r: redis.Redis, request: FollowChat, subscription: Subscription, render: RenderArticle
+        self,
+        r: redis.Redis,
+        request: FollowChat,
+        subscription: Subscription,
+        pages: Pages,
     ) -> None:
         self.r = r
         self.request = request
         self.chat_id = request.chat_id
         self.subscription = subscription
-        self.render = render
+        self.render = pages.article
+        self.render_chats = pages.chat_list
+        self.render_deleted = pages.deleted
+        self.deleted = False
         self.events_sent = 0  # sequence number of the last chat event sent
         self.answer: _Followed | None = None  # the running answer whose entries we relay
         self.shown: set[str] = set()  # messages this connection has added
@@ -123,6 +145,9 @@ class _ChatStream:
             yield self._snapshot()
         else:
             yield from self._resume(cursor)
+        if self.deleted:
+            return
+        yield self._chats()  # the list may have changed while the page was away
         yield from self._relay()
 
     # -- starting -------------------------------------------------------------------------
@@ -182,7 +207,7 @@ class _ChatStream:
         interval = min(self.request.ping_seconds, self.request.check_seconds)
         last_ping = last_heard = time.monotonic()
         close_at = last_ping + self.request.max_seconds
-        while True:
+        while not self.deleted:
             remaining = close_at - time.monotonic()
             if remaining <= 0:
                 yield retry_later()  # spread viewers after a deploy; they resume at once
@@ -192,6 +217,8 @@ class _ChatStream:
                 yield retry_later()
                 return
             now = time.monotonic()
+            if item == REFILL:
+                yield self._chats()  # a nudge may have been missed
             if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
                 last_heard = now
                 sent = self.answer.sent if self.answer else None
@@ -202,12 +229,14 @@ class _ChatStream:
             if isinstance(item, dict):
                 last_heard = now
                 yield from self._live(item)
-            if now - last_ping >= self.request.ping_seconds:
+            if now - last_ping >= self.request.ping_seconds and not self.deleted:
                 last_ping = now
                 yield frames.ping_event().encode()
 
     def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
-        if "c" in payload:
+        if "u" in payload:
+            yield self._chats()
+        elif "c" in payload:
             first = int(payload["c"])
             if first > self.events_sent + 1:
                 yield from self._refill_events()  # a gap: something we did not get
@@ -238,7 +267,15 @@ class _ChatStream:
     def _apply(self, event: dict[str, Any]) -> Iterator[bytes]:
         """Send what one chat event changes on the page."""
         kind, message_id = event.get("t"), str(event.get("m", ""))
-        if kind in ("message_added", "answer_started") and message_id not in self.shown:
+        if kind == "answer_started" and event.get("again"):  # the page has it: replace it
+            yield from self._answer_again(message_id)
+        elif kind == "title_changed":
+            title = frames.title_element(str(event.get("title", "")))
+            yield frames.title_event(self._cursor(), title).encode()
+        elif kind == "chat_deleted":
+            self.deleted = True
+            yield frames.chat_gone_event(self.render_deleted()).encode()
+        elif kind in ("message_added", "answer_started") and message_id not in self.shown:
             message = store.get_message(self.r, self.chat_id, message_id)
             if message is not None:
                 self.shown.add(message_id)
@@ -247,6 +284,14 @@ class _ChatStream:
                 yield frames.chat_message_event(self._cursor(), article).encode()
         elif kind == "answer_ended" and event.get("g") not in self.ended:
             yield from self._answer_ended(message_id, str(event.get("g")))
+
+    def _answer_again(self, message_id: str) -> Iterator[bytes]:
+        """The answer is being written again (a new generation): replace it, then follow."""
+        message = store.get_message(self.r, self.chat_id, message_id)
+        if message is not None:
+            current, body = self._current(message)
+            article = self.render(current, body, True)
+            yield frames.answer_replace_event(self._cursor(), article, "answer").encode()
 
     def _answer_ended(self, message_id: str, generation_id: str) -> Iterator[bytes]:
         """Send an answer's end: the rest of its log if the page was following it (and the
@@ -295,6 +340,9 @@ class _ChatStream:
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _chats(self) -> bytes:
+        return frames.chats_event(self._cursor(), self.render_chats()).encode()
+
     def _cursor(self) -> ChatCursor:
         answer = Cursor(self.answer.generation_id, self.answer.sent) if self.answer else None
         return ChatCursor(self.events_sent, answer)
@@ -302,3 +350,38 @@ class _ChatStream:
     def _read_log(self, generation_id: str, after: int) -> list[dict[str, Any]]:
         raw = store.read_log(self.r, self.chat_id, generation_id, after)
         return [json.loads(item) for item in raw]
+
+
+def follow_chat_list(
+    hub: Hub, owner: str, render_chats: RenderChats, limits: FollowChat
+) -> Iterator[bytes]:
+    """Yield the SSE bytes of a page that shows only the owner's chat list (the front page):
+    the list now, then again whenever it changes, until the server closes the stream.
+    `limits` gives the pings, the stream cap and the longest response (its chat is "")."""
+    request = limits
+    if hub.stream_count >= request.max_streams:
+        yield retry_later()
+        return
+    try:
+        subscription = hub.subscribe(store.user_channel(owner))
+    except HubUnavailable:
+        yield retry_later()
+        return
+    try:
+        yield frames.chats_event(None, render_chats()).encode()
+        interval = request.ping_seconds
+        close_at = time.monotonic() + request.max_seconds
+        while (remaining := close_at - time.monotonic()) > 0:
+            item = subscription.get(timeout=min(interval, remaining))
+            if item == DRAIN:
+                break
+            if item is None:
+                yield frames.ping_event().encode()
+            else:  # a nudge, or a refill after a reconnect: read the list again
+                yield frames.chats_event(None, render_chats()).encode()
+        yield retry_later()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("chat list stream: Redis unavailable (%s)", exc)
+        yield retry_later()
+    finally:
+        hub.release(subscription)

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from markupsafe import escape
+
 from chatapp.sse import ServerSentEvent
 
 _CURSOR = re.compile(r"([0-9a-f]{16}):(\d{1,9})")
@@ -146,3 +148,17 @@ def chat_gone_event(fragment: str) -> ServerSentEvent:
     """Tell a page its chat is not there (deleted, not yours, logged out); the page's
     `sse-close="gone"` then closes the source, so the browser does not retry forever."""
     return ServerSentEvent(data=fragment, event="gone")
+
+
+def chats_event(cursor: ChatCursor | None, chat_list_html: str) -> ServerSentEvent:
+    """Replace the user's chat list (it carries `hx-swap-oob="true"` and its id)."""
+    return ServerSentEvent(data=chat_list_html, event="chats", id=str(cursor) if cursor else None)
+
+
+def title_element(title: str) -> str:
+    """The chat page's heading with a new title, to replace the old one (out of band)."""
+    return f'<h1 id="chat-title" hx-swap-oob="true">{escape(title)}</h1>'
+
+
+def title_event(cursor: ChatCursor, heading_html: str) -> ServerSentEvent:
+    return ServerSentEvent(data=heading_html, event="title", id=str(cursor))

@@ -37,10 +37,10 @@ class HubUnavailable(Exception):
 
 
 class Subscription:
-    """One stream's inbox: decoded live messages, or REFILL."""
+    """One stream's inbox for one or more channels: decoded live messages, or REFILL."""
 
-    def __init__(self, channel: str, size: int = 1024) -> None:
-        self.channel = channel
+    def __init__(self, channels: tuple[str, ...], size: int = 1024) -> None:
+        self.channels = channels
         self._inbox: queue.Queue[dict[str, Any] | str] = queue.Queue(maxsize=size)
         self.overflowed = False  # set when the stream fell behind: it reads the log instead
 
@@ -114,40 +114,47 @@ class Hub:
         """Tell every stream to close now (the process is stopping); refuse new ones."""
         with self._lock:
             self._draining = True
-            subscriptions = [sub for subs in self._listeners.values() for sub in subs]
+            subscriptions = {sub for subs in self._listeners.values() for sub in subs}
         for subscription in subscriptions:
             subscription.deliver(DRAIN)
 
     @property
     def stream_count(self) -> int:
         with self._lock:
-            return sum(len(subs) for subs in self._listeners.values())
+            return len({sub for subs in self._listeners.values() for sub in subs})
 
-    def subscribe(self, channel: str, timeout: float = 5.0) -> Subscription:
-        """Return a subscription once Redis has confirmed the channel, or raise HubUnavailable."""
-        subscription = Subscription(channel)
+    def subscribe(self, *channels: str, timeout: float = 5.0) -> Subscription:
+        """Return one subscription to `channels` once Redis has confirmed each of them, or
+        raise HubUnavailable."""
+        subscription = Subscription(channels)
+        waits = []
         with self._lock:
             if self._draining:
                 raise HubUnavailable("this process is shutting down")
-            self._listeners.setdefault(channel, set()).add(subscription)
-            self._idle_since.pop(channel, None)
-            confirmed = self._confirmed.get(channel)
-            if confirmed is None:
-                confirmed = self._confirmed[channel] = threading.Event()
-                self._pending.append(channel)
+            for channel in channels:
+                self._listeners.setdefault(channel, set()).add(subscription)
+                self._idle_since.pop(channel, None)
+                confirmed = self._confirmed.get(channel)
+                if confirmed is None:
+                    confirmed = self._confirmed[channel] = threading.Event()
+                    self._pending.append(channel)
+                waits.append(confirmed)
         self._wake()
-        if not confirmed.wait(timeout):
-            self.release(subscription)
-            raise HubUnavailable(f"channel {channel} not confirmed within {timeout}s")
+        deadline = time.monotonic() + timeout
+        for channel, confirmed in zip(channels, waits, strict=True):
+            if not confirmed.wait(max(0.0, deadline - time.monotonic())):
+                self.release(subscription)
+                raise HubUnavailable(f"channel {channel} not confirmed within {timeout}s")
         return subscription
 
     def release(self, subscription: Subscription) -> None:
-        """Stop delivering to `subscription`; the channel goes after the unsubscribe delay."""
+        """Stop delivering to `subscription`; a channel goes after the unsubscribe delay."""
         with self._lock:
-            listeners = self._listeners.get(subscription.channel, set())
-            listeners.discard(subscription)
-            if not listeners:
-                self._idle_since[subscription.channel] = time.monotonic()
+            for channel in subscription.channels:
+                listeners = self._listeners.get(channel, set())
+                listeners.discard(subscription)
+                if not listeners:
+                    self._idle_since[channel] = time.monotonic()
 
     def _wake(self) -> None:
         try:

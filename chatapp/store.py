@@ -31,6 +31,9 @@ DEAD_PRODUCER = "The answer stopped unexpectedly: the worker writing it is gone.
 
 _APPEND = Script(None, (Path(__file__).parent / "append.lua").read_bytes())  # type: ignore[arg-type]
 _SEND = Script(None, (Path(__file__).parent / "send.lua").read_bytes())  # type: ignore[arg-type]
+_CHAT_EVENT = Script(None, (Path(__file__).parent / "chat_event.lua").read_bytes())  # type: ignore[arg-type]
+_DELETE_CHAT = Script(None, (Path(__file__).parent / "delete_chat.lua").read_bytes())  # type: ignore[arg-type]
+_REGENERATE = Script(None, (Path(__file__).parent / "regenerate.lua").read_bytes())  # type: ignore[arg-type]
 
 
 # -- key names ------------------------------------------------------------------------
@@ -71,6 +74,11 @@ def channel(chat_id: str) -> str:
 
 def user_chats_key(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:chats"
+
+
+def user_channel(user_id: str) -> str:
+    """Return the pub/sub channel that says "your chat list changed" to a user's pages."""
+    return f"{PREFIX}:user:{user_id}:live"
 
 
 def user_lock_key(user_id: str) -> str:
@@ -157,7 +165,16 @@ def create_chat(r: redis.Redis, owner: str, now: float, title: str = "New chat")
     fields = {"owner": owner, "title": title, "created": now, "updated": now}
     r.hset(chat_key(chat_id), mapping=fields)  # type: ignore[arg-type]
     r.zadd(user_chats_key(owner), {chat_id: now})
+    nudge(r, owner)
     return Chat(chat_id, owner, title, now, now, "")
+
+
+def nudge(r: redis.Redis, owner: str) -> None:
+    """Tell the owner's open pages that their chat list changed (they read it again).
+
+    A nudge carries no data and may be lost: a page reads the list on every (re)connect.
+    """
+    r.publish(user_channel(owner), '{"u":1}')
 
 
 def get_chat(r: redis.Redis, chat_id: str) -> Chat | None:
@@ -258,7 +275,9 @@ def send_message(
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
     if status == "ok":
-        r.zadd(user_chats_key(_owner(r, chat_id)), {chat_id: now})
+        owner = _owner(r, chat_id)
+        r.zadd(user_chats_key(owner), {chat_id: now})
+        nudge(r, owner)  # new order, maybe a title, an answer running
         return SendResult("ok", user_id, answer_id, generation_id)
     if status == "duplicate":
         return SendResult("duplicate", reply[1], reply[2])
@@ -275,6 +294,60 @@ def running_answers(r: redis.Redis, owner: str, since: float) -> list[tuple[str,
     for chat_id in ids:
         pipe.hget(chat_key(chat_id), "running")
     return [(c, running) for c, running in zip(ids, pipe.execute(), strict=True) if running]
+
+
+def rename_chat(r: redis.Redis, chat_id: str, title: str) -> bool:
+    """Give the chat a title (one a later first message does not replace); False if the
+    chat is gone. Its pages and its owner's chat lists follow."""
+    event = json.dumps({"t": "title_changed", "title": title})
+    keys = [chat_key(chat_id), events_key(chat_id)]
+    args = [channel(chat_id), event, "title", title, "titled", "1"]
+    if not _CHAT_EVENT(keys=keys, args=args, client=r):
+        return False
+    nudge(r, _owner(r, chat_id))
+    return True
+
+
+def delete_chat(r: redis.Redis, chat: Chat, timing: Timing | None = None) -> None:
+    """Delete the chat: stop its running answer, tell its pages, remove its records."""
+    if chat.running:
+        running = get_message(r, chat.id, chat.running)
+        if running is not None and running.running:
+            end(r, chat.id, running.id, running.gen, Terminal("stopped"), timing)
+    keys = [chat_key(chat.id), messages_key(chat.id), events_key(chat.id)]
+    _DELETE_CHAT(keys=keys, args=[channel(chat.id), message_key(chat.id, "")], client=r)
+    r.zrem(user_chats_key(chat.owner), chat.id)
+    nudge(r, chat.owner)
+
+
+def regenerate(
+    r: redis.Redis, chat_id: str, answer_id: str, model: str, now: float, queue_wait_ms: int
+) -> SendResult:
+    """Write the chat's last answer again, as a new generation; `status` is ok, missing,
+    busy (another answer runs) or not_last."""
+    generation_id = new_id()
+    keys = [
+        chat_key(chat_id),
+        messages_key(chat_id),
+        message_key(chat_id, answer_id),
+        events_key(chat_id),
+        heartbeat_key(chat_id, generation_id),
+    ]
+    args: list[str | float] = [
+        answer_id,
+        generation_id,
+        now,
+        queue_wait_ms,
+        model,
+        channel(chat_id),
+    ]
+    reply = _REGENERATE(keys=keys, args=args, client=r)
+    if reply[0] == "ok":
+        owner = _owner(r, chat_id)
+        r.zadd(user_chats_key(owner), {chat_id: now})
+        nudge(r, owner)
+        return SendResult("ok", answer_id=answer_id, generation_id=generation_id)
+    return SendResult(reply[0], answer_id=reply[1] if len(reply) > 1 else "")
 
 
 def title_from(text: str, limit: int = 60) -> str:
@@ -359,6 +432,8 @@ def append(
         *(json.dumps(entry, separators=(",", ":")) for entry in entries),
     ]
     status, length = _APPEND(keys=keys, args=args, client=r)
+    if status == "ok" and terminal is not None:
+        nudge(r, _owner(r, chat_id))  # the chat no longer has an answer running
     return AppendResult(status, int(length))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import redis
 from flask import (
@@ -21,25 +22,58 @@ from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import frames, jobs, providers, store
-from chatapp.chat_stream import AnswerBody, FollowChat, answer_so_far, follow_chat
+from chatapp.chat_stream import (
+    AnswerBody,
+    FollowChat,
+    Pages,
+    answer_so_far,
+    follow_chat,
+    follow_chat_list,
+)
 from chatapp.connections import get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
-from chatapp.owner import current_user_id, find_chat, load_chat
+from chatapp.owner import current_user, current_user_id, find_chat, load_chat
 from chatapp.ratelimit import limiter, per_user
 from chatapp.render import plain_text, render_markdown
 from chatapp.store import Chat, Message
+from chatapp.web import is_htmx
 
 bp = Blueprint("chat", __name__)
 
+TITLE_LIMIT = 100
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 @bp.get("/")
 def index() -> str:
+    return render_template("index.html")
+
+
+@bp.get("/live")
+def live_chat_list() -> Response:
+    """The front page's stream: the user's chat list, again whenever it changes."""
+    user = current_user()
+    if user is None:
+        return Response([b""], mimetype="text/event-stream", headers=SSE_HEADERS)
+    config = current_app.config
+    limits = FollowChat(
+        chat_id="",
+        owner=user.id,
+        cursor=None,
+        ping_seconds=config["PING_SECONDS"],
+        max_streams=config["SSE_MAX_PER_PROCESS"],
+        max_seconds=config["STREAM_MAX_SECONDS"],
+    )
+    events = follow_chat_list(get_hub(), user.id, _render_chat_list, limits)
+    return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _render_chat_list(current: str = "") -> str:
+    """The user's chat list, to replace the one on the page (out of band)."""
     chats = store.list_chats(get_redis(), current_user_id())
-    return render_template("index.html", chats=chats)
+    return render_template("partials/chat_list.html", chats=chats, current=current, oob=True)
 
 
 @bp.post("/chats")
@@ -124,10 +158,16 @@ def send(chat_id: str) -> Response | str:
 
 
 def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> store.SendResult:
-    """Store the message unless its owner already has the most answers running at once.
+    """Store the message unless its owner already has the most answers running at once."""
+    return _within_cap(r, chat, lambda: _store_message(r, chat.id, client_id, text))
 
-    A per-user lock makes the count and the store one step, so racing sends from several
-    tabs or devices cannot each see room for one more.
+
+def _within_cap(
+    r: redis.Redis, chat: Chat, start: Callable[[], store.SendResult]
+) -> store.SendResult:
+    """Start an answer (`start`) unless the chat's owner already has the most answers
+    running at once. A per-user lock makes the count and the start one step, so racing
+    sends from several tabs or devices cannot each see room for one more.
     """
     lock = r.lock(store.user_lock_key(chat.owner), timeout=10, blocking_timeout=10)
     if not lock.acquire():
@@ -144,7 +184,7 @@ def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> 
                 f"You have {running} answers being written already. Wait for one to finish, "
                 "or stop one, then send again.",
             )
-        return _store_message(r, chat.id, client_id, text)
+        return start()
     finally:
         lock.release()
 
@@ -223,6 +263,66 @@ def stop(chat_id: str, message_id: str) -> tuple[str, int]:
     return "", 204
 
 
+@bp.post("/chats/<chat_id>/title")
+def rename(chat_id: str) -> BaseResponse | tuple[str, int]:
+    """Rename the chat; its pages and the owner's chat lists follow on their streams."""
+    chat = load_chat(chat_id)
+    title = " ".join(request.form.get("title", "").split())
+    if not 1 <= len(title) <= TITLE_LIMIT:
+        return error_response(400, f"A title has 1 to {TITLE_LIMIT} characters.")
+    if not store.rename_chat(get_redis(), chat.id, title):
+        abort(404, "This chat does not exist, or it is not yours.")
+    return _done_here(url_for("chat.show", chat_id=chat.id))
+
+
+@bp.post("/chats/<chat_id>/delete")
+def delete(chat_id: str) -> BaseResponse | tuple[str, int]:
+    """Delete the chat (stopping its answer); every page showing it says so."""
+    chat = load_chat(chat_id)
+    store.delete_chat(get_redis(), chat, _timing())
+    response = redirect(url_for("chat.index"), code=303)
+    if is_htmx():
+        response = Response("", 204)
+        response.headers["HX-Redirect"] = url_for("chat.index")
+    return response
+
+
+@bp.post("/chats/<chat_id>/messages/<message_id>/regenerate")
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_SEND"],
+    key_func=per_user,
+    error_message="You are sending messages too fast. Wait a moment, then send again.",
+)
+def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
+    """Write the chat's last answer again (also: retry a failed one)."""
+    chat = load_chat(chat_id)
+    if not store.is_id(message_id):
+        abort(404, "This answer does not exist.")
+    r = get_redis()
+    config = current_app.config
+
+    def attempt() -> store.SendResult:
+        label, wait_ms = providers.model_label(config), config["QUEUE_WAIT_SECONDS"] * 1000
+        return store.regenerate(r, chat.id, message_id, label, time.time(), wait_ms)
+
+    again = _within_cap(r, chat, attempt)
+    if again.status == "missing":
+        abort(404, "This answer does not exist.")
+    if again.status == "busy":
+        return error_response(409, "An answer is still being written: wait for it, or stop it.")
+    if again.status == "not_last":
+        return error_response(409, "Only the last answer can be written again.")
+    answer = store.get_message(r, chat.id, message_id)
+    if answer is not None:
+        _enqueue_unless_queued(r, chat.id, answer)
+    return _done_here(url_for("chat.show", chat_id=chat.id))
+
+
+def _done_here(page: str) -> BaseResponse | tuple[str, int]:
+    """204 for htmx (the page hears of it on its stream), else back to the page."""
+    return ("", 204) if is_htmx() else redirect(page, code=303)
+
+
 @bp.get("/chats/<chat_id>/messages/<message_id>/stream")
 def stream(chat_id: str, message_id: str) -> Response:
     """Follow an answer: snapshot or resume, then live, until `end`.
@@ -287,8 +387,15 @@ def live(chat_id: str) -> Response:
             chat_stream=True,
         )
 
+    pages = Pages(
+        article=render,
+        chat_list=lambda: _render_chat_list(chat.id),
+        deleted=lambda: render_template("partials/chat_gone.html", deleted=True),
+    )
+
     follow_request = FollowChat(
         chat_id=chat.id,
+        owner=chat.owner,
         cursor=frames.parse_chat_cursor(raw_cursor),
         ping_seconds=config["PING_SECONDS"],
         check_seconds=config["CHECK_SECONDS"],
@@ -296,7 +403,7 @@ def live(chat_id: str) -> Response:
         max_seconds=config["STREAM_MAX_SECONDS"],
         timing=_timing(),
     )
-    events = follow_chat(get_redis(), get_hub(), follow_request, render)
+    events = follow_chat(get_redis(), get_hub(), follow_request, pages)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -7,8 +7,10 @@ from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
-from chatapp import frames, providers
+from chatapp import frames, providers, store
+from chatapp.connections import get_redis
 from chatapp.owner import current_user
+from chatapp.store import Chat
 from chatapp.users import User
 
 csrf = CSRFProtect()
@@ -36,6 +38,7 @@ def init_app(app: Flask) -> None:
         offline_model=providers.uses_offline_model(app.config),
         model_label=providers.model_label(app.config),
         current_user=_page_user,
+        my_chats=_my_chats,
     )
 
 
@@ -46,6 +49,15 @@ def _page_user() -> User | None:
         return current_user()
     except (redis.ConnectionError, redis.TimeoutError):
         return None
+
+
+def _my_chats() -> list[Chat]:
+    """The logged-in user's chats, most recent first, for the sidebar."""
+    user = _page_user()
+    try:
+        return store.list_chats(get_redis(), user.id) if user else []
+    except (redis.ConnectionError, redis.TimeoutError):
+        return []
 
 
 def is_htmx() -> bool:

@@ -32,12 +32,30 @@
   // extension rebuilds its EventSource (after an error status), the new one starts there:
   // a rebuilt EventSource has no Last-Event-ID of its own.
   var createEventSource = htmx.createEventSource;
+  var sources = [];
   htmx.createEventSource = function (url) {
     var holder = document.querySelector('[sse-connect="' + CSS.escape(url) + '"]');
     var cursor = holder && holder.dataset.cursor;
     if (cursor) url += (url.indexOf("?") < 0 ? "?" : "&") + "after=" + encodeURIComponent(cursor);
-    return createEventSource(url);
+    var source = createEventSource(url);
+    sources = sources.filter(function (s) { return s.readyState !== EventSource.CLOSED; });
+    sources.push(source);
+    return source;
   };
+
+  // When the browser says the network went away or came back, the open connection is
+  // likely dead (a dead TCP connection can take minutes to notice): drop it and let the
+  // SSE extension build a new one, which starts from the page's cursor.
+  function startOver(onlyBroken) {
+    sources.forEach(function (source) {
+      if (source.readyState === EventSource.CLOSED) return;
+      if (onlyBroken && source.readyState === EventSource.OPEN) return;
+      source.close();
+      if (source.onerror) source.onerror(new Event("error"));  // the extension's rebuild
+    });
+  }
+  window.addEventListener("offline", function () { startOver(false); });
+  window.addEventListener("online", function () { startOver(true); });
 
   // Defence in depth against doubled text: the server sends each entry once per connection,
   // but never apply an answer's entry, or a chat event, this page has already applied.
@@ -72,6 +90,37 @@
     }
   });
 
+  // A new title from the stream: the tab's title follows the page's heading.
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    if (event.detail.target && event.detail.target.id === "chat-title") {
+      document.title = event.detail.target.textContent + " · chatapp";
+    }
+  });
+
+  // Follow the answer as it grows, unless the reader scrolled up to read something else.
+  var following = true;
+  window.addEventListener("scroll", function () {
+    var fromBottom = document.documentElement.scrollHeight - window.innerHeight - window.scrollY;
+    following = fromBottom < 80;
+  }, { passive: true });
+  document.addEventListener("htmx:sseMessage", function () {
+    if (following && document.getElementById("messages")) {
+      window.scrollTo({ top: document.documentElement.scrollHeight, behavior: "instant" });
+    }
+  });
+
+  // Copy an answer's text.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button || !navigator.clipboard) return;
+    var source = document.querySelector(button.dataset.copy);
+    if (!source) return;
+    navigator.clipboard.writeText(source.innerText).then(function () {
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+    });
+  });
+
   // Connection state, for the reader and for tests: data-connection on the stream's holder.
   function mark(event, state) {
     var holder = event.target.closest && event.target.closest("[sse-connect]");
@@ -82,9 +131,4 @@
   // An event (a ping at least every 15 s) proves the connection works, whatever the
   // browser's offline/online events said meanwhile.
   document.addEventListener("htmx:sseMessage", function (e) { mark(e, "open"); });
-  window.addEventListener("offline", function () {
-    document.querySelectorAll("[sse-connect]").forEach(function (holder) {
-      holder.dataset.connection = "reconnecting";
-    });
-  });
 })();

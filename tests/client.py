@@ -76,8 +76,10 @@ class ChatClient:
         until: Callable[[list[Event]], bool],
         last_event_id: str | None = None,
         after: str | None = None,
+        skip: tuple[str, ...] = ("ping", "chats"),
     ) -> list[Event]:
-        """Read the chat's stream until `until(events)` holds (bounded in time)."""
+        """Read the chat's stream until `until(events)` holds (bounded in time), leaving
+        out the event kinds in `skip` (keep-alives and the chat list, by default)."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         params = {"after": after} if after else {}
         raw = ""
@@ -86,10 +88,10 @@ class ChatClient:
             assert response.status_code == 200
             for chunk in response.iter_text():
                 raw += chunk
-                events = [e for e in parse_events(raw) if e.event != "ping"]
+                events = [e for e in parse_events(raw) if e.event not in skip]
                 if until(events):
                     return events
-        return [e for e in parse_events(raw) if e.event != "ping"]
+        return [e for e in parse_events(raw) if e.event not in skip]
 
     def new_chat(self) -> str:
         response = self.http.post("/chats", data={"csrf_token": self.token})

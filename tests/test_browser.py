@@ -163,9 +163,10 @@ class Tab:
         return cursor
 
     def events(self) -> list[dict[str, Any]]:
-        """The SSE events that reached the current document, in order."""
+        """The chat's SSE events that reached the current document, in order (the chat
+        list's updates, which come too, are left out)."""
         events: list[dict[str, Any]] = self.page.evaluate("window.sseEvents")
-        return events
+        return [event for event in events if event["type"] != "chats"]
 
     def as_browser_html(self, html: str) -> str:
         """Return `html` as this browser serializes it, to compare it with `innerHTML`."""

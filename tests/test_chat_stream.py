@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 from chatapp import store
-from tests.client import ChatClient, Event
+from tests.client import ChatClient, Event, parse_events
 from tests.servers import Stack
 
 ARTICLE_ID = re.compile(
@@ -77,7 +78,8 @@ def test_a_message_sent_on_one_device_streams_live_on_another(stack: Stack) -> N
     assert kinds[:2] == ["message", "message"] and kinds[-1] == "end"
     assert set(kinds[2:-1]) <= {"delta"} and kinds.count("delta") >= 2
     assert "Hello from the laptop" in events[0].data
-    assert f'id="answer-{answer_id}"' in events[1].data and 'data-status="queued"' in events[1].data
+    assert f'id="answer-{answer_id}"' in events[1].data
+    assert re.search(r'data-status="(queued|streaming)"', events[1].data)  # a running article
     assert_ids_advance(events)
 
     stored = store.get_message(stack.redis(), chat_id, answer_id)
@@ -159,3 +161,125 @@ def test_someone_elses_chat_or_a_logged_out_page_gets_gone(stack: Stack) -> None
     logged_out = ChatClient(stack.base)
     logged_out.http.cookies.clear()
     assert logged_out.http.get(f"/chats/{chat_id}/live").text.startswith("event: gone\n")
+
+
+def test_the_chat_list_follows_on_the_same_stream(stack: Stack) -> None:
+    laptop = ChatClient(stack.base)
+    phone = laptop.another_device()
+    chat_id = laptop.new_chat()
+
+    def lists(events: list[Event]) -> list[str]:
+        return [e.data for e in events if e.event == "chats"]
+
+    first = phone.live(chat_id, until=lambda e: len(lists(e)) >= 1, skip=("ping",))
+    (now,) = lists(first)
+    assert now.startswith('<ul id="chat-list" class="chat-list" hx-swap-oob="true">')
+    assert f'<li aria-current="page">\n    <a href="/chats/{chat_id}">New chat</a>' in now
+
+    # While the phone follows, the laptop makes a chat and a message titles it: the
+    # phone's list follows each step.
+    seen: list[str] = []
+    following = threading.Event()
+
+    def done(events: list[Event]) -> bool:
+        if lists(events):
+            following.set()  # the phone's stream is up: it sends the list first
+        return any("A title from the laptop" in x and "running" not in x for x in lists(events))
+
+    def follow() -> None:
+        events = phone.live(chat_id, until=done, last_event_id=first[-1].id, skip=("ping",))
+        seen.extend(lists(events))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    assert following.wait(timeout=30)
+    other = laptop.new_chat()
+    laptop.send_ok(other, "A title from the laptop")
+    follower.join(timeout=30)
+    assert any(f'href="/chats/{other}">New chat</a>' in x for x in seen)  # created
+    assert any("A title from the laptop" in x and 'class="running"' in x for x in seen)  # answering
+    final = seen[-1]
+    assert final.index(f'/chats/{other}"') < final.index(f'/chats/{chat_id}"')  # most recent first
+
+    # The front page's stream: the same list for the owner, only their own for another user.
+    assert chat_id in first_list_event(laptop) and other in first_list_event(laptop)
+    stranger = first_list_event(ChatClient(stack.base))
+    assert "No chats yet." in stranger and chat_id not in stranger
+
+
+def first_list_event(client: ChatClient) -> str:
+    with client.http.stream("GET", "/live", timeout=30) as response:
+        assert response.status_code == 200
+        raw = ""
+        for chunk in response.iter_text():
+            raw += chunk
+            lists = [e.data for e in parse_events(raw) if e.event == "chats"]
+            if lists:
+                return lists[0]
+    raise AssertionError("no chat list on the front page's stream")
+
+
+def test_renaming_regenerating_and_deleting_reach_every_page(stack: Stack) -> None:
+    laptop = ChatClient(stack.base)
+    phone = laptop.another_device()
+    chat_id = laptop.new_chat()
+    answer_id = laptop.send_ok(chat_id, "Something to regenerate")
+    done = phone.live(chat_id, until=ended, after="c0")
+    headers = {"X-CSRFToken": laptop.token, "HX-Request": "true"}
+
+    renamed = laptop.http.post(
+        f"/chats/{chat_id}/title", data={"title": " A <b>new</b>  name "}, headers=headers
+    )
+    assert renamed.status_code == 204
+    titled = phone.live(
+        chat_id, until=lambda e: any(x.event == "title" for x in e), last_event_id=done[-1].id
+    )
+    assert (
+        titled[-1].data
+        == '<h1 id="chat-title" hx-swap-oob="true">A &lt;b&gt;new&lt;/b&gt; name</h1>'
+    )
+    assert store.get_chat(stack.redis(), chat_id).title == "A <b>new</b> name"  # type: ignore[union-attr]
+
+    first = store.get_message(stack.redis(), chat_id, answer_id)
+    again = laptop.http.post(f"/chats/{chat_id}/messages/{answer_id}/regenerate", headers=headers)
+    assert again.status_code == 204
+    rewritten = phone.live(chat_id, until=ended, last_event_id=titled[-1].id)
+    assert rewritten[0].event == "answer" and f'id="answer-{answer_id}"' in rewritten[0].data
+    assert 'hx-swap-oob="true"' in rewritten[0].data  # it replaces the answer on the page
+    assert rewritten[-1].event == "end"
+    second = store.get_message(stack.redis(), chat_id, answer_id)
+    assert first is not None and second is not None and second.gen != first.gen
+    assert second.status == "done" and second.html in page_after(done + rewritten)[answer_id]
+
+    deleted = laptop.http.post(f"/chats/{chat_id}/delete", headers=headers)
+    assert deleted.status_code == 204 and deleted.headers["HX-Redirect"] == "/"
+    gone = phone.live(
+        chat_id, until=lambda e: any(x.event == "gone" for x in e), last_event_id=rewritten[-1].id
+    )
+    assert "This chat was deleted." in gone[-1].data or "not available" in gone[-1].data
+    assert laptop.http.get(f"/chats/{chat_id}").status_code == 404
+    left = stack.redis().keys(f"chatapp:v1:{{{chat_id}}}:*")
+    # Only what expires by itself: answer logs and client message claims.
+    assert all(k.endswith(":log") or ":claim:" in k for k in left), left
+    assert all(stack.redis().ttl(k) > 0 for k in left)
+
+
+def test_deleting_a_chat_stops_its_answer_and_tells_a_page_following_it(stack: Stack) -> None:
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    answer_id = device.send_ok(chat_id, "Delete me while I write")
+    seen: list[Event] = []
+
+    def follow() -> None:
+        seen.extend(
+            device.live(chat_id, until=lambda e: any(x.event == "gone" for x in e), after="c0")
+        )
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    device.live(chat_id, until=lambda e: any(x.event == "delta" for x in e), after="c0")
+    headers = {"X-CSRFToken": device.token}
+    assert device.http.post(f"/chats/{chat_id}/delete", headers=headers).status_code == 303
+    follower.join(timeout=30)
+    assert seen[-1].event == "gone" and "This chat was deleted." in seen[-1].data
+    assert store.get_message(stack.redis(), chat_id, answer_id) is None

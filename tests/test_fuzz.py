@@ -26,6 +26,9 @@ ROUTES = [
     ("POST", "/chats/{chat}/messages/{message}/stop"),
     ("GET", "/chats/{chat}/messages/{message}/stream"),
     ("GET", "/chats/{chat}/live"),
+    ("POST", "/chats/{chat}/title"),
+    ("POST", "/chats/{chat}/delete"),
+    ("POST", "/chats/{chat}/messages/{message}/regenerate"),
     ("GET", "/chats/{chat}/live?after={message}"),
     ("PUT", "/chats/{chat}/messages"),
     ("DELETE", "/chats/{chat}"),
@@ -39,7 +42,16 @@ ROUTES = [
     ("POST", "/admin/users"),
     ("GET", "/login?next={chat}"),
 ]
-FORM_FIELDS = ["text", "client_id", "csrf_token", "name", "password", "registration", "next"]
+FORM_FIELDS = [
+    "text",
+    "client_id",
+    "csrf_token",
+    "name",
+    "password",
+    "registration",
+    "next",
+    "title",
+]
 HEADER_TEXT = st.text(alphabet=string.printable.replace("\n", "").replace("\r", ""), max_size=80)
 ODD_TEXT = st.one_of(
     st.text(max_size=40),

@@ -120,7 +120,7 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
         "About", timeout=TIMEOUT_MS
     )  # streaming on the phone
     expect(on_phone).to_have_attribute(
-        "data-status", "queued", timeout=TIMEOUT_MS
+        "data-status", re.compile("queued|streaming"), timeout=TIMEOUT_MS
     )  # still the running article
 
     # The phone stops it; the laptop and the tabs see it stopped.
@@ -139,6 +139,10 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
         "data-connection", "open", timeout=TIMEOUT_MS
     )
     expect(laptop.locator(f"#answer-{second.id}")).to_have_count(1, timeout=TIMEOUT_MS)
+    streams: list[str] = []
+    laptop.on(
+        "request", lambda request: streams.append(request.url) if "/live" in request.url else None
+    )
     contexts[0].set_offline(True)
     expect(laptop.locator("section.chat")).to_have_attribute(
         "data-connection", "reconnecting", timeout=TIMEOUT_MS
@@ -148,8 +152,20 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
     contexts[0].set_offline(False)
     for page in [laptop, phone, *tabs]:
         assert_shows_once(page, sync_stack, chat_id, "done")
+    # It came back on a new connection that started where the page was.
+    assert any(f"/chats/{chat_id}/live?after=c" in url for url in streams), streams
     expect(laptop.locator(".connection-state .when-reconnecting")).to_be_hidden(timeout=TIMEOUT_MS)
 
     # Nothing hung: every tab still loads a page and sends.
     tabs[0].reload()
     assert_shows_once(tabs[0], sync_stack, chat_id, "done")
+
+    # A new chat made on the laptop appears in the phone's list, without a reload.
+    expect(phone.locator("#chat-list > li")).to_have_count(1, timeout=TIMEOUT_MS)
+    laptop.get_by_role("button", name="New chat").click()
+    laptop.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    new_id = laptop.url.rsplit("/", 1)[-1]
+    expect(phone.locator(f'#chat-list a[href="/chats/{new_id}"]')).to_have_text(
+        "New chat", timeout=TIMEOUT_MS
+    )
+    expect(phone.locator("#chat-list > li[aria-current=page]")).to_have_count(1)  # still its own

@@ -239,3 +239,34 @@ def test_answers_ended_by_the_web_tier_keep_their_log_for_the_configured_time(
     alice.client.get(f"/chats/{chat_id}")  # the page view notices the dead answer
     assert store.get_message(r, chat_id, answer.id).status == "error"  # type: ignore[union-attr]
     assert 0 < r.ttl(store.log_key(chat_id, answer.gen)) <= 77
+
+
+def test_renames_deletes_and_regenerations_are_checked(
+    alice: Person, bob: Person, r: redis.Redis
+) -> None:
+    chat_id = alice.new_chat()
+    first = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id, "one").text)[0]
+    before = keys_and_values(r)
+    for title, status in [("", 400), ("   ", 400), ("x" * 101, 400)]:
+        response = alice.post(f"/chats/{chat_id}/title", title=title)
+        assert response.status_code == status and "1 to 100 characters" in response.text
+    busy = alice.post(f"/chats/{chat_id}/messages/{first}/regenerate")
+    assert busy.status_code == 409 and "still being written" in busy.text
+    for url in (f"/chats/{chat_id}/title", f"/chats/{chat_id}/delete"):
+        assert bob.post(url, title="mine now").status_code == 404  # not theirs: like missing
+    assert bob.post(f"/chats/{chat_id}/messages/{first}/regenerate").status_code == 404
+    assert keys_and_values(r) == before
+
+    alice.post(f"/chats/{chat_id}/messages/{first}/stop")
+    alice.send(chat_id, "two", client_id="client-0002")
+    last = store.get_messages(r, chat_id)[-1].id
+    alice.post(f"/chats/{chat_id}/messages/{last}/stop")
+    before = keys_and_values(r)
+    older = alice.post(f"/chats/{chat_id}/messages/{first}/regenerate")
+    assert older.status_code == 409 and "Only the last answer" in older.text
+    question = store.get_messages(r, chat_id)[0].id
+    assert alice.post(f"/chats/{chat_id}/messages/{question}/regenerate").status_code == 404
+    assert keys_and_values(r) == before
+    assert alice.post(f"/chats/{chat_id}/messages/{last}/regenerate").status_code == 204
+    again = store.get_message(r, chat_id, last)
+    assert again is not None and again.status == "queued" and again.text == ""

@@ -349,6 +349,11 @@ SENTINEL = r"""
     ["#messages > article.answer > header.answer-meta > span.state", ["class"]],
     ["#messages > article.answer > header.answer-meta > button.stop",
       ["type", "class", "hx-post", "hx-swap"]],
+    ["#messages > article.answer > header.answer-meta > span.answer-actions", ["class"]],
+    ["#messages > article.answer > header.answer-meta > span.answer-actions > button.copy",
+      ["type", "class", "data-copy"]],
+    ["#messages > article.answer > header.answer-meta > span.answer-actions > button.regenerate",
+      ["type", "class", "hx-post", "hx-swap"]],
     ["#messages > article.answer > div.answer-body", ["class"]],
     ["#messages > article.answer > div.answer-body > div.blocks", ["class", "id", "hx-disable"]],
     ["#messages > article.answer > div.answer-body > div.tail",
@@ -361,14 +366,17 @@ SENTINEL = r"""
   const ID = "[0-9a-f]{16}";
   const APP_VALUES = {
     "hx-ext": /^sse$/,
-    "hx-post": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/stop$`),
+    "hx-post": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/(stop|regenerate)$`),
+    "data-copy": new RegExp(`^#answer-${ID} \\.blocks$`),
     "hx-swap": /^(none|innerHTML|beforeend|outerHTML)$/,
     "hx-disable": /^$/,
     "hx-swap-oob": /^true$/,
   };
   // Elements that carry hx-*/sse-* attributes by design, anywhere in the document.
   const APP_HTMX_ELEMENTS = "body, section.chat, section.chat > div[hidden], form#composer, " +
-    "button.stop, div.blocks, div.tail, div.message-body";
+    "section.welcome, section.welcome > div[hidden], ul#chat-list, " +
+    "button.stop, button.regenerate, div.blocks, div.tail, div.message-body, " +
+    "form.rename, form[hx-confirm]";
 
   const describe = (el) => {
     const attrs = Array.from(el.attributes).map((a) => ` ${a.name}="${a.value}"`).join("");
@@ -381,7 +389,10 @@ SENTINEL = r"""
   // Rules for any element anywhere: no handlers, no styles, no script-bearing URLs.
   function hardProblems(el, attributeNames) {
     const found = [];
-    if (FORBIDDEN_TAGS.has(el.localName)) found.push(`forbidden tag ${describe(el)}`);
+    // The app's one <details> (the chat's options menu, templates/chat.html) is no content.
+    const appDetails = el.matches("section.chat > header.chat-header > details.chat-actions");
+    if (FORBIDDEN_TAGS.has(el.localName) && !appDetails)
+      found.push(`forbidden tag ${describe(el)}`);
     for (const name of attributeNames || el.getAttributeNames()) {
       const value = el.getAttribute(name);
       if (value === null) continue;
@@ -472,8 +483,9 @@ SENTINEL = r"""
       found.push(...hardProblems(el));
       // The composer, the "new chat" forms (base.html, index.html) and "log out" (base.html).
       const action = el.getAttribute("action");
-      const ours = el.method === "post" && (action === "/chats" || action === "/logout")
-        && el.closest("header.topbar, section.chat-list");
+      const ours = (el.method === "post" && (action === "/chats" || action === "/logout")
+        && el.closest("header.topbar, section.welcome"))
+        || (el.parentElement && el.parentElement.matches("section.chat details.chat-actions"));
       if (name === "form" && (el.closest("#messages") || !(el.id === "composer" || ours)))
         found.push(`form ${describe(el)}`);
     }
@@ -561,6 +573,7 @@ EXPECTED_REQUESTS = re.compile(
     r"|GET /chats/[0-9a-f]+"
     r"|POST /chats/[0-9a-f]+/messages"
     r"|GET /chats/[0-9a-f]+/live"
+    r"|GET /live"
     r"|GET /static/[\w.-]+"
     r"|GET /favicon\.ico"
 )
