@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -22,6 +23,23 @@ from tests.client import Event, parse_events
 from tests.servers import RedisServer, wait_until
 from tests.storing import chat_of, delta, new_answer
 from tests.tcp_proxy import BlackholeProxy
+
+_timers: list[threading.Timer] = []
+
+
+def start_later(delay: float, function: Any, args: tuple[Any, ...] = ()) -> None:
+    """Run `function` in a moment, in another thread (a writer racing the viewer)."""
+    timer = threading.Timer(delay, function, args=args)
+    _timers.append(timer)
+    timer.start()
+
+
+@pytest.fixture(autouse=True)
+def writers_finish(r: redis.Redis) -> Iterator[None]:
+    """Each test's writers finish before its Redis client (`r`) is closed."""
+    yield
+    while _timers:
+        _timers.pop().join()
 
 
 def final(message: Message | None) -> str:
@@ -76,7 +94,7 @@ def test_reconnect_with_last_event_id_sends_only_missing_entries(r: redis.Redis,
     store.append(
         r, chat_id, sent.answer_id, sent.generation_id, [delta(f"e{i}") for i in range(1, 6)], 0
     )
-    threading.Timer(0.3, finish, args=(r, sent, 5)).start()
+    start_later(0.3, finish, args=(r, sent, 5))
     events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 3))
     assert [e.event for e in events] == ["delta", "delta", "end"]
     assert deltas_text(events) == ["e4", "e5"]
@@ -93,7 +111,7 @@ def test_without_a_cursor_one_snapshot_then_the_tail(r: redis.Redis, hub: Hub) -
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2)
         finish(r, sent, 3)
 
-    threading.Timer(0.3, later).start()
+    start_later(0.3, later)
     events = watch(r, hub, chat_id, sent.answer_id)
     assert [e.event for e in events] == ["snapshot", "delta", "end"]
     assert "<p>a</p>\n<p>b</p>\n" in events[0].data and events[0].id == f"{sent.generation_id}:2"
@@ -110,7 +128,7 @@ def test_a_cursor_the_log_cannot_serve_gets_a_snapshot(
     sent = new_answer(r)
     chat_id = chat_of(r, sent.answer_id)
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
-    threading.Timer(0.2, finish, args=(r, sent, 1)).start()
+    start_later(0.2, finish, args=(r, sent, 1))
     bad = (
         Cursor(store.new_id(), 1) if cursor == "other-generation" else Cursor(sent.generation_id, 9)
     )
@@ -146,7 +164,7 @@ def test_a_queued_answer_with_no_entries_waits_for_them(r: redis.Redis, hub: Hub
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
         finish(r, sent, 1)
 
-    threading.Timer(0.3, later).start()
+    start_later(0.3, later)
     events = watch(r, hub, chat_id, sent.answer_id)
     assert [e.event for e in events] == ["snapshot", "delta", "end"]
     assert events[0].id == f"{sent.generation_id}:0"
@@ -211,7 +229,7 @@ def test_an_entry_missing_from_the_live_feed_is_filled_from_the_log(
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2)
         finish(r, sent, 3)
 
-    threading.Timer(0.3, lose_one_then_continue).start()
+    start_later(0.3, lose_one_then_continue)
     events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=60)
     assert deltas_text(events) == ["b", "c"]
     assert seqs(events) == [2, 3, 4]
@@ -225,7 +243,7 @@ def test_a_lost_terminal_message_is_found_by_the_idle_check(r: redis.Redis, hub:
     def end_without_publishing() -> None:
         r.rpush(store.log_key(chat_id, sent.generation_id), json.dumps({"t": "done", "html": "x"}))
 
-    threading.Timer(0.3, end_without_publishing).start()
+    start_later(0.3, end_without_publishing)
     events = watch(
         r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=0.5
     )
@@ -296,7 +314,7 @@ def test_a_malformed_message_on_a_chat_channel_does_not_break_the_hub(
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("b")], 1)
         finish(r, sent, 2)
 
-    threading.Timer(0.3, garbage_then_more).start()
+    start_later(0.3, garbage_then_more)
     events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=60)
     assert deltas_text(events) == ["b"] and hub.alive
 
