@@ -9,13 +9,14 @@ import logging
 from types import TracebackType
 from typing import Any
 
+import redis
 from flask import current_app
 from rq import Callback, Queue
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from chatapp import prompt, providers, store
-from chatapp.connections import get_redis
+from chatapp import prompt, providers, store, titles
+from chatapp.connections import get_queue, get_redis
 from chatapp.producer import Fenced, Heartbeat, Producer
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
         return "skipped"  # stopped or replaced before the job started
     timing = timing_from(config)
     producer = Producer(r, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing)
+    history = store.get_messages(r, chat_id)
     context = prompt.build_context(
-        store.get_messages(r, chat_id),
+        history,
         message_id,
         config["SYSTEM_PROMPT"],
         config["CONTEXT_CHARS"],
@@ -80,7 +82,19 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
                 return "ended"
             producer.fail(describe_failure(exc, config))
             raise
+    if titles.wanted(config, history, message_id):
+        _enqueue_title(r, chat_id)
     return "done"
+
+
+def _enqueue_title(r: redis.Redis, chat_id: str) -> None:
+    """Queue the job that titles the chat; the answer is done whatever happens to it."""
+    chat = store.get_chat(r, chat_id)
+    try:
+        if chat is not None:
+            titles.enqueue(get_queue(), chat_id, chat.title)
+    except Exception:
+        log.exception("chat %s: could not queue its title", chat_id)
 
 
 def timing_from(config: Any) -> store.Timing:

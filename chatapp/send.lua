@@ -34,12 +34,15 @@ redis.call('HSET', answer, 'id', answer_id, 'role', 'assistant', 'status', 'queu
 redis.call('SET', KEYS[7], gen, 'PX', ARGV[10])
 redis.call('RPUSH', messages, user_id, answer_id)
 redis.call('HSET', chat, 'running', answer_id, 'updated', now)
+-- The chat's events, logged and published together (entry n of the log has sequence n).
+local new_events = {}
 if redis.call('HSETNX', chat, 'titled', '1') == 1 then
   redis.call('HSET', chat, 'title', ARGV[9])
+  new_events[#new_events + 1] = cjson.encode({t = 'title_changed', title = ARGV[9]})
 end
--- The chat's events, logged and published together (entry n of the log has sequence n).
-local added = cjson.encode({t = 'message_added', m = user_id})
-local started = cjson.encode({t = 'answer_started', m = answer_id, g = gen})
-local length = redis.call('RPUSH', events, added, started)
-redis.call('PUBLISH', ARGV[12], '{"c":' .. (length - 1) .. ',"e":[' .. added .. ',' .. started .. ']}')
+new_events[#new_events + 1] = cjson.encode({t = 'message_added', m = user_id})
+new_events[#new_events + 1] = cjson.encode({t = 'answer_started', m = answer_id, g = gen})
+local length = redis.call('RPUSH', events, unpack(new_events))
+redis.call('PUBLISH', ARGV[12], '{"c":' .. (length - #new_events + 1) .. ',"e":[' ..
+  table.concat(new_events, ',') .. ']}')
 return {'ok'}

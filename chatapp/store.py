@@ -296,12 +296,13 @@ def running_answers(r: redis.Redis, owner: str, since: float) -> list[tuple[str,
     return [(c, running) for c, running in zip(ids, pipe.execute(), strict=True) if running]
 
 
-def rename_chat(r: redis.Redis, chat_id: str, title: str) -> bool:
+def rename_chat(r: redis.Redis, chat_id: str, title: str, only_if_title: str = "") -> bool:
     """Give the chat a title (one a later first message does not replace); False if the
-    chat is gone. Its pages and its owner's chat lists follow."""
+    chat is gone, or (with `only_if_title`) no longer has that title: a title the person
+    chose is never replaced by a made one. Its pages and its owner's chat lists follow."""
     event = json.dumps({"t": "title_changed", "title": title})
     keys = [chat_key(chat_id), events_key(chat_id)]
-    args = [channel(chat_id), event, "title", title, "titled", "1"]
+    args = [channel(chat_id), event, only_if_title, "title", title, "titled", "1"]
     if not _CHAT_EVENT(keys=keys, args=args, client=r):
         return False
     nudge(r, _owner(r, chat_id))

@@ -92,8 +92,9 @@
 
   // A new title from the stream: the tab's title follows the page's heading.
   document.addEventListener("htmx:oobAfterSwap", function (event) {
-    if (event.detail.target && event.detail.target.id === "chat-title") {
-      document.title = event.detail.target.textContent + " · chatapp";
+    var heading = document.getElementById("chat-title");
+    if (event.detail.target && event.detail.target.id === "chat-title" && heading) {
+      document.title = heading.textContent + " · chatapp";
     }
   });
 
@@ -109,15 +110,17 @@
     }
   });
 
-  // Copy an answer's text.
+  // Copy an answer's text, or its code blocks (the sanitized answer itself has no buttons).
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("button[data-copy]");
     if (!button || !navigator.clipboard) return;
-    var source = document.querySelector(button.dataset.copy);
-    if (!source) return;
-    navigator.clipboard.writeText(source.innerText).then(function () {
+    var parts = Array.from(document.querySelectorAll(button.dataset.copy));
+    if (!parts.length) return;
+    var label = button.textContent;
+    var text = parts.map(function (part) { return part.innerText.replace(/\n$/, ""); });
+    navigator.clipboard.writeText(text.join("\n\n")).then(function () {
       button.textContent = "Copied";
-      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+      setTimeout(function () { button.textContent = label; }, 1500);
     });
   });
 

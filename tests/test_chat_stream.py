@@ -75,8 +75,10 @@ def test_a_message_sent_on_one_device_streams_live_on_another(stack: Stack) -> N
     answer_id = laptop.send_ok(chat_id, "Hello from the laptop")
     events = phone.live(chat_id, until=ended, last_event_id=first[0].id)
     kinds = [e.event for e in events]
-    assert kinds[:2] == ["message", "message"] and kinds[-1] == "end"
-    assert set(kinds[2:-1]) <= {"delta"} and kinds.count("delta") >= 2
+    assert kinds[:3] == ["title", "message", "message"] and kinds[-1] == "end"
+    assert set(kinds[3:-1]) <= {"delta"} and kinds.count("delta") >= 2
+    assert ">Hello from the laptop</h1>" in events[0].data  # its first message titles it
+    events = events[1:]
     assert "Hello from the laptop" in events[0].data
     assert f'id="answer-{answer_id}"' in events[1].data
     assert re.search(r'data-status="(queued|streaming)"', events[1].data)  # a running article
@@ -130,10 +132,10 @@ def test_a_page_with_no_usable_cursor_gets_the_whole_chat(stack: Stack) -> None:
         assert events[0].event == "snapshot", cursor
         shown = page_after(events[:1])
         assert len(shown) == 2 and 'data-status="done"' in shown[answer_id]
-        assert events[0].id == "c3"  # message added, answer started, answer ended
+        assert events[0].id == "c4"  # titled, message added, answer started, answer ended
     # A cursor into the chat's events, naming an answer that is not running: the events
     # after it, and the answer as it is now.
-    events = device.live(chat_id, until=lambda e: len(e) >= 1, after="c1.0123456789abcdef:5")
+    events = device.live(chat_id, until=lambda e: len(e) >= 1, after="c2.0123456789abcdef:5")
     assert [e.event for e in events] == ["message"]
     assert f'id="answer-{answer_id}"' in events[0].data and 'data-status="done"' in events[0].data
 

@@ -11,6 +11,7 @@ import pytest
 from chatapp import store
 from tests.client import ChatClient, Event, blocks_of, parse_events
 from tests.servers import RedisServer, running_stack, wait_until
+from tests.test_chat_stream import page_after
 
 
 def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str, seen: list[Event]) -> None:
@@ -33,6 +34,26 @@ def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str, seen: li
         threading.Event().wait(0.1)  # the browser waits `retry:` ms; a little is enough here
 
 
+def follow_chat_to_the_end(client: ChatClient, chat_id: str, seen: list[Event]) -> None:
+    """The same, for the chat page's stream (which stays open): until an answer's `end`."""
+    last_id: str | None = None
+    for _ in range(500):
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        raw, taken = "", 0
+        with client.http.stream(
+            "GET", f"/chats/{chat_id}/live", headers=headers, timeout=30
+        ) as response:
+            for chunk in response.iter_text():
+                raw += chunk
+                events = [e for e in parse_events(raw) if e.event not in ("ping", "chats")]
+                seen += events[taken:]
+                taken = len(events)
+                if any(e.event == "end" for e in seen):
+                    return
+        last_id = next((e.id for e in reversed(seen) if e.id), last_id)
+        threading.Event().wait(0.1)
+
+
 @pytest.mark.parametrize(
     "how",
     [
@@ -50,6 +71,9 @@ def test_a_redis_restart_mid_answer_loses_nothing(tmp_path: Path, how: signal.Si
         seen: list[Event] = []
         viewer = threading.Thread(target=follow_to_the_end, args=(client, chat_id, answer_id, seen))
         viewer.start()
+        on_page: list[Event] = []  # a chat page's one stream, through the same outage
+        page = threading.Thread(target=follow_chat_to_the_end, args=(client, chat_id, on_page))
+        page.start()
         # Well into the answer, so that the message itself is on disk before a kill.
         wait_until(lambda: sum(e.event == "delta" for e in seen) >= 80, what="the answer to flow")
         server.process.send_signal(how)
@@ -57,9 +81,14 @@ def test_a_redis_restart_mid_answer_loses_nothing(tmp_path: Path, how: signal.Si
         threading.Event().wait(1.0)  # an outage long enough for many flushes to fail
         server.start()
         viewer.join(timeout=90)
+        page.join(timeout=90)
         stored = store.get_message(stack.redis(), chat_id, answer_id)
     assert stored is not None and stored.status == "done"
     assert seen[-1].event == "end"
     seqs = [int(e.id.split(":")[1]) for e in seen if e.id and e.event == "delta"]
     assert seqs == sorted(set(seqs))  # in order, none twice
     assert blocks_of(seen) == stored.html  # nothing lost
+    # The chat page: each entry once, in order, and the stored answer at the end.
+    entries = [int(e.id.rsplit(":", 1)[1]) for e in on_page if e.event == "delta" and e.id]
+    assert entries == sorted(set(entries))
+    assert on_page[-1].event == "end" and stored.html in page_after(on_page)[answer_id]

@@ -72,12 +72,13 @@ def test_the_terminal_entry_writes_history_retention_and_the_chat_event(r: redis
     assert not store.is_alive(r, chat_id, sent.generation_id)
     assert store.get_chat(r, chat_id).running == ""  # type: ignore[union-attr]
     assert store.chat_events(r, chat_id) == [
+        {"t": "title_changed", "title": "hello"},  # the first message titles the chat
         {"t": "message_added", "m": sent.user_id},
         {"t": "answer_started", "m": sent.answer_id, "g": sent.generation_id},
         {"t": "answer_ended", "m": sent.answer_id, "g": sent.generation_id, "status": "done"},
     ]
     assert store.chat_events(r, chat_id, after=2) == store.chat_events(r, chat_id)[2:]
-    assert store.chat_event_count(r, chat_id) == 3
+    assert store.chat_event_count(r, chat_id) == 4
     last = json.loads(store.read_log(r, chat_id, sent.generation_id, after=2)[0])
     assert last == {"t": "done", "html": "<p>a!</p>", "message": "", "model": "m"}
 

@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from chatapp import store
 from tests.accounts import PASSWORD, sign_up_in_browser
-from tests.servers import Stack, stack_behind_nginx
+from tests.servers import Stack, stack_behind_nginx, wait_until
 
 TIMEOUT_MS = 30_000
 PACE = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "25", "CHATAPP_FLUSH_MS": "50"}
@@ -109,6 +109,7 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
 
     # The laptop sends; the phone and every tab see the question and the answer, live.
     send(laptop, "Hello from the laptop")
+    wait_until(lambda: len(store.get_messages(sync_stack.redis(), chat_id)) == 2, what="the send")
     for page in [laptop, phone, *tabs]:
         expect(page.locator("article.user")).to_have_count(1, timeout=TIMEOUT_MS)
         expect(page.locator("article.user")).to_contain_text(
@@ -130,6 +131,7 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
 
     # A new question; the laptop reloads mid-answer, then goes offline and comes back.
     send(tabs[3], "And again, from the last tab")
+    wait_until(lambda: len(store.get_messages(sync_stack.redis(), chat_id)) == 4, what="the send")
     second = store.get_messages(sync_stack.redis(), chat_id)[-1]
     expect(laptop.locator(f"#answer-{second.id} .blocks")).to_contain_text(
         "About", timeout=TIMEOUT_MS
@@ -159,6 +161,18 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
     # Nothing hung: every tab still loads a page and sends.
     tabs[0].reload()
     assert_shows_once(tabs[0], sync_stack, chat_id, "done")
+
+    # Copy: the answer's text, and its code alone.
+    contexts[0].grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    finished = laptop.locator(f"#answer-{second.id}")
+    finished.get_by_role("button", name="Copy this answer", exact=True).click()
+    expect(finished.locator("button.copy").first).to_have_text("Copied", timeout=TIMEOUT_MS)
+    copied = laptop.evaluate("navigator.clipboard.readText()")
+    assert copied == finished.locator(".blocks").inner_text()
+    finished.get_by_role("button", name="Copy this answer's code").click()
+    code = laptop.evaluate("navigator.clipboard.readText()")
+    assert code == finished.locator(".blocks pre").inner_text().rstrip("\n")
+    assert code.startswith("message = 'And again, from the last tab'")
 
     # A new chat made on the laptop appears in the phone's list, without a reload.
     expect(phone.locator("#chat-list > li")).to_have_count(1, timeout=TIMEOUT_MS)

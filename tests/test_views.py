@@ -41,7 +41,7 @@ def test_sending_stores_the_message_and_returns_the_streaming_answer(
     page = alice.client.get(f"/chats/{chat_id}").text  # one stream for the whole chat page
     assert page.count("sse-connect=") == 1
     assert f'sse-connect="/chats/{chat_id}/live"' in page
-    assert 'data-cursor="c2.' in page  # two events: the message, the answer started
+    assert 'data-cursor="c3.' in page  # the title, the message, the answer started
     assert f'hx-post="/chats/{chat_id}/messages/{answer_id}/stop"' in page
 
 

@@ -56,7 +56,7 @@ from chatapp.render import (
 from tests.accounts import sign_up_in_browser
 from tests.fake_openai import FakeModel, fake_openai_server
 from tests.html_safety import unsafe_parts
-from tests.servers import Stack, running_stack
+from tests.servers import Stack, running_stack, wait_until
 
 TIMEOUT_S = 30
 TIMEOUT_MS = TIMEOUT_S * 1000
@@ -351,7 +351,7 @@ SENTINEL = r"""
       ["type", "class", "hx-post", "hx-swap"]],
     ["#messages > article.answer > header.answer-meta > span.answer-actions", ["class"]],
     ["#messages > article.answer > header.answer-meta > span.answer-actions > button.copy",
-      ["type", "class", "data-copy"]],
+      ["type", "class", "data-copy", "aria-label"]],
     ["#messages > article.answer > header.answer-meta > span.answer-actions > button.regenerate",
       ["type", "class", "hx-post", "hx-swap"]],
     ["#messages > article.answer > div.answer-body", ["class"]],
@@ -367,7 +367,7 @@ SENTINEL = r"""
   const APP_VALUES = {
     "hx-ext": /^sse$/,
     "hx-post": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/(stop|regenerate)$`),
-    "data-copy": new RegExp(`^#answer-${ID} \\.blocks$`),
+    "data-copy": new RegExp(`^#answer-${ID} \\.blocks( pre)?$`),
     "hx-swap": /^(none|innerHTML|beforeend|outerHTML)$/,
     "hx-disable": /^$/,
     "hx-swap-oob": /^true$/,
@@ -738,9 +738,22 @@ def test_corpus_stays_inert_in_chromium(
         assert "<script>alert(1)</script>" in messages_text  # shown as text
         assert "{{ 7*7 }}" in messages_text  # not a template
 
+        # The chat's title: the first message's text at once, then the model's (made from
+        # this hostile exchange by a background job), live on the page as text.
+        first_title = store.title_from(plain_text(render_markdown(MESSAGES[0])))
+        assert first_title.startswith("</title><script>")
+        wait_until(
+            lambda: store.get_chat(r, chat_id).title != first_title,  # type: ignore[union-attr]
+            timeout=30,
+            what="the model's title",
+        )
+        title = store.get_chat(r, chat_id).title  # type: ignore[union-attr]
+        assert "<" in title  # the model's title is as hostile as its answer
+        expect(page.locator("#chat-title")).to_have_text(title)
+        assert page.title() == f"{title} · chatapp"
+        watch.assert_nothing_ran()
+
         # The whole chat rendered by the server, and the chat list with its title.
-        title = store.title_from(plain_text(render_markdown(MESSAGES[0])))
-        assert title.startswith("</title><script>")
         page.reload()
         expect(page.locator("article.answer[data-status=done]")).to_have_count(len(MESSAGES))
         assert page.title() == f"{title} · chatapp"
