@@ -27,7 +27,9 @@ bp = Blueprint("auth", __name__)
 
 # Routes anyone may reach. The streams are here because they answer a visitor with no session
 # like any other stranger: 200 + `end` (an error status would make the browser retry forever).
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.signup", "static", "chat.stream", "chat.live"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"auth.login", "auth.signup", "static", "chat.stream", "chat.live", "chat.live_chat_list"}
+)
 
 
 def init_app(app: Flask) -> None:

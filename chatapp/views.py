@@ -55,8 +55,9 @@ def index() -> str:
 def live_chat_list() -> Response:
     """The front page's stream: the user's chat list, again whenever it changes."""
     user = current_user()
-    if user is None:
-        return Response([b""], mimetype="text/event-stream", headers=SSE_HEADERS)
+    if user is None:  # logged out elsewhere: say so, and the page stops reconnecting
+        gone = frames.chat_gone_event(render_template("partials/front_gone.html")).encode()
+        return Response([gone], mimetype="text/event-stream", headers=SSE_HEADERS)
     config = current_app.config
     limits = FollowChat(
         chat_id="",

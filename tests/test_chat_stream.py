@@ -207,6 +207,11 @@ def test_the_chat_list_follows_on_the_same_stream(stack: Stack) -> None:
     assert chat_id in first_list_event(laptop) and other in first_list_event(laptop)
     stranger = first_list_event(ChatClient(stack.base))
     assert "No chats yet." in stranger and chat_id not in stranger
+    logged_out = ChatClient(stack.base)
+    logged_out.http.cookies.clear()
+    gone = logged_out.http.get("/live")  # answered at once: the page stops reconnecting
+    assert gone.status_code == 200 and gone.text.startswith("event: gone\n")
+    assert 'hx-swap-oob="innerHTML:#front"' in gone.text and "You are logged out." in gone.text
 
 
 def first_list_event(client: ChatClient) -> str:
