@@ -107,7 +107,7 @@ def follow_chat(
         return
     try:
         yield from _ChatStream(r, request, subscription, pages).run()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except redis.RedisError as exc:  # down, failing over (READONLY), out of memory...
         log.warning("chat stream %s: Redis unavailable (%s)", request.chat_id, exc)
         yield retry_later()
     finally:
@@ -140,6 +140,9 @@ class _ChatStream:
         # Something at once, so the response (and the browser's `open`) starts now even when
         # nothing is new: a resumed page may wait minutes for its next event.
         yield frames.ServerSentEvent(comment="following").encode()
+        if store.get_chat(self.r, self.chat_id) is None:  # deleted since the request began
+            yield self._gone()
+            return
         cursor = self.request.cursor
         if cursor is None or cursor.events > store.chat_event_count(self.r, self.chat_id):
             yield self._snapshot()
@@ -227,7 +230,8 @@ class _ChatStream:
                 if item is None and self.answer and self.answer.sent == sent:
                     yield from self._end_if_dead()
             if isinstance(item, dict):
-                last_heard = now
+                if "u" not in item:  # a chat-list nudge says nothing about this chat
+                    last_heard = now
                 yield from self._live(item)
             if now - last_ping >= self.request.ping_seconds and not self.deleted:
                 last_ping = now
@@ -240,8 +244,9 @@ class _ChatStream:
             first = int(payload["c"])
             if first > self.events_sent + 1:
                 yield from self._refill_events()  # a gap: something we did not get
-                return
             skip = self.events_sent + 1 - first
+            if skip < 0 or self.deleted:
+                return  # still a gap: the log no longer has it (the chat is gone)
             for event in payload["e"][skip:]:
                 self.events_sent += 1
                 yield from self._apply(event)
@@ -254,9 +259,17 @@ class _ChatStream:
             yield from self._send_entries(payload["e"][skip:])
 
     def _refill_events(self) -> Iterator[bytes]:
-        for event in store.chat_events(self.r, self.chat_id, after=self.events_sent):
+        events = store.chat_events(self.r, self.chat_id, after=self.events_sent)
+        for event in events:
             self.events_sent += 1
             yield from self._apply(event)
+        # A log shorter than what we sent was deleted, with its chat.
+        if not events and not self.deleted and self._log_vanished():
+            yield self._gone()
+
+    def _log_vanished(self) -> bool:
+        shorter = store.chat_event_count(self.r, self.chat_id) < self.events_sent
+        return shorter and store.get_chat(self.r, self.chat_id) is None
 
     def _refill_answer(self) -> Iterator[bytes]:
         if self.answer:
@@ -272,9 +285,8 @@ class _ChatStream:
         elif kind == "title_changed":
             title = frames.title_element(str(event.get("title", "")))
             yield frames.title_event(self._cursor(), title).encode()
-        elif kind == "chat_deleted":
-            self.deleted = True
-            yield frames.chat_gone_event(self.render_deleted()).encode()
+        elif kind == "chat_deleted" and not self.deleted:
+            yield self._gone()
         elif kind in ("message_added", "answer_started") and message_id not in self.shown:
             message = store.get_message(self.r, self.chat_id, message_id)
             if message is not None:
@@ -339,6 +351,10 @@ class _ChatStream:
             yield from self._refill_answer()
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _gone(self) -> bytes:
+        self.deleted = True
+        return frames.chat_gone_event(self.render_deleted()).encode()
 
     def _chats(self) -> bytes:
         return frames.chats_event(self._cursor(), self.render_chats()).encode()

@@ -43,15 +43,21 @@ class Subscription:
         self.channels = channels
         self._inbox: queue.Queue[dict[str, Any] | str] = queue.Queue(maxsize=size)
         self.overflowed = False  # set when the stream fell behind: it reads the log instead
+        self.draining = False  # set when the process stops: never lost in a full inbox
 
     def deliver(self, item: dict[str, Any] | str) -> None:
+        if item == DRAIN:
+            self.draining = True
         try:
             self._inbox.put_nowait(item)
         except queue.Full:
             self.overflowed = True
 
     def get(self, timeout: float) -> dict[str, Any] | str | None:
-        """Return the next item, REFILL if the inbox overflowed, or None after `timeout`."""
+        """Return DRAIN once the process stops, the next item, REFILL if the inbox
+        overflowed, or None after `timeout`."""
+        if self.draining:
+            return DRAIN
         if self.overflowed:
             self.overflowed = False
             self._drain()

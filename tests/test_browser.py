@@ -164,9 +164,9 @@ class Tab:
 
     def events(self) -> list[dict[str, Any]]:
         """The chat's SSE events that reached the current document, in order (the chat
-        list's updates, which come too, are left out)."""
+        list's updates and the keep-alives, which come too, are left out)."""
         events: list[dict[str, Any]] = self.page.evaluate("window.sseEvents")
-        return [event for event in events if event["type"] != "chats"]
+        return [event for event in events if event["type"] not in ("chats", "ping")]
 
     def as_browser_html(self, html: str) -> str:
         """Return `html` as this browser serializes it, to compare it with `innerHTML`."""

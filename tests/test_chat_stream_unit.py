@@ -1,0 +1,74 @@
+"""The chat stream in-process on a real Redis: the unlucky moments a whole stack rarely hits."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from chatapp import store
+from chatapp.chat_stream import FollowChat, Pages, follow_chat
+from chatapp.connections import make_hub
+from chatapp.frames import ChatCursor
+from chatapp.hub import DRAIN, Hub, Subscription
+from tests.client import parse_events
+from tests.servers import RedisServer, wait_until
+
+PAGES = Pages(
+    article=lambda message, body, oob: f"<article id={message.id}>",
+    chat_list=lambda: "<ul id=chat-list>",
+    deleted=lambda: "deleted",
+)
+
+
+@pytest.fixture
+def hub(redis_server: RedisServer, r: redis.Redis) -> Iterator[Hub]:
+    running = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
+    running.start()
+    yield running
+    running.stop()
+
+
+def a_chat_with_a_message(r: redis.Redis) -> store.Chat:
+    chat = store.create_chat(r, store.new_id(), now=1)
+    store.send_message(r, chat.id, "client-0001", "hi", "<p>hi</p>", "m", 2)
+    return store.get_chat(r, chat.id)  # type: ignore[return-value]
+
+
+def follow(r: redis.Redis, hub: Hub, chat: store.Chat, cursor: ChatCursor | None) -> bytes:
+    request = FollowChat(chat.id, chat.owner, cursor, check_seconds=60, max_seconds=5)
+    return b"".join(follow_chat(r, hub, request, PAGES))
+
+
+def test_a_chat_deleted_behind_a_gap_still_says_gone(r: redis.Redis, hub: Hub) -> None:
+    chat = a_chat_with_a_message(r)
+    count = store.chat_event_count(r, chat.id)
+    out: list[bytes] = []
+    follower = threading.Thread(target=lambda: out.append(follow(r, hub, chat, ChatCursor(count))))
+    follower.start()
+    wait_until(lambda: r.pubsub_numsub(store.channel(chat.id))[0][1] > 0, what="the stream")
+    # The chat goes, and the one message saying so arrives after a gap (a missed publish).
+    r.delete(store.chat_key(chat.id), store.events_key(chat.id))
+    gap = {"c": count + 5, "e": [{"t": "chat_deleted"}]}
+    r.publish(store.channel(chat.id), json.dumps(gap))
+    follower.join(timeout=10)
+    events = parse_events(out[0].decode())
+    assert [e.event for e in events][-1] == "gone" and events[-1].data == "deleted"
+
+
+def test_a_chat_deleted_as_its_stream_starts_says_gone(r: redis.Redis, hub: Hub) -> None:
+    chat = a_chat_with_a_message(r)
+    store.delete_chat(r, chat)
+    events = parse_events(follow(r, hub, chat, ChatCursor(1)).decode())
+    assert [e.event for e in events] == ["gone"]
+
+
+def test_a_stopping_process_is_heard_even_by_a_stream_that_fell_behind() -> None:
+    subscription = Subscription(("a channel",), size=1)
+    subscription.deliver({"c": 1, "e": []})
+    subscription.deliver(DRAIN)  # the inbox is full: it overflows
+    assert subscription.get(timeout=0) == DRAIN
+    assert subscription.get(timeout=0) == DRAIN
