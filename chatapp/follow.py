@@ -61,7 +61,7 @@ def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal)
         return
     try:
         yield from _Stream(r, request, subscription, render_final).run()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except redis.RedisError as exc:  # down, failing over (READONLY), out of memory...
         log.warning("stream %s: Redis unavailable (%s)", request.message_id, exc)
         yield retry_later()
     finally:
