@@ -265,6 +265,11 @@ def stop(chat_id: str, message_id: str) -> tuple[str, int]:
 
 
 @bp.post("/chats/<chat_id>/title")
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_NEW_CHAT"],  # each rename adds a chat event
+    key_func=per_user,
+    error_message="You are renaming chats too fast. Wait a moment, then try again.",
+)
 def rename(chat_id: str) -> BaseResponse | tuple[str, int]:
     """Rename the chat; its pages and the owner's chat lists follow on their streams."""
     chat = load_chat(chat_id)

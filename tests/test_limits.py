@@ -89,6 +89,13 @@ def test_new_chats_are_rate_limited_per_user(make_app, r: redis.Redis) -> None:
     assert refused.status_code == 429 and "starting chats too fast" in refused.text
     assert keys_and_values(r) == before
     bob.new_chat()
+    chat_id = bob.new_chat()
+    for title in ("one", "two"):
+        assert bob.post(f"/chats/{chat_id}/title", title=title).status_code == 204
+    before = keys_and_values(r)
+    renamed = bob.post(f"/chats/{chat_id}/title", title="three")
+    assert renamed.status_code == 429 and "renaming chats too fast" in renamed.text
+    assert keys_and_values(r) == before
 
 
 def test_sign_ups_are_rate_limited_per_address(make_app) -> None:
