@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test screenshots system-test-packages
+.PHONY: run test bench screenshots system-test-packages
 
 ## Install everything and start the whole app (Redis, RQ worker, gunicorn) on http://127.0.0.1:8000.
 run: $(VENV)/.installed
@@ -15,6 +15,10 @@ test: system-test-packages $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+## Run the benchmark scenarios on loopback and print their figures (see bench/).
+bench: system-test-packages $(VENV)/.installed-test
+	$(BIN)/python -m bench
 
 ## Take the README's screenshots of the chat page (desktop light and dark, phone) into docs/.
 screenshots: system-test-packages $(VENV)/.installed-test

@@ -1,0 +1,81 @@
+"""A loopback OpenAI-compatible model server that streams tokens at a set pace.
+
+Every `STAMP_EVERY`th token is a stamp, `ts<microseconds since the epoch>`, the moment it
+was emitted, so a viewer can measure token-to-screen latency across the whole stack
+(the producer's coalescing, Redis, the web process and the network).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+STAMP_EVERY = 5
+
+
+def stamp() -> str:
+    return f"ts{time.time_ns() // 1000} "
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _PacedServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        interval = 1.0 / self.server.tokens_per_second
+        next_at = time.monotonic()
+        try:
+            for number in range(self.server.tokens):
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                text = stamp() if number % STAMP_EVERY == 0 else "word "
+                if number % 40 == 39:
+                    text += "\n\n"  # paragraphs: finished blocks, as a real answer has
+                self._chunk({"content": text})
+            self._chunk({}, finish="stop")
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        body = {
+            "id": "bench",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "paced",
+            "choices": [choice],
+        }
+        self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+        self.wfile.flush()
+
+
+class _PacedServer(ThreadingHTTPServer):
+    daemon_threads = True
+    tokens_per_second: float
+    tokens: int
+
+
+@contextmanager
+def paced_model(tokens_per_second: float, tokens: int) -> Iterator[str]:
+    """Run the server on a free loopback port; yield the base URL for OPENAI_BASE_URL."""
+    server = _PacedServer(("127.0.0.1", 0), _Handler)
+    server.tokens_per_second, server.tokens = tokens_per_second, tokens
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
