@@ -44,13 +44,12 @@ def _require_login() -> BaseResponse | None:
         target = url_for("auth.signup")
     else:
         target = url_for("auth.login", next=_page_asked_for())
-    if is_htmx():
-        response = error_response(401, "You are logged out. Log in again to continue.")
-        response.headers["HX-Redirect"] = target
-        return response
-    if request.method == "GET":
+    if request.method == "GET" and not is_htmx():
         return redirect(target)
-    return error_response(401, "You are logged out. Log in again to continue.")
+    response = error_response(401, "You are logged out. Log in again to continue.")
+    if is_htmx():
+        response.headers["HX-Redirect"] = target
+    return response
 
 
 @bp.route("/signup", methods=["GET", "POST"])

@@ -23,9 +23,9 @@ from typing import Any
 import redis
 
 from chatapp import frames, store
-from chatapp.follow import retry_later
+from chatapp.follow import retry_later, serve
 from chatapp.frames import ChatCursor, Cursor
-from chatapp.hub import DRAIN, REFILL, Hub, HubUnavailable, Subscription
+from chatapp.hub import DRAIN, REFILL, Hub, Subscription
 from chatapp.store import Message
 
 log = logging.getLogger(__name__)
@@ -96,22 +96,13 @@ def follow_chat(
 ) -> Iterator[bytes]:
     """Yield the SSE bytes of one tab following one chat (and its owner's chat list),
     until the server closes it."""
-    if hub.stream_count >= request.max_streams:
-        yield retry_later()
-        return
-    channels = (store.channel(request.chat_id), store.user_channel(request.owner))
-    try:
-        subscription = hub.subscribe(*channels)
-    except HubUnavailable:
-        yield retry_later()
-        return
-    try:
-        yield from _ChatStream(r, request, subscription, pages).run()
-    except redis.RedisError as exc:  # down, failing over (READONLY), out of memory...
-        log.warning("chat stream %s: Redis unavailable (%s)", request.chat_id, exc)
-        yield retry_later()
-    finally:
-        hub.release(subscription)
+    yield from serve(
+        hub,
+        (store.channel(request.chat_id), store.user_channel(request.owner)),
+        request.max_streams,
+        f"chat stream {request.chat_id}",
+        lambda subscription: _ChatStream(r, request, subscription, pages).run(),
+    )
 
 
 class _ChatStream:
@@ -369,26 +360,21 @@ class _ChatStream:
 
 
 def follow_chat_list(
-    hub: Hub, owner: str, render_chats: RenderChats, limits: FollowChat
+    hub: Hub,
+    owner: str,
+    render_chats: RenderChats,
+    ping_seconds: float,
+    max_seconds: float,
+    max_streams: int,
 ) -> Iterator[bytes]:
     """Yield the SSE bytes of a page that shows only the owner's chat list (the front page):
-    the list now, then again whenever it changes, until the server closes the stream.
-    `limits` gives the pings, the stream cap and the longest response (its chat is "")."""
-    request = limits
-    if hub.stream_count >= request.max_streams:
-        yield retry_later()
-        return
-    try:
-        subscription = hub.subscribe(store.user_channel(owner))
-    except HubUnavailable:
-        yield retry_later()
-        return
-    try:
+    the list now, then again whenever it changes, until the server closes the stream."""
+
+    def run(subscription: Subscription) -> Iterator[bytes]:
         yield frames.chats_event(None, render_chats()).encode()
-        interval = request.ping_seconds
-        close_at = time.monotonic() + request.max_seconds
+        close_at = time.monotonic() + max_seconds
         while (remaining := close_at - time.monotonic()) > 0:
-            item = subscription.get(timeout=min(interval, remaining))
+            item = subscription.get(timeout=min(ping_seconds, remaining))
             if item == DRAIN:
                 break
             if item is None:
@@ -396,8 +382,5 @@ def follow_chat_list(
             else:  # a nudge, or a refill after a reconnect: read the list again
                 yield frames.chats_event(None, render_chats()).encode()
         yield retry_later()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        log.warning("chat list stream: Redis unavailable (%s)", exc)
-        yield retry_later()
-    finally:
-        hub.release(subscription)
+
+    yield from serve(hub, (store.user_channel(owner),), max_streams, "chat list stream", run)

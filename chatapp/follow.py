@@ -49,23 +49,42 @@ def retry_later() -> bytes:
     return frames.retry_event(random.randint(1000, 3000)).encode()
 
 
-def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:
-    """Yield the SSE bytes of one viewer of one answer until its terminal entry."""
-    if hub.stream_count >= request.max_streams:
+def serve(
+    hub: Hub,
+    channels: tuple[str, ...],
+    max_streams: int,
+    name: str,
+    run: Callable[[Subscription], Iterator[bytes]],
+) -> Iterator[bytes]:
+    """Subscribe to `channels` and yield what `run` makes of them; every stream goes
+    through here. Temporary conditions (the process's stream cap, Redis down, failing
+    over or out of memory) end the response with `retry:`, keeping the browser's cursor."""
+    if hub.stream_count >= max_streams:
         yield retry_later()
         return
     try:
-        subscription = hub.subscribe(store.channel(request.chat_id))
+        subscription = hub.subscribe(*channels)
     except HubUnavailable:
         yield retry_later()
         return
     try:
-        yield from _Stream(r, request, subscription, render_final).run()
-    except redis.RedisError as exc:  # down, failing over (READONLY), out of memory...
-        log.warning("stream %s: Redis unavailable (%s)", request.message_id, exc)
+        yield from run(subscription)
+    except redis.RedisError as exc:
+        log.warning("%s: Redis unavailable (%s)", name, exc)
         yield retry_later()
     finally:
         hub.release(subscription)
+
+
+def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:
+    """Yield the SSE bytes of one viewer of one answer until its terminal entry."""
+    yield from serve(
+        hub,
+        (store.channel(request.chat_id),),
+        request.max_streams,
+        f"stream {request.message_id}",
+        lambda subscription: _Stream(r, request, subscription, render_final).run(),
+    )
 
 
 class _Stream:

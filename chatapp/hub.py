@@ -90,6 +90,7 @@ class Hub:
         self._ping_interval = ping_interval
         self._lock = threading.Lock()
         self._listeners: dict[str, set[Subscription]] = {}
+        self._subscriptions: set[Subscription] = set()  # every stream's, once
         self._confirmed: dict[str, threading.Event] = {}
         self._idle_since: dict[str, float] = {}
         self._pending: list[str] = []  # channels to subscribe, in order
@@ -120,14 +121,14 @@ class Hub:
         """Tell every stream to close now (the process is stopping); refuse new ones."""
         with self._lock:
             self._draining = True
-            subscriptions = {sub for subs in self._listeners.values() for sub in subs}
+            subscriptions = list(self._subscriptions)
         for subscription in subscriptions:
             subscription.deliver(DRAIN)
 
     @property
     def stream_count(self) -> int:
         with self._lock:
-            return len({sub for subs in self._listeners.values() for sub in subs})
+            return len(self._subscriptions)
 
     def subscribe(self, *channels: str, timeout: float = 5.0) -> Subscription:
         """Return one subscription to `channels` once Redis has confirmed each of them, or
@@ -137,6 +138,7 @@ class Hub:
         with self._lock:
             if self._draining:
                 raise HubUnavailable("this process is shutting down")
+            self._subscriptions.add(subscription)
             for channel in channels:
                 self._listeners.setdefault(channel, set()).add(subscription)
                 self._idle_since.pop(channel, None)
@@ -156,6 +158,7 @@ class Hub:
     def release(self, subscription: Subscription) -> None:
         """Stop delivering to `subscription`; a channel goes after the unsubscribe delay."""
         with self._lock:
+            self._subscriptions.discard(subscription)
             for channel in subscription.channels:
                 listeners = self._listeners.get(channel, set())
                 listeners.discard(subscription)

@@ -275,9 +275,7 @@ def send_message(
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
     if status == "ok":
-        owner = _owner(r, chat_id)
-        r.zadd(user_chats_key(owner), {chat_id: now})
-        nudge(r, owner)  # new order, maybe a title, an answer running
+        _answer_started(r, chat_id, now)
         return SendResult("ok", user_id, answer_id, generation_id)
     if status == "duplicate":
         return SendResult("duplicate", reply[1], reply[2])
@@ -344,9 +342,7 @@ def regenerate(
     ]
     reply = _REGENERATE(keys=keys, args=args, client=r)
     if reply[0] == "ok":
-        owner = _owner(r, chat_id)
-        r.zadd(user_chats_key(owner), {chat_id: now})
-        nudge(r, owner)
+        _answer_started(r, chat_id, now)
         return SendResult("ok", answer_id=answer_id, generation_id=generation_id)
     return SendResult(reply[0], answer_id=reply[1] if len(reply) > 1 else "")
 
@@ -355,6 +351,14 @@ def title_from(text: str, limit: int = 60) -> str:
     """Return a chat title made from its first message: one line, at most `limit` characters."""
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def _answer_started(r: redis.Redis, chat_id: str, now: float) -> None:
+    """Move the chat to the top of its owner's list, and tell their pages (a new order,
+    maybe a title, an answer running)."""
+    owner = _owner(r, chat_id)
+    r.zadd(user_chats_key(owner), {chat_id: now})
+    nudge(r, owner)
 
 
 def _owner(r: redis.Redis, chat_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from flask import (
@@ -59,15 +60,14 @@ def live_chat_list() -> Response:
         gone = frames.chat_gone_event(render_template("partials/front_gone.html")).encode()
         return Response([gone], mimetype="text/event-stream", headers=SSE_HEADERS)
     config = current_app.config
-    limits = FollowChat(
-        chat_id="",
-        owner=user.id,
-        cursor=None,
+    events = follow_chat_list(
+        get_hub(),
+        user.id,
+        _render_chat_list,
         ping_seconds=config["PING_SECONDS"],
-        max_streams=config["SSE_MAX_PER_PROCESS"],
         max_seconds=config["STREAM_MAX_SECONDS"],
+        max_streams=config["SSE_MAX_PER_PROCESS"],
     )
-    events = follow_chat_list(get_hub(), user.id, _render_chat_list, limits)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -350,16 +350,11 @@ def stream(chat_id: str, message_id: str) -> Response:
     if chat is None or not store.is_id(message_id):
         body = [frames.end_event(None, render_final(None)).encode()]
         return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
-    config = current_app.config
     follow_request = Follow(
         chat_id=chat.id,
         message_id=message_id,
         cursor=frames.parse_cursor(request.headers.get("Last-Event-ID")),
-        ping_seconds=config["PING_SECONDS"],
-        check_seconds=config["CHECK_SECONDS"],
-        max_streams=config["SSE_MAX_PER_PROCESS"],
-        max_seconds=config["STREAM_MAX_SECONDS"],
-        timing=_timing(),
+        **_stream_settings(),
     )
     events = follow(get_redis(), get_hub(), follow_request, render_final)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
@@ -381,7 +376,6 @@ def live(chat_id: str) -> Response:
         body = [frames.chat_gone_event(gone).encode()]
         return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     raw_cursor = request.headers.get("Last-Event-ID") or request.args.get("after")
-    config = current_app.config
 
     def render(message: Message, body: AnswerBody | None, oob: bool) -> str:
         return render_template(
@@ -403,14 +397,23 @@ def live(chat_id: str) -> Response:
         chat_id=chat.id,
         owner=chat.owner,
         cursor=frames.parse_chat_cursor(raw_cursor),
-        ping_seconds=config["PING_SECONDS"],
-        check_seconds=config["CHECK_SECONDS"],
-        max_streams=config["SSE_MAX_PER_PROCESS"],
-        max_seconds=config["STREAM_MAX_SECONDS"],
-        timing=_timing(),
+        **_stream_settings(),
     )
     events = follow_chat(get_redis(), get_hub(), follow_request, pages)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _stream_settings() -> dict[str, Any]:
+    """The configured pings, checks and limits of a stream, and the timing of terminals
+    it writes (an answer whose producer is gone)."""
+    config = current_app.config
+    return {
+        "ping_seconds": config["PING_SECONDS"],
+        "check_seconds": config["CHECK_SECONDS"],
+        "max_streams": config["SSE_MAX_PER_PROCESS"],
+        "max_seconds": config["STREAM_MAX_SECONDS"],
+        "timing": _timing(),
+    }
 
 
 def _timing() -> store.Timing:
