@@ -7,13 +7,13 @@ was emitted, so a viewer can measure token-to-screen latency across the whole st
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fake_openai import serving, write_chunk
 
 STAMP_EVERY = 5
 
@@ -49,16 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        body = {
-            "id": "bench",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "paced",
-            "choices": [choice],
-        }
-        self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
-        self.wfile.flush()
+        write_chunk(self.wfile, delta, finish)
 
 
 class _PacedServer(ThreadingHTTPServer):
@@ -72,10 +63,5 @@ def paced_model(tokens_per_second: float, tokens: int) -> Iterator[str]:
     """Run the server on a free loopback port; yield the base URL for OPENAI_BASE_URL."""
     server = _PacedServer(("127.0.0.1", 0), _Handler)
     server.tokens_per_second, server.tokens = tokens_per_second, tokens
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(server) as base_url:
+        yield base_url

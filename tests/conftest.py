@@ -10,6 +10,8 @@ from flask.testing import FlaskClient
 from playwright.sync_api import Browser, sync_playwright
 
 from chatapp import create_app
+from chatapp.connections import make_hub
+from chatapp.hub import Hub
 from tests.accounts import GENEROUS_LIMITS, Person
 from tests.servers import RedisServer, Stack, running_stack
 
@@ -27,6 +29,15 @@ def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def hub(redis_server: RedisServer, r: redis.Redis) -> Iterator[Hub]:
+    """A running pub/sub hub on the session's Redis, quick to unsubscribe and to ping."""
+    running = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
+    running.start()
+    yield running
+    running.stop()
 
 
 def make_test_app(redis_url: str, data_dir: Path, **overrides: object) -> Flask:

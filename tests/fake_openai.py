@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class FakeModel:
@@ -60,23 +60,34 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                 return False
 
         def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
-            chunk = {
-                "id": "chatcmpl-test",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": "fake",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.flush()
+            write_chunk(self.wfile, delta, finish)
 
     return Handler
+
+
+def write_chunk(out: BinaryIO, delta: dict[str, str], finish: str | None = None) -> None:
+    """Write one streamed chat-completion chunk, as OpenAI's API sends it."""
+    chunk = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    out.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    out.flush()
 
 
 @contextmanager
 def fake_openai_server(model: FakeModel) -> Iterator[str]:
     """Serve `model` on a free loopback port; yield the base URL for OPENAI_BASE_URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(model))
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _handler(model))) as base_url:
+        yield base_url
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[str]:
+    """Run `server` (bound to a loopback port) in a thread; yield its OpenAI base URL."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

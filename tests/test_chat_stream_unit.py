@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from chatapp import store
 from chatapp.chat_stream import FollowChat, Pages, follow_chat
-from chatapp.connections import make_hub
 from chatapp.frames import ChatCursor
 from chatapp.hub import DRAIN, Hub, Subscription
 from tests.client import parse_events
-from tests.servers import RedisServer, wait_until
+from tests.servers import wait_until
 
 PAGES = Pages(
     article=lambda message, body, oob: f"<article id={message.id}>",
     chat_list=lambda: "<ul id=chat-list>",
     deleted=lambda: "deleted",
 )
-
-
-@pytest.fixture
-def hub(redis_server: RedisServer, r: redis.Redis) -> Iterator[Hub]:
-    running = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
-    running.start()
-    yield running
-    running.stop()
 
 
 def a_chat_with_a_message(r: redis.Redis) -> store.Chat:

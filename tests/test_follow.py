@@ -46,14 +46,6 @@ def final(message: Message | None) -> str:
     return f"FINAL {message.status if message else 'gone'}"
 
 
-@pytest.fixture
-def hub(redis_server: RedisServer, r: redis.Redis) -> Iterator[Hub]:
-    running = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
-    running.start()
-    yield running
-    running.stop()
-
-
 def watch(
     r: redis.Redis,
     hub: Hub,
