@@ -237,13 +237,17 @@ class Hub:
             self._last_ping = now
 
     def _wait(self, timeout: float) -> None:
-        """Sleep until Redis sends something, a stream asks for something, or `timeout`."""
-        watched = [self._wake_read]
+        """Sleep until Redis sends something, a stream asks for something, or `timeout`.
+
+        poll(), not select(): a process holding a thousand viewers has sockets numbered
+        past select()'s limit of 1024."""
+        watched = select.poll()
+        watched.register(self._wake_read, select.POLLIN)
         connection = self._pubsub.connection
         sock = getattr(connection, "_sock", None) if self._pubsub.subscribed else None
         if sock is not None:
-            watched.append(sock.fileno())
-        readable, _, _ = select.select(watched, [], [], timeout)
+            watched.register(sock.fileno(), select.POLLIN)
+        readable = [fd for fd, _ in watched.poll(timeout * 1000)]
         if self._wake_read in readable:
             try:
                 while os.read(self._wake_read, 4096):

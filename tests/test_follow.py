@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import threading
@@ -17,7 +18,7 @@ from chatapp import store
 from chatapp.connections import make_hub
 from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
-from chatapp.hub import Hub
+from chatapp.hub import REFILL, Hub
 from chatapp.store import Message, Terminal
 from tests.client import Event, parse_events
 from tests.servers import RedisServer, wait_until
@@ -434,3 +435,22 @@ def test_an_answer_ended_by_an_idle_viewer_keeps_its_log_for_the_configured_time
     request = Follow(chat_id, sent.answer_id, None, check_seconds=0.3, timing=timing)
     b"".join(follow(r, hub, request, final))
     assert 0 < r.ttl(store.log_key(chat_id, sent.generation_id)) <= 123
+
+
+def test_the_hub_works_in_a_process_with_more_than_1024_open_files(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A process holding 1,000 viewers has sockets past select()'s limit (FD_SETSIZE)."""
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        crowded = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
+        crowded.start()
+        subscription = crowded.subscribe("crowded")
+        r.publish("crowded", json.dumps({"n": 1}))
+        assert subscription.get(timeout=5) == REFILL  # the subscription's own refill
+        assert subscription.get(timeout=5) == {"n": 1}
+        assert crowded.reconnects == 0
+        crowded.stop()
+    finally:
+        for fd in spare:
+            os.close(fd)
