@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "MODEL": "gpt-4o-mini",
     "MODEL_TIMEOUT_SECONDS": 120.0,  # the longest silence from the model server
     "SYSTEM_PROMPT": "You are a helpful assistant. Answer in markdown.",
+    "AUTO_TITLES": True,  # a real model titles each chat after its first answer (one more call)
     "CONTEXT_CHARS": 24_000,  # history sent to the model, trimmed from the oldest
     "MAX_MESSAGE_CHARS": 16_000,
     "OFFLINE_TOKENS_PER_SECOND": 30.0,

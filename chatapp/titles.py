@@ -24,9 +24,10 @@ LONGEST_REPLY = 200  # characters read from the model before giving up on brevit
 
 
 def wanted(config: dict, history: list[store.Message], answer_id: str) -> bool:
-    """A title is made after the chat's first answer, by a real model only."""
+    """A title is made after the chat's first answer, by a real model only, unless the
+    operator turned titles off (each costs one more model call)."""
     first_answer = len(history) == 2 and history[1].id == answer_id
-    return first_answer and not providers.uses_offline_model(config)
+    return first_answer and config["AUTO_TITLES"] and not providers.uses_offline_model(config)
 
 
 def enqueue(queue: Queue, chat_id: str, current_title: str) -> None:

@@ -52,6 +52,24 @@ def test_a_real_model_titles_the_chat_after_its_first_answer(
     assert "user: What is this about?" in asked[1]["content"]
 
 
+def test_titles_turned_off_keep_the_first_message_with_a_real_model(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    model = FakeModel(["An answer."])
+    with fake_openai_server(model) as base_url:
+        app = make_test_app(
+            redis_server.url,
+            tmp_path,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=base_url,
+            AUTO_TITLES=False,
+        )
+        sent = new_answer(r, "Keep this title")
+        assert run_job(app, sent, r) == "done"
+    assert queued_titles(redis_server) == []
+    assert len(model.requests) == 1  # the answer only
+
+
 def test_the_offline_model_keeps_the_first_message_as_the_title(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
