@@ -22,10 +22,10 @@ from typing import Any
 
 import redis
 
-from chatapp import frames, store
+from chatapp import frames, probes, store
 from chatapp.follow import retry_later, serve
 from chatapp.frames import ChatCursor, Cursor
-from chatapp.hub import DRAIN, REFILL, Hub, Subscription
+from chatapp.hub import DRAIN, REFILL, TICK, Hub, Subscription
 from chatapp.store import Message
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class _ChatStream:
         self.render_chats = pages.chat_list
         self.render_deleted = pages.deleted
         self.deleted = False
+        self.closing = False  # the process is stopping
         self.events_sent = 0  # sequence number of the last chat event sent
         self.answer: _Followed | None = None  # the running answer whose entries we relay
         self.shown: set[str] = set()  # messages this connection has added
@@ -198,35 +199,54 @@ class _ChatStream:
     # -- relaying -------------------------------------------------------------------------
 
     def _relay(self) -> Iterator[bytes]:
-        interval = min(self.request.ping_seconds, self.request.check_seconds)
-        last_ping = last_heard = time.monotonic()
-        close_at = last_ping + self.request.max_seconds
-        while not self.deleted:
-            remaining = close_at - time.monotonic()
-            if remaining <= 0:
+        self.last_ping = self.last_heard = time.monotonic()
+        close_at = self.last_ping + self.request.max_seconds
+        while not self.deleted and not self.closing:
+            if time.monotonic() >= close_at:
                 yield retry_later()  # spread viewers after a deploy; they resume at once
                 return
-            item = self.subscription.get(timeout=min(interval, remaining))
-            if item == DRAIN:
-                yield retry_later()
-                return
-            now = time.monotonic()
-            if item == REFILL:
-                yield self._chats()  # a nudge may have been missed
-            if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
-                last_heard = now
-                sent = self.answer.sent if self.answer else None
-                yield from self._refill_events()
-                yield from self._refill_answer()
-                if item is None and self.answer and self.answer.sent == sent:
-                    yield from self._end_if_dead()
-            if isinstance(item, dict):
-                if "u" not in item:  # a chat-list nudge says nothing about this chat
-                    last_heard = now
-                yield from self._live(item)
-            if now - last_ping >= self.request.ping_seconds and not self.deleted:
-                last_ping = now
-                yield frames.ping_event().encode()
+            item = self.subscription.get()  # a TICK at least every few seconds
+            # What else has arrived meanwhile goes out in the same write (see follow.py).
+            out = [piece for each in (item, *self.subscription.ready()) for piece in self._on(each)]
+            if out:
+                yield b"".join(out)
+
+    def _on(self, item: dict[str, Any] | str | None) -> Iterator[bytes]:
+        """What one inbox item makes this stream send."""
+        if self.deleted or self.closing:
+            return
+        if item == DRAIN:
+            self.closing = True
+            yield retry_later()
+            return
+        now = time.monotonic()
+        if item == REFILL:  # told we may have missed something: read everything after us
+            self.last_heard = now
+            yield self._chats()  # a nudge may have been missed
+            yield from self._refill_events()
+            yield from self._refill_answer()
+        elif now - self.last_heard >= self.request.check_seconds:
+            # Quiet for a while: anything missed, or a producer gone? (Asked once per chat
+            # and answer per process, not once per viewer: see probes.py.)
+            self.last_heard = now
+            sent = self.answer.sent if self.answer else None
+            yield from self._check_quietly()
+            if item == TICK and self.answer and self.answer.sent == sent:
+                yield from self._end_if_dead()
+        if isinstance(item, dict):
+            if "u" not in item:  # a chat-list nudge says nothing about this chat
+                self.last_heard = now
+            yield from self._live(item)
+        if now - self.last_ping >= self.request.ping_seconds and not self.deleted:
+            self.last_ping = now
+            yield frames.ping_event().encode()
+
+    def _check_quietly(self) -> Iterator[bytes]:
+        if probes.chat_event_count(self.r, self.chat_id) != self.events_sent:
+            yield from self._refill_events()  # more, or fewer (the chat was deleted)
+        answer = self.answer
+        if answer and probes.log_length(self.r, self.chat_id, answer.generation_id) > answer.sent:
+            yield from self._refill_answer()
 
     def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
         if "u" in payload:
@@ -331,13 +351,20 @@ class _ChatStream:
                     article = self.render(final, None, True)
                     yield frames.answer_replace_event(cursor, article, "end").encode()
                 return
-            yield frames.chat_delta_event(answer.message_id, cursor, entry).encode()
+            yield frames.built_once(
+                entry,
+                f"chat stream {cursor.events}",  # the one part of the id that may differ
+                frames.chat_delta_event,
+                answer.message_id,
+                cursor,
+                entry,
+            )
 
     def _end_if_dead(self) -> Iterator[bytes]:
         if self.answer is None:
             return
-        message = store.get_message(self.r, self.chat_id, self.answer.message_id)
-        if message and store.end_if_dead(self.r, self.chat_id, message, self.request.timing):
+        message_id = self.answer.message_id
+        if probes.end_if_dead(self.r, self.chat_id, message_id, self.request.timing):
             log.warning("chat stream %s: producer gone; answer ended", self.chat_id)
             yield from self._refill_answer()
 
@@ -372,13 +399,16 @@ def follow_chat_list(
 
     def run(subscription: Subscription) -> Iterator[bytes]:
         yield frames.chats_event(None, render_chats()).encode()
-        close_at = time.monotonic() + max_seconds
-        while (remaining := close_at - time.monotonic()) > 0:
-            item = subscription.get(timeout=min(ping_seconds, remaining))
+        last_ping = time.monotonic()
+        close_at = last_ping + max_seconds
+        while time.monotonic() < close_at:
+            item = subscription.get()  # a TICK at least every few seconds
             if item == DRAIN:
                 break
-            if item is None:
-                yield frames.ping_event().encode()
+            if item == TICK:
+                if time.monotonic() - last_ping >= ping_seconds:
+                    last_ping = time.monotonic()
+                    yield frames.ping_event().encode()
             else:  # a nudge, or a refill after a reconnect: read the list again
                 yield frames.chats_event(None, render_chats()).encode()
         yield retry_later()

@@ -77,7 +77,10 @@ def get_hub() -> Hub:
     with _hub_lock:
         hub: Hub | None = app.extensions["hub"]
         if hub is None or not hub.belongs_to_this_process() or not hub.alive:
-            hub = make_hub(app.config["REDIS_URL"])
+            config = app.config
+            # A stream's clock (see hub.TICK): fine enough for its pings and idle checks.
+            tick = min(2.5, config["CHECK_SECONDS"] / 2, config["PING_SECONDS"] / 2)
+            hub = make_hub(config["REDIS_URL"], tick_seconds=tick)
             hub.start()
             app.extensions["hub"] = hub
     return hub

@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from chatapp import frames, store
+from chatapp import frames, probes, store
 from chatapp.frames import Cursor
-from chatapp.hub import DRAIN, REFILL, Hub, HubUnavailable, Subscription
+from chatapp.hub import DRAIN, REFILL, TICK, Hub, HubUnavailable, Subscription
 from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
 
@@ -60,11 +60,13 @@ def serve(
     through here. Temporary conditions (the process's stream cap, Redis down, failing
     over or out of memory) end the response with `retry:`, keeping the browser's cursor."""
     if hub.stream_count >= max_streams:
+        log.warning("%s: this process holds its maximum of %d streams", name, max_streams)
         yield retry_later()
         return
     try:
         subscription = hub.subscribe(*channels)
-    except HubUnavailable:
+    except HubUnavailable as exc:
+        log.warning("%s: %s", name, exc)
         yield retry_later()
         return
     try:
@@ -104,7 +106,6 @@ class _Stream:
         if message is None or message.role != "assistant":
             yield self._final(None)
             return
-        self.message = message
         self.generation_id = message.gen
         if not message.running:
             if self._log_serves(self.request.cursor, message):
@@ -145,34 +146,48 @@ class _Stream:
         yield from self._send(entries[start:], first_seq=start + 1)
 
     def _relay(self) -> Iterator[bytes]:
-        interval = min(self.request.ping_seconds, self.request.check_seconds)
-        last_ping = last_heard = time.monotonic()
-        close_at = last_ping + self.request.max_seconds
+        self.last_ping = self.last_heard = time.monotonic()
+        close_at = self.last_ping + self.request.max_seconds
         while not self.finished:
-            remaining = close_at - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= close_at:
                 # Long-lived responses pin a viewer to one process; closing them now and then
                 # spreads viewers after a deploy or scale-out. Nothing is lost: native resume.
                 yield retry_later()
                 return
-            item = self.subscription.get(timeout=min(interval, remaining))
-            if item == DRAIN:
-                yield retry_later()  # the process is stopping: reconnect to another one
-                return
-            now = time.monotonic()
-            if item is None or item == REFILL or now - last_heard >= self.request.check_seconds:
-                # Quiet for a while, or told we may have missed something: read the log.
-                last_heard = now
-                sent = self.sent
+            item = self.subscription.get()  # a TICK at least every few seconds
+            # Whatever else has arrived meanwhile goes out in the same write: a busy process
+            # makes fewer, larger writes instead of falling further behind.
+            out = [piece for each in (item, *self.subscription.ready()) for piece in self._on(each)]
+            if out:
+                yield b"".join(out)
+
+    def _on(self, item: dict[str, Any] | str | None) -> Iterator[bytes]:
+        """What one inbox item makes this stream send."""
+        if self.finished:
+            return
+        if item == DRAIN:
+            self.finished = True
+            yield retry_later()  # the process is stopping: reconnect to another one
+            return
+        now = time.monotonic()
+        if item == REFILL:  # told we may have missed something: read the log
+            self.last_heard = now
+            yield from self._refill()
+        elif now - self.last_heard >= self.request.check_seconds:
+            # Quiet for a while: anything missed, or a producer gone? (Asked once per
+            # answer per process, not once per viewer.)
+            self.last_heard = now
+            sent = self.sent
+            if probes.log_length(self.r, self.request.chat_id, self.generation_id) > self.sent:
                 yield from self._refill()
-                if item is None and self.sent == sent and not self.finished:
-                    yield from self._end_if_dead()
-            if isinstance(item, dict):
-                last_heard = now
-                yield from self._live(item)
-            if not self.finished and now - last_ping >= self.request.ping_seconds:
-                last_ping = now
-                yield frames.ping_event().encode()
+            if item == TICK and self.sent == sent and not self.finished:
+                yield from self._end_if_dead()
+        if isinstance(item, dict):
+            self.last_heard = now
+            yield from self._live(item)
+        if not self.finished and now - self.last_ping >= self.request.ping_seconds:
+            self.last_ping = now
+            yield frames.ping_event().encode()
 
     def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
         if payload.get("m") != self.request.message_id or payload.get("g") != self.generation_id:
@@ -186,7 +201,8 @@ class _Stream:
 
     def _end_if_dead(self) -> Iterator[bytes]:
         """Nothing new for a while: if the producer is gone, end the answer with an error."""
-        if store.end_if_dead(self.r, self.request.chat_id, self.message, self.request.timing):
+        chat_id, message_id = self.request.chat_id, self.request.message_id
+        if probes.end_if_dead(self.r, chat_id, message_id, self.request.timing):
             log.warning("stream %s: producer gone; answer ended", self.request.message_id)
             yield from self._refill()
 
@@ -205,7 +221,14 @@ class _Stream:
                 final = _final_message(self.request.message_id, entry)
                 yield frames.end_event(cursor, self.render_final(final)).encode()
             else:
-                yield frames.delta_event(self.request.message_id, cursor, entry).encode()
+                yield frames.built_once(
+                    entry,
+                    "answer stream",
+                    frames.delta_event,
+                    self.request.message_id,
+                    cursor,
+                    entry,
+                )
 
     def _read_log(self, after: int) -> list[dict[str, Any]]:
         raw = store.read_log(self.r, self.request.chat_id, self.generation_id, after)

@@ -8,6 +8,7 @@ here too, so the page template and the SSE events build them from one source.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,22 @@ def answer_body(message_id: str, blocks_html: str, tail_html: str) -> str:
     """
     blocks = f'<div class="blocks" id="blocks-{message_id}" hx-disable>{blocks_html}</div>'
     return blocks + tail_element(message_id, tail_html)
+
+
+def built_once(
+    entry: dict[str, Any], name: str, event: Callable[..., ServerSentEvent], *args: Any
+) -> bytes:
+    """Return `event(*args).encode()` for a log entry, made once per process, not per viewer.
+
+    The hub decodes each published message once and hands the same entry dicts to every
+    stream of the process, and streams at the same position send the same bytes: the first
+    stream builds them and keeps them in the entry (under a key no log entry has), the
+    others reuse them. `name` tells apart the different streams' forms of one entry."""
+    key = f"_built {name}"
+    built = entry.get(key)
+    if built is None:
+        built = entry[key] = event(*args).encode()
+    return built  # type: ignore[no-any-return]
 
 
 def delta_event(message_id: str, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:

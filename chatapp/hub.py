@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 REFILL = "refill"  # delivered to streams when they may have missed messages
 DRAIN = "drain"  # delivered to streams when the process shuts down: close, let them reconnect
+# Delivered to every stream every `tick_seconds`: its clock for pings and idle checks. A
+# stream then waits for its next item with no timeout of its own, and a timeout costs a
+# timer for every wait, that is for every event every viewer receives.
+TICK = "tick"
 RECONNECT_DELAY = 0.5
 
 
@@ -41,21 +45,24 @@ class Subscription:
 
     def __init__(self, channels: tuple[str, ...], size: int = 1024) -> None:
         self.channels = channels
-        self._inbox: queue.Queue[dict[str, Any] | str] = queue.Queue(maxsize=size)
+        # SimpleQueue: the lightest queue there is (C in threads, gevent's own under the
+        # gevent worker); the hub puts into thousands of these for every message.
+        self._inbox: queue.SimpleQueue[dict[str, Any] | str] = queue.SimpleQueue()
+        self._size = size
         self.overflowed = False  # set when the stream fell behind: it reads the log instead
         self.draining = False  # set when the process stops: never lost in a full inbox
 
     def deliver(self, item: dict[str, Any] | str) -> None:
         if item == DRAIN:
             self.draining = True
-        try:
-            self._inbox.put_nowait(item)
-        except queue.Full:
-            self.overflowed = True
+        if self._inbox.qsize() >= self._size:
+            self.overflowed = True  # the stream is busy with the rest: it will see this
+        else:
+            self._inbox.put(item)
 
-    def get(self, timeout: float) -> dict[str, Any] | str | None:
+    def get(self, timeout: float | None = None) -> dict[str, Any] | str | None:
         """Return DRAIN once the process stops, the next item, REFILL if the inbox
-        overflowed, or None after `timeout`."""
+        overflowed, or None after `timeout` (streams wait without one: see TICK)."""
         if self.draining:
             return DRAIN
         if self.overflowed:
@@ -66,6 +73,21 @@ class Subscription:
             return self._inbox.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def ready(self, limit: int = 64) -> list[dict[str, Any] | str]:
+        """Return what has been delivered already (at most `limit` items), without waiting."""
+        items: list[dict[str, Any] | str] = []
+        while len(items) < limit:
+            if self.draining or self.overflowed:
+                items.append(DRAIN if self.draining else REFILL)
+                self.overflowed = False
+                self._drain()
+                break
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
 
     def _drain(self) -> None:
         while True:
@@ -83,11 +105,14 @@ class Hub:
         client: redis.Redis,
         unsubscribe_delay: float = 5.0,
         ping_interval: float = 5.0,
+        tick_seconds: float = 2.5,
     ) -> None:
         self._client = client
         self._pid = os.getpid()
         self._unsubscribe_delay = unsubscribe_delay
         self._ping_interval = ping_interval
+        self._tick_seconds = tick_seconds
+        self._last_tick = time.monotonic()
         self._lock = threading.Lock()
         self._listeners: dict[str, set[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()  # every stream's, once
@@ -114,8 +139,10 @@ class Hub:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the hub; its streams are told to close (they wait for it with no timeout)."""
         self._stopping = True
         self._wake()
+        self.drain()
 
     def drain(self) -> None:
         """Tell every stream to close now (the process is stopping); refuse new ones."""
@@ -190,6 +217,7 @@ class Hub:
             else:
                 return
             self._start_over()
+            self._tick()  # streams keep their clock while Redis is away (and find out)
             time.sleep(RECONNECT_DELAY)
 
     def _serve(self) -> None:
@@ -197,12 +225,24 @@ class Hub:
             self._subscribe_pending()
             self._unsubscribe_idle()
             self._check_health()
+            self._tick()
             message = self._pubsub.get_message(timeout=0) if self._pubsub.subscribed else None
             if message is not None:
                 self._last_reply = time.monotonic()
                 self._dispatch(message)
                 continue
-            self._wait(timeout=min(self._ping_interval, self._unsubscribe_delay) / 2)
+            interval = min(self._ping_interval / 2, self._unsubscribe_delay / 2, self._tick_seconds)
+            self._wait(timeout=interval)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_tick < self._tick_seconds:
+            return
+        self._last_tick = now
+        with self._lock:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.deliver(TICK)
 
     def _subscribe_pending(self) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from chatapp.store import Chat, Message
 from chatapp.web import is_htmx
 
 bp = Blueprint("chat", __name__)
+log = logging.getLogger(__name__)
 
 TITLE_LIMIT = 100
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
@@ -339,8 +341,8 @@ def stream(chat_id: str, message_id: str) -> Response:
     """
     try:
         chat = find_chat(chat_id)
-    except (redis.ConnectionError, redis.TimeoutError):
-        return Response(retry_later(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return _come_back_later(exc)
 
     def render_final(message: Message | None) -> str:
         if message is None:
@@ -369,8 +371,8 @@ def live(chat_id: str) -> Response:
     """
     try:
         chat = find_chat(chat_id)
-    except (redis.ConnectionError, redis.TimeoutError):
-        return Response(retry_later(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return _come_back_later(exc)
     if chat is None:
         gone = render_template("partials/chat_gone.html")
         body = [frames.chat_gone_event(gone).encode()]
@@ -401,6 +403,12 @@ def live(chat_id: str) -> Response:
     )
     events = follow_chat(get_redis(), get_hub(), follow_request, pages)
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _come_back_later(exc: Exception) -> Response:
+    """A stream that cannot start now (Redis down or busy): the browser retries soon."""
+    log.warning("stream %s: Redis unavailable (%s); told to come back", request.path, exc)
+    return Response(retry_later(), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def _stream_settings() -> dict[str, Any]:

@@ -34,7 +34,9 @@ def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def hub(redis_server: RedisServer, r: redis.Redis) -> Iterator[Hub]:
     """A running pub/sub hub on the session's Redis, quick to unsubscribe and to ping."""
-    running = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
+    running = make_hub(
+        redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5, tick_seconds=0.05
+    )
     running.start()
     yield running
     running.stop()

@@ -346,3 +346,18 @@ def test_a_tab_that_was_logged_out_elsewhere_goes_to_the_login_page(
         expect(page.locator("#composer-text")).to_be_visible()
     finally:
         context.close()
+
+
+def test_event_streams_leave_the_session_cookie_alone_and_pages_refresh_it(app: Flask) -> None:
+    """A browser opens a stream on every page and reconnect: re-signing the cookie for each
+    is wasted work. Pages keep the session's 30 days sliding."""
+    person = Person(app, "fay")
+    chat_id = person.new_chat()
+    page = person.client.get(f"/chats/{chat_id}")
+    assert session_cookie(page)
+    stream = person.client.get(f"/chats/{chat_id}/messages/{'0' * 16}/stream")
+    front = person.client.get("/live", buffered=False)
+    for response in (stream, front):
+        assert response.mimetype == "text/event-stream"
+        assert not [c for c in response.headers.getlist("Set-Cookie") if "session=" in c]
+    front.close()

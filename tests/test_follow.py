@@ -18,7 +18,7 @@ from chatapp import store
 from chatapp.connections import make_hub
 from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
-from chatapp.hub import REFILL, Hub
+from chatapp.hub import REFILL, TICK, Hub
 from chatapp.store import Message, Terminal
 from tests.client import Event, parse_events
 from tests.servers import RedisServer, wait_until
@@ -398,7 +398,8 @@ def test_a_blackholed_hub_connection_is_detected_and_refilled(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:
     proxy = BlackholeProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
-    hub = make_hub(f"redis://127.0.0.1:{proxy.port}/0", unsubscribe_delay=0.2, ping_interval=0.3)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    hub = make_hub(url, unsubscribe_delay=0.2, ping_interval=0.3, tick_seconds=0.05)
     hub.start()
     try:
         sent = new_answer(r)
@@ -447,10 +448,20 @@ def test_the_hub_works_in_a_process_with_more_than_1024_open_files(
         crowded.start()
         subscription = crowded.subscribe("crowded")
         r.publish("crowded", json.dumps({"n": 1}))
-        assert subscription.get(timeout=5) == REFILL  # the subscription's own refill
-        assert subscription.get(timeout=5) == {"n": 1}
+        news = (item for item in iter(lambda: subscription.get(timeout=5), None) if item != TICK)
+        assert next(news) == REFILL  # the subscription's own refill
+        assert next(news) == {"n": 1}
         assert crowded.reconnects == 0
         crowded.stop()
     finally:
         for fd in spare:
             os.close(fd)
+
+
+def test_streams_wait_with_no_timer_and_keep_time_by_the_hubs_ticks(hub: Hub) -> None:
+    subscription = hub.subscribe("ticking")
+    try:
+        items = [subscription.get() for _ in range(4)]  # no timeout: the ticks come anyway
+        assert items.count(TICK) >= 3
+    finally:
+        hub.release(subscription)
