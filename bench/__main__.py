@@ -1,220 +1,444 @@
-"""Run the benchmark scenarios on loopback and print their figures.
+"""Run the benchmark scenarios on loopback and print their figures beside their goals.
 
-    python -m bench            # the default sizes (see SIZES)
+    python -m bench            # the default sizes (see SIZES); writes docs/bench-latency.png
     python -m bench --smoke    # tiny sizes: checks that everything still works
 
-Each scenario starts its own redis-server, RQ workers (one per concurrent answer) and a
-gunicorn gevent worker, with the paced model server as the OpenAI-compatible backend.
+Every live scenario runs chatapp, the floor (a bare pub/sub relay) and, where it can
+hold the load, the peer (flask-sse) one after another in the same run, with the same
+paced model, the same load client and the same gunicorn gevent settings (bench/systems.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 import redis
 
-from bench.load import ViewerResult, measure_lag, percentile, view
+from bench.load import Outcome, Plan, Watching, percentile
 from bench.paced_model import paced_model
+from bench.producers import run_publishers
+from bench.systems import FLUSH_MS, Running, start_answers, started
+from chatapp import store
 from tests.accounts import sign_up
 from tests.servers import RedisServer, rq_worker, stack_env, web_server
 
-SIZES = {
-    "smoke": {"viewers": 20, "answers": 2, "tokens": 60, "catch_up_tokens": 300, "joins": 5},
-    "default": {"viewers": 400, "answers": 4, "tokens": 300, "catch_up_tokens": 5000, "joins": 20},
-}
-T = TypeVar("T")
+SIZES: dict[str, dict[str, int]] = {
+    "smoke": {
+        "viewers": 20, "answers": 2, "held_viewers": 40, "held_answers": 4, "tokens": 60,
+        "catch_up_tokens": 300, "joins": 5, "cost_tokens": 60,
+    },
+    "default": {
+        "viewers": 1000, "answers": 20, "held_viewers": 10_000, "held_answers": 100,
+        "tokens": 300, "catch_up_tokens": 5000, "joins": 20, "cost_tokens": 300,
+    },
+}  # fmt: skip
 TOKENS_PER_SECOND = 30.0
-FLUSH_MS = 50
+WORD = re.compile(r"(?:word|ts\d{16}) ")
+PLOT = Path(__file__).resolve().parent.parent / "docs" / "bench-latency.png"
 
 
 @dataclass
-class Figures:
-    name: str
+class Live:
+    """One system's figures in one live scenario."""
+
+    system: str
     viewers: int
     answers: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    stamps: int
-    losses: int
-    duplicates: int
-    unfinished: int
-    client_lag_p99_ms: float
-    redis_calls_per_answer: float
+    tokens: int
+    outcome: Outcome
+    cpu_seconds: float
+    redis_connections: tuple[int, int]  # the web process's: pub/sub ones, all
+    connect_seconds: float  # until every viewer was on (a process start included)
+
+    def p(self, fraction: float) -> float:
+        return percentile(self.outcome.latencies_ms, fraction)
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds * 1e6 / max(1, self.outcome.events)
+
+    @property
+    def cpu_us_per_token(self) -> float:
+        """Server CPU per token delivered to a viewer: the cost of what people read."""
+        return self.cpu_seconds * 1e6 / max(1, self.tokens * self.viewers)
 
     def row(self) -> str:
+        o = self.outcome
         return (
-            f"| {self.name} | {self.viewers} | {self.answers} | {self.p50_ms:.1f} | "
-            f"{self.p90_ms:.1f} | {self.p99_ms:.1f} | {self.max_ms:.1f} | {self.stamps} | "
-            f"{self.losses} | {self.duplicates} | {self.unfinished} | "
-            f"{self.client_lag_p99_ms:.1f} | {self.redis_calls_per_answer:.0f} |"
+            f"| {self.system} | {self.viewers} | {self.answers} | {self.p(0.5):.1f} | "
+            f"{self.p(0.9):.1f} | {self.p(0.99):.1f} | {max(o.latencies_ms, default=0):.1f} | "
+            f"{o.events} | {o.losses} | {o.duplicates} | {o.unfinished} | {o.reconnects} | "
+            f"{self.cpu_us_per_event:.1f} | {self.cpu_us_per_token:.2f} | "
+            f"{_connections(self)} | {percentile(o.client_lag_ms, 0.99):.1f} |"
         )
 
 
-HEADER = (
-    "| scenario | viewers | answers | p50 ms | p90 ms | p99 ms | max ms | stamps | losses "
-    "| dups | unfinished | client lag p99 ms | Redis calls per answer |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+LIVE_HEADER = (
+    "| system | viewers | answers | p50 ms | p90 ms | p99 ms | max ms | events delivered "
+    "| losses | dups | unfinished | reconnects | server CPU µs/event "
+    "| server CPU µs/token read | web→Redis connections | client lag p99 ms |\n" + "|---" * 16 + "|"
 )
 
 
-class Stack:
-    """redis-server, `workers` RQ workers and one gunicorn gevent worker, on loopback."""
+def live(system: str, viewers: int, answers: int, tokens: int, directory: Path) -> Live:
+    """`viewers` viewers spread over `answers` answers written at 30 tokens/s."""
+    go = threading.Event()
+    with (
+        paced_model(TOKENS_PER_SECOND, tokens, go) as model_url,
+        started(system, directory / system, model_url, answers) as running,
+    ):
+        host, port = running.base.removeprefix("http://").split(":")
+        plan = Plan(
+            host, int(port), running.paths, viewers, running.cookie,
+            ready_on_headers=system != "peer",  # flask-sse sends nothing before an event
+            timeout=tokens / TOKENS_PER_SECOND + 90,
+        )  # fmt: skip
+        connecting = time.monotonic()
+        with _profiled(running, f"{system}-{viewers}-connect"):
+            watching = Watching(plan)
+            watching.wait_connected(timeout=300)
+            if system == "peer":
+                _wait_for(lambda: running.subscribers() >= viewers, "flask-sse's subscriptions")
+        connect_seconds = time.monotonic() - connecting
+        connections = running.redis_connections()
+        cpu_before = running.server_cpu_seconds()
+        with _profiled(running, f"{system}-{viewers}"):
+            go.set()
+            outcome = watching.outcome()
+        cpu = running.server_cpu_seconds() - cpu_before
+        for thread in running.producers:
+            thread.join(timeout=30)
+    return Live(system, viewers, answers, tokens, outcome, cpu, connections, connect_seconds)
 
-    def __init__(self, directory: Path, model_url: str, workers: int) -> None:
-        self.directory, self.model_url, self.workers = directory, model_url, workers
 
-    def __enter__(self) -> Stack:
-        self.exits = ExitStack()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.redis_server = RedisServer(self.directory)
-        self.exits.callback(self.redis_server.stop)
-        env = stack_env(
-            self.redis_server.url,
-            self.directory,
-            OPENAI_API_KEY="bench",
-            OPENAI_BASE_URL=self.model_url,
-            CHATAPP_FLUSH_MS=str(FLUSH_MS),
-            CHATAPP_SSE_MAX_PER_PROCESS="15000",
-            CHATAPP_WORKER_CONNECTIONS="16000",
+@contextmanager
+def _profiled(running: Running, name: str) -> Iterator[None]:
+    """With BENCH_PROFILE=<folder>, record the web process with py-spy meanwhile."""
+    folder = os.environ.get("BENCH_PROFILE")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    output = Path(folder) / f"{name}.txt"
+    spy = str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "--nonblocking", "--format", "raw", "-r", "200"]
+    command += ["-p", str(running.worker_pid), "-o", str(output)]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=30)
+
+
+def _wait_for(check, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def catch_up(size: dict[str, int], directory: Path, running_answer: bool) -> list[float]:
+    """Viewers joining one at a time a `catch_up_tokens`-token answer, finished or still
+    being written: request to the last byte of what was written before (ms, each join)."""
+    tokens = size["catch_up_tokens"]
+    # The answer's `tokens` come at once; a running one then goes on at 30 tokens/s.
+    total = tokens + 600 if running_answer else tokens
+    go = threading.Event()
+    with (
+        paced_model(TOKENS_PER_SECOND, total, go, burst=tokens) as model_url,
+        started("chatapp", directory, model_url, 1) as running,
+    ):
+        go.set()
+        r = redis.Redis.from_url(running.redis_url)
+        if running_answer:
+            _wait_for(lambda: _written(r) >= tokens, "the burst to be written")
+        else:
+            for thread in running.producers:
+                thread.join(timeout=60)
+        host, port = running.base.removeprefix("http://").split(":")
+        plan = Plan(
+            host, int(port), running.paths, size["joins"], running.cookie,
+            one_at_a_time=True, until_caught_up=True,
+        )  # fmt: skip
+        outcome = Watching(plan).outcome()
+        if outcome.errors or len(outcome.catch_up_ms) != size["joins"]:
+            raise RuntimeError(f"catch-up joins failed: {outcome.errors[:3]}")
+        if running_answer and _written(r) >= total:
+            raise RuntimeError("the answer finished before the joins: not a running one")
+    return outcome.catch_up_ms
+
+
+def _written(r: redis.Redis) -> int:
+    """Tokens written so far into the only answer's log (each is a word or a stamp)."""
+    keys = r.keys("chatapp:v1:*:gen:*:log")
+    entries = [json.loads(raw) for key in keys for raw in r.lrange(key, 0, -1)]
+    return sum(len(WORD.findall(entry.get("text", ""))) for entry in entries)
+
+
+@dataclass
+class Cost:
+    """The Redis commands one answer cost, as MONITOR saw them."""
+
+    system: str
+    sent: Counter[str]  # commands the clients sent, by name: each one a request
+    in_scripts: int  # commands run inside Lua scripts (no request of their own)
+    tokens: int
+    entries: int = 0  # log entries written (chatapp: one per flush, then the end)
+
+    def row(self) -> str:
+        total = sum(self.sent.values())
+        top = ", ".join(f"{name} {calls}" for name, calls in self.sent.most_common(5))
+        return (
+            f"| {self.system} | {self.tokens} | {self.entries or '-'} | {total} | "
+            f"{total / self.tokens:.2f} | {self.in_scripts} | {top} |"
         )
-        for _ in range(self.workers):
-            self.exits.enter_context(rq_worker(env))
-        self.base, _ = self.exits.enter_context(web_server(env))
+
+
+COST_HEADER = (
+    "| system | tokens | log entries | commands sent per answer | per token "
+    "| run inside scripts | most sent |\n" + "|---" * 7 + "|"
+)
+
+
+class CommandLog:
+    """Counts, with MONITOR, the commands Redis runs, apart from those of `ignore` (an
+    address: our own polls)."""
+
+    def __init__(self, url: str, ignore: str = "") -> None:
+        self.url, self.ignore = url, ignore
+        self.sent: Counter[str] = Counter()
+        self.in_scripts = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+
+    def __enter__(self) -> CommandLog:
+        self._thread.start()
+        self._ready.wait(10)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.exits.close()
+        redis.Redis.from_url(self.url).echo(self.STOP)  # the last command it counts
+        self._thread.join(timeout=10)
 
-    def redis_calls(self) -> int:
-        """Commands Redis has run so far (all clients: workers, web process, viewers)."""
-        stats = redis.Redis.from_url(self.redis_server.url).info("commandstats")
-        return sum(int(value["calls"]) for value in stats.values())
+    STOP = "bench: stop counting"
 
-
-def start_answers(http: httpx.Client, token: str, count: int) -> list[str]:
-    """Send one message in each of `count` new chats; return the answers' stream URLs."""
-    urls = []
-    for number in range(count):
-        chat = http.post("/chats", data={"csrf_token": token}).headers["location"]
-        chat_id = chat.rsplit("/", 1)[-1]
-        sent = http.post(
-            f"/chats/{chat_id}/messages",
-            data={"text": f"benchmark {number}", "client_id": f"bench-{number:06d}"},
-            headers={"X-CSRFToken": token, "HX-Request": "true"},
-        )
-        answer_id = sent.text.split('id="answer-', 1)[1][:16]
-        urls.append(f"/chats/{chat_id}/messages/{answer_id}/stream")
-    return urls
+    def _listen(self) -> None:
+        with redis.Redis.from_url(self.url).monitor() as monitor:
+            self._ready.set()
+            while True:
+                command = monitor.next_command()
+                if self.STOP in command["command"]:
+                    return
+                name = command["command"].split(" ", 1)[0].lower()
+                if command.get("client_type") == "lua":
+                    self.in_scripts += 1
+                elif f"{command['client_address']}:{command['client_port']}" != self.ignore:
+                    self.sent[name] += 1
 
 
-async def watch_all(
-    base: str, cookies: httpx.Cookies, urls: list[str], viewers: int
-) -> tuple[list[ViewerResult], list[float]]:
-    """Open `viewers` viewers, spread over the answers at `urls`; follow all to the end."""
-    limits = httpx.Limits(max_connections=viewers + 10, max_keepalive_connections=viewers)
-    async with httpx.AsyncClient(base_url=base, cookies=cookies, limits=limits) as client:
-        stop, lags = asyncio.Event(), list[float]()
-        ticker = asyncio.create_task(measure_lag(stop, lags))
-        results = await asyncio.gather(
-            *(view(client, urls[number % len(urls)]) for number in range(viewers))
-        )
-        stop.set()
-        await ticker
-    return list(results), lags
+def redis_cost(size: dict[str, int], directory: Path) -> list[Cost]:
+    """Redis commands one answer costs, with no viewers: chatapp's real RQ worker (the
+    request that asks for the answer included) and the peer's per-token `sse.publish`."""
+    tokens = size["cost_tokens"]
+    return [_chatapp_cost(tokens, directory / "chatapp"), _peer_cost(tokens, directory / "peer")]
 
 
-def latency(size: dict[str, int], directory: Path) -> Figures:
-    """Viewers spread over answers written live at 30 tokens/s: token-to-viewer latency."""
-    with (
-        paced_model(TOKENS_PER_SECOND, size["tokens"]) as model_url,
-        Stack(directory, model_url, size["answers"]) as stack,
-        httpx.Client(base_url=stack.base, timeout=30) as http,
-    ):
-        token = sign_up(http)
-        before = stack.redis_calls()
-        urls = start_answers(http, token, size["answers"])
-        viewing = watch_all(stack.base, http.cookies, urls, size["viewers"])
-        results, lags = run_in_own_thread(viewing)
-        calls = (stack.redis_calls() - before) / size["answers"]
-    return summarize("live, 30 tokens/s", size, results, lags, calls)
+def _chatapp_cost(tokens: int, directory: Path) -> Cost:
+    directory.mkdir(parents=True)
+    server = RedisServer(directory)
+    env = stack_env(
+        server.url, directory, OPENAI_API_KEY="bench", CHATAPP_AUTO_TITLES="off",
+        CHATAPP_FLUSH_MS=str(FLUSH_MS),
+    )  # fmt: skip
+    try:
+        with paced_model(TOKENS_PER_SECOND, tokens) as model_url:
+            env["OPENAI_BASE_URL"] = model_url
+            with (
+                rq_worker(env),
+                web_server(env) as (base, _),
+                httpx.Client(base_url=base, timeout=30) as http,
+            ):
+                token = sign_up(http)
+                r = redis.Redis.from_url(server.url)
+                with CommandLog(server.url, ignore=r.client_info()["addr"]) as log:
+                    (path,) = start_answers(http, token, 1)
+                    _, chat_id, _, message_id, _ = path.strip("/").split("/")
+                    key = store.message_key(chat_id, message_id)
+                    time.sleep(tokens / TOKENS_PER_SECOND)
+                    while r.hget(key, "status") in (b"queued", b"streaming"):
+                        time.sleep(0.5)
+                    time.sleep(1)  # the job's own last bookkeeping
+                entries = sum(r.llen(key) for key in r.keys("chatapp:v1:*:gen:*:log"))
+    finally:
+        server.stop()
+    return Cost("chatapp", log.sent, log.in_scripts, tokens, entries)
 
 
-def run_in_own_thread(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run `coroutine` on a fresh event loop in its own thread: the caller's thread may
-    have a loop running already (Playwright's, in the test suite)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+def _peer_cost(tokens: int, directory: Path) -> Cost:
+    directory.mkdir(parents=True)
+    server = RedisServer(directory)
+    try:
+        with paced_model(TOKENS_PER_SECOND, tokens) as model_url, CommandLog(server.url) as log:
+            for thread in run_publishers("peer", model_url, server.url, 1):
+                thread.join(timeout=tokens / TOKENS_PER_SECOND + 30)
+    finally:
+        server.stop()
+    return Cost("peer (flask-sse)", log.sent, log.in_scripts, tokens)
 
 
-def summarize(
-    name: str, size: dict[str, int], results: list[ViewerResult], lags: list[float], calls: float
-) -> Figures:
-    latencies = [value for result in results for value in result.latencies_ms]
-    return Figures(
-        name=name,
-        viewers=size["viewers"],
-        answers=size["answers"],
-        p50_ms=percentile(latencies, 0.50),
-        p90_ms=percentile(latencies, 0.90),
-        p99_ms=percentile(latencies, 0.99),
-        max_ms=max(latencies, default=float("nan")),
-        stamps=len(latencies),
-        losses=sum(result.losses for result in results),
-        duplicates=sum(result.duplicates for result in results),
-        unfinished=sum(not result.ended for result in results),
-        client_lag_p99_ms=percentile(lags, 0.99),
-        redis_calls_per_answer=calls,
+@dataclass
+class Report:
+    size: dict[str, int]
+    latency: list[Live]  # chatapp, floor, peer: `viewers` over `answers`
+    held: list[Live]  # chatapp, floor: `held_viewers` over `held_answers`
+    finished_catch_up: list[float]
+    running_catch_up: list[float]
+    costs: list[Cost]
+
+    def text(self) -> str:
+        lines = [
+            "Live: token emitted by the model -> byte read by a viewer (30 tokens/s per answer)"
+        ]
+        lines += ["", LIVE_HEADER, *(live.row() for live in self.latency + self.held)]
+        lines += ["", "Redis cost of one answer, no viewers", "", COST_HEADER]
+        lines += [cost.row() for cost in self.costs]
+        lines += ["", "Targets", "", *self.targets()]
+        for live in self.latency + self.held:
+            if live.outcome.errors:
+                errors = Counter(live.outcome.errors).most_common(3)
+                lines.append(f"\n{live.system}, {live.viewers} viewers: errors {errors}")
+        return "\n".join(lines)
+
+    def targets(self) -> list[str]:
+        size = self.size
+        chatapp, floor, peer = self.latency
+        held_chatapp, held_floor = self.held
+        finished = percentile(self.finished_catch_up, 0.5)
+        running = percentile(self.running_catch_up, 0.5)
+        chatapp_cost, peer_cost = self.costs
+        appends = chatapp_cost.sent["evalsha"]
+        rows = [
+            "| target | goal | chatapp | floor | peer |",
+            "|---|---|---|---|---|",
+            f"| viewers held, {held_chatapp.answers} answers | {size['held_viewers']}, nothing "
+            f"lost | {_held(held_chatapp)} | {_held(held_floor)} | not run: one Redis "
+            "connection per viewer |",
+            f"| p99, {chatapp.viewers} viewers over {chatapp.answers} answers | ≤ 100 ms "
+            f"| {chatapp.p(0.99):.1f} ms | {floor.p(0.99):.1f} ms | {peer.p(0.99):.1f} ms |",
+            f"| web→Redis connections at {chatapp.viewers} / {held_chatapp.viewers} viewers "
+            f"| one pub/sub per process | {_connections(chatapp)} / "
+            f"{_connections(held_chatapp)} | {_connections(floor)} / "
+            f"{_connections(held_floor)} | {_connections(peer)} / - |",
+            f"| catch-up p50, finished {size['catch_up_tokens']}-token answer | ≤ 50 ms "
+            f"| {finished:.1f} ms | no replay | no replay |",
+            f"| catch-up p50, running answer ({size['catch_up_tokens']} tokens written) "
+            f"| ≤ 50 ms | {running:.1f} ms | no replay | no replay |",
+            f"| Redis requests per flush | one | {appends} scripts for {chatapp_cost.entries} "
+            f"entries; {sum(chatapp_cost.sent.values())} per answer, everything included | - | "
+            f"{sum(peer_cost.sent.values())} per answer ({peer_cost.tokens} tokens) |",
+            f"| server CPU per event vs floor, {chatapp.viewers} / {held_chatapp.viewers} "
+            f"viewers | ≤ 2x | {_ratio(chatapp.cpu_us_per_event, floor.cpu_us_per_event)} / "
+            f"{_ratio(held_chatapp.cpu_us_per_event, held_floor.cpu_us_per_event)} | 1 | "
+            f"{_ratio(peer.cpu_us_per_event, floor.cpu_us_per_event)} / - |",
+            f"| server CPU per token read vs floor, {chatapp.viewers} / {held_chatapp.viewers} "
+            f"viewers | - | {_ratio(chatapp.cpu_us_per_token, floor.cpu_us_per_token)} / "
+            f"{_ratio(held_chatapp.cpu_us_per_token, held_floor.cpu_us_per_token)} | 1 | "
+            f"{_ratio(peer.cpu_us_per_token, floor.cpu_us_per_token)} / - |",
+            f"| p99 vs floor, {chatapp.viewers} / {held_chatapp.viewers} viewers | ≤ 1.5x | "
+            f"{_ratio(chatapp.p(0.99), floor.p(0.99))} / "
+            f"{_ratio(held_chatapp.p(0.99), held_floor.p(0.99))} | 1 | "
+            f"{_ratio(peer.p(0.99), floor.p(0.99))} / - |",
+        ]
+        return rows
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        for panel, group in zip(panels, (self.latency, self.held), strict=True):
+            for live in group:
+                values = sorted(live.outcome.latencies_ms)
+                if values:
+                    share = [(n + 1) / len(values) for n in range(len(values))]
+                    panel.plot(values, share, label=f"{live.system} (p99 {live.p(0.99):.0f} ms)")
+            first = group[0]
+            panel.set_title(f"{first.viewers} viewers over {first.answers} answers")
+            panel.set_xscale("log")
+            panel.set_xlabel("token emitted → byte at viewer (ms, log scale)")
+            panel.grid(True, which="both", alpha=0.3)
+            panel.legend(loc="lower right")
+        panels[0].set_ylabel("share of tokens")
+        figure.suptitle("chatapp, the floor (bare relay) and the peer (flask-sse), same run")
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+
+
+def _held(live: Live) -> str:
+    o = live.outcome
+    return (
+        f"{live.viewers - o.unfinished} of {live.viewers}, {o.losses} lost, "
+        f"p99 {live.p(0.99):.0f} ms"
     )
 
 
-def catch_up(size: dict[str, int], directory: Path) -> tuple[float, float]:
-    """A viewer joining a finished answer of `catch_up_tokens` tokens: request to its end
-    (p50 and p90 of `joins` joins, in ms)."""
-    with (
-        paced_model(5000.0, size["catch_up_tokens"]) as model_url,
-        Stack(directory, model_url, 1) as stack,
-        httpx.Client(base_url=stack.base, timeout=60) as http,
-    ):
-        token = sign_up(http)
-        (url,) = start_answers(http, token, 1)
-        with http.stream("GET", url) as response:  # wait for the answer to finish
-            for _ in response.iter_text():
-                pass
-        times = []
-        for _ in range(size["joins"]):
-            started = time.perf_counter()
-            with http.stream("GET", url) as response:
-                body = "".join(response.iter_text())
-            assert "event: end" in body
-            times.append((time.perf_counter() - started) * 1000)
-    return percentile(times, 0.5), percentile(times, 0.9)
+def _connections(live: Live) -> str:
+    subscribed, total = live.redis_connections
+    return f"{subscribed} pub/sub of {total}"
+
+
+def _ratio(value: float, floor: float) -> str:
+    return f"{value / floor:.2f}x" if floor > 0 else "-"
+
+
+def run_all(size: dict[str, int], directory: Path) -> Report:
+    """Every scenario, one after another, each on its own fresh servers."""
+    latency = [
+        live(system, size["viewers"], size["answers"], size["tokens"], directory / "live")
+        for system in ("chatapp", "floor", "peer")
+    ]
+    held = [
+        live(system, size["held_viewers"], size["held_answers"], size["tokens"], directory / "held")
+        for system in ("chatapp", "floor")
+    ]
+    finished = catch_up(size, directory / "finished", running_answer=False)
+    running = catch_up(size, directory / "running", running_answer=True)
+    costs = redis_cost(size, directory / "cost")
+    return Report(size, latency, held, finished, running, costs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it works")
-    size = SIZES["smoke" if parser.parse_args().smoke else "default"]
-    with tempfile.TemporaryDirectory() as first, tempfile.TemporaryDirectory() as second:
-        live = latency(size, Path(first))
-        join_p50, join_p90 = catch_up(size, Path(second))
-    print(HEADER)
-    print(live.row())
-    print(
-        f"\ncatch-up: a viewer joining a finished {size['catch_up_tokens']}-token answer has "
-        f"all of it in {join_p50:.1f} ms (p50), {join_p90:.1f} ms (p90), {size['joins']} joins"
-    )
+    parser.add_argument("--plot", type=Path, default=PLOT, help="where to write the plot")
+    args = parser.parse_args()
+    size = SIZES["smoke" if args.smoke else "default"]
+    with tempfile.TemporaryDirectory() as scratch:
+        report = run_all(size, Path(scratch))
+    print(report.text())
+    report.plot(args.plot)
+    print(f"\nplot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -1,90 +1,281 @@
-"""The load client: many SSE viewers on asyncio, measuring what each one receives.
+"""The load client: many SSE viewers in one asyncio process, measuring what each receives.
 
-A viewer follows one answer's stream (`/chats/<c>/messages/<m>/stream`) to its `end` and
-records, for every stamp (see paced_model.py) it sees first in a `delta`, the time from
-the model emitting it to this viewer receiving it. It also checks the sequence numbers:
-an entry twice is a duplicate, a jump is a loss. A ticker measures the client's own
-scheduling lag, so a saturated client is not mistaken for a slow server.
+It runs in its own process (`watch` is started with multiprocessing's spawn), so the
+model, the producers and the orchestration do not share its event loop or its GIL.
+Each viewer is a bare asyncio Protocol speaking HTTP/1.0 (no chunked encoding to undo):
+the client has to be much cheaper per event than the servers it measures.
+
+A viewer follows one stream to its `end` event and records, for every stamp (see
+paced_model.py) it sees first, the time from the model emitting it to this viewer
+receiving it. It checks the sequence number in each event's id: an entry twice is a
+duplicate, a jump is a loss. A ticker measures the client's own scheduling lag, so a
+saturated client is not mistaken for a slow server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import re
 import time
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
 
-import httpx
-
-STAMP = re.compile(r"ts(\d{16})")
+STAMP = re.compile(rb"ts(\d{16})")
+MAX_RECONNECTS = 20
+CONNECTING_AT_ONCE = 200  # below the listen backlog: a full backlog costs a 1 s SYN retry
 
 
 @dataclass
-class ViewerResult:
+class Plan:
+    """Who watches what: `viewers` viewers spread round-robin over `paths`."""
+
+    host: str
+    port: int
+    paths: list[str]
+    viewers: int
+    cookie: str = ""
+    ready_on_headers: bool = True  # else ready once the request is sent
+    timeout: float = 120.0
+    one_at_a_time: bool = False  # each viewer connects after the previous one is done
+    until_caught_up: bool = False  # a viewer leaves once it has what was written before it
+
+
+@dataclass
+class Outcome:
     latencies_ms: list[float] = field(default_factory=list)
+    events: int = 0  # events received, all viewers (pings and comments not counted)
     duplicates: int = 0
     losses: int = 0
-    ended: bool = False
-    error: str = ""
+    unfinished: int = 0
+    reconnects: int = 0  # viewers told to come back later (`retry:`), as browsers do
+    errors: list[str] = field(default_factory=list)
+    client_lag_ms: list[float] = field(default_factory=list)
+    catch_up_ms: list[float] = field(default_factory=list)  # request to snapshot or end
 
 
-async def view(client: httpx.AsyncClient, url: str) -> ViewerResult:
-    """Follow one answer to its end."""
-    result = ViewerResult()
-    seen: set[str] = set()
-    last_seq: int | None = None
-    buffer = ""
-    try:
-        async with client.stream("GET", url, timeout=120) as response:
-            async for chunk in response.aiter_text():
-                received_us = time.time_ns() // 1000
-                buffer += chunk
-                *blocks, buffer = buffer.split("\n\n")
-                for block in blocks:
-                    kind, event_id, data = _parse(block)
-                    if kind in ("delta", "end") and event_id:
-                        seq = int(event_id.rsplit(":", 1)[1])
-                        if last_seq is not None and seq <= last_seq:
-                            result.duplicates += 1
-                        elif last_seq is not None and seq > last_seq + 1:
-                            result.losses += seq - last_seq - 1
-                        last_seq = seq if last_seq is None else max(last_seq, seq)
-                    elif kind == "snapshot" and event_id:
-                        last_seq = int(event_id.rsplit(":", 1)[1])
-                        seen.update(STAMP.findall(data))  # written before we came
-                    if kind == "delta":
-                        for emitted in STAMP.findall(data):
-                            if emitted not in seen:
-                                seen.add(emitted)
-                                result.latencies_ms.append((received_us - int(emitted)) / 1000)
-                    if kind == "end":
-                        result.ended = True
-                        return result
-    except httpx.HTTPError as exc:
-        result.error = repr(exc)
-    return result
+class _Viewer(asyncio.Protocol):
+    def __init__(self, plan: Plan, path: str, ready: asyncio.Event, count_ready) -> None:
+        self.plan, self.path, self.count_ready = plan, path, count_ready
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ready = ready
+        self.buffer = b""
+        self.in_head = True
+        self.seen: set[bytes] = set()
+        self.last_seq: int | None = None
+        self.latencies: list[float] = []
+        self.events = self.duplicates = self.losses = 0
+        self.ended = False
+        self.error = ""
+        self.started = time.perf_counter()
+        self.caught_up_ms: float | None = None
+        self.last_id = b""
+        self.retry_ms = 1000
+        self.reconnects = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.buffer, self.in_head = b"", True
+        headers = f"Host: {self.plan.host}\r\n"
+        if self.plan.cookie:
+            headers += f"Cookie: {self.plan.cookie}\r\n"
+        if self.last_id:  # as a browser's EventSource does when it reconnects
+            headers += f"Last-Event-ID: {self.last_id.decode()}\r\n"
+        transport.write(f"GET {self.path} HTTP/1.0\r\n{headers}\r\n".encode())
+        if not self.plan.ready_on_headers and not self.reconnects:
+            self.count_ready()
+
+    def data_received(self, data: bytes) -> None:
+        received_us = time.time_ns() // 1000
+        self.buffer += data
+        if self.in_head:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = self.buffer[: self.buffer.find(b"\r\n")]
+            if b" 200 " not in status + b" ":
+                self._fail(status.decode(errors="replace"))
+                return
+            self.buffer = self.buffer[end + 4 :]
+            self.in_head = False
+            if self.plan.ready_on_headers and not self.reconnects:
+                self.count_ready()
+        if b"\n\n" not in self.buffer:
+            return
+        *blocks, self.buffer = self.buffer.split(b"\n\n")
+        for block in blocks:
+            self._event(block, received_us)
+
+    def _event(self, block: bytes, received_us: int) -> None:
+        if block.startswith(b":"):
+            return  # a comment (a ping)
+        kind, event_id = b"message", b""
+        for line in block.split(b"\n"):
+            if line.startswith(b"event:"):
+                kind = line[6:].strip()
+            elif line.startswith(b"id:"):
+                event_id = line[3:].strip()
+            elif line.startswith(b"retry:"):
+                self.retry_ms = int(line[6:])
+        if not event_id and kind != b"end":
+            return  # `retry:` and the like
+        self.events += 1
+        if event_id:
+            seq = int(event_id.rsplit(b":", 1)[-1])
+            if kind == b"snapshot":
+                self.seen.update(STAMP.findall(block))  # written before this viewer came
+            elif self.last_seq is not None and seq <= self.last_seq:
+                self.duplicates += 1
+                return
+            elif self.last_seq is not None and seq > self.last_seq + 1:
+                self.losses += seq - self.last_seq - 1
+            self.last_seq, self.last_id = seq, event_id
+        if kind in (b"snapshot", b"end") and self.caught_up_ms is None:
+            self.caught_up_ms = (time.perf_counter() - self.started) * 1000
+            if self.plan.until_caught_up:
+                self.ended = True
+                self.transport.close()
+                return
+        if kind != b"snapshot":
+            for emitted in STAMP.findall(block):
+                if emitted not in self.seen:
+                    self.seen.add(emitted)
+                    self.latencies.append((received_us - int(emitted)) / 1000)
+        if kind == b"end":
+            self.ended = True
+            self.transport.close()
+
+    def _fail(self, error: str) -> None:
+        self.error = error
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.error:
+            self.error = repr(exc)
+        if not self.ended and not self.error and self.reconnects < MAX_RECONNECTS:
+            # Closed before the end (the server said `retry:`): come back, as a browser does.
+            self.reconnects += 1
+            asyncio.get_running_loop().call_later(self.retry_ms / 1000, self._reconnect)
+        elif not self.done.done():
+            self.done.set_result(None)
+
+    def _reconnect(self) -> None:
+        async def connect() -> None:
+            try:
+                await asyncio.get_running_loop().create_connection(
+                    lambda: self, self.plan.host, self.plan.port
+                )
+            except OSError as exc:
+                self.error = repr(exc)
+                self.done.set_result(None)
+
+        self.reconnecting = asyncio.ensure_future(connect())  # kept: tasks are weakly held
 
 
-def _parse(block: str) -> tuple[str, str, str]:
-    kind, event_id, data = "message", "", []
-    for line in block.split("\n"):
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            kind = value
-        elif name == "id":
-            event_id = value
-        elif name == "data":
-            data.append(value)
-    return kind, event_id, "\n".join(data)
+async def _watch(plan: Plan, connected: Event | None) -> Outcome:
+    loop = asyncio.get_running_loop()
+    ready, ready_count = asyncio.Event(), 0
+
+    def count_ready() -> None:
+        nonlocal ready_count
+        ready_count += 1
+        if ready_count == plan.viewers:
+            ready.set()
+
+    stop, lags = asyncio.Event(), list[float]()
+    ticker = asyncio.create_task(_measure_lag(stop, lags))
+    gate = asyncio.Semaphore(CONNECTING_AT_ONCE)
+
+    async def open_viewer(number: int) -> _Viewer:
+        path = plan.paths[number % len(plan.paths)]
+        async with gate:
+            for attempt in range(5):
+                try:
+                    _, viewer = await loop.create_connection(
+                        lambda: _Viewer(plan, path, ready, count_ready), plan.host, plan.port
+                    )
+                    return viewer
+                except OSError:
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            raise ConnectionError(f"could not connect to {plan.host}:{plan.port}")
+
+    if plan.one_at_a_time:
+        viewers = []
+        for number in range(plan.viewers):
+            viewers.append(await open_viewer(number))
+            await viewers[-1].done
+    else:
+        viewers = await asyncio.gather(*(open_viewer(number) for number in range(plan.viewers)))
+    await asyncio.wait_for(ready.wait(), timeout=plan.timeout)
+    if connected is not None:
+        connected.set()
+    await asyncio.wait([viewer.done for viewer in viewers], timeout=plan.timeout)
+    stop.set()
+    await ticker
+    outcome = Outcome(client_lag_ms=lags)
+    for viewer in viewers:
+        if not viewer.done.done():
+            viewer.error = f"still open after {plan.timeout:.0f} s"
+            viewer.transport.abort()
+        elif not viewer.ended and not viewer.error:
+            viewer.error = f"closed by the server before the end (after entry {viewer.last_seq})"
+        outcome.latencies_ms.extend(viewer.latencies)
+        outcome.events += viewer.events
+        outcome.duplicates += viewer.duplicates
+        outcome.losses += viewer.losses
+        outcome.unfinished += not viewer.ended
+        outcome.reconnects += viewer.reconnects
+        if viewer.error:
+            outcome.errors.append(viewer.error)
+        if viewer.caught_up_ms is not None:
+            outcome.catch_up_ms.append(viewer.caught_up_ms)
+    return outcome
 
 
-async def measure_lag(stop: asyncio.Event, lags_ms: list[float], period: float = 0.01) -> None:
+async def _measure_lag(stop: asyncio.Event, lags_ms: list[float], period: float = 0.01) -> None:
     """How late the client's own loop wakes up: its share of any latency measured."""
     while not stop.is_set():
         expected = time.perf_counter() + period
         await asyncio.sleep(period)
         lags_ms.append(max(0.0, (time.perf_counter() - expected) * 1000))
+
+
+def watch(plan: Plan, connected: Event | None = None) -> Outcome:
+    """Open the viewers, set `connected` once all are on, follow every one to its end."""
+    try:
+        import uvloop
+
+        return uvloop.run(_watch(plan, connected))
+    except ImportError:
+        return asyncio.run(_watch(plan, connected))
+
+
+def _watch_into(plan: Plan, connected: Event, results: multiprocessing.SimpleQueue) -> None:
+    results.put(watch(plan, connected))
+
+
+class Watching:
+    """`watch` in a separate process: start it, wait for `connected`, then for its outcome."""
+
+    def __init__(self, plan: Plan) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connected = context.Event()
+        self._results: multiprocessing.SimpleQueue[Outcome] = context.SimpleQueue()
+        self._process = context.Process(
+            target=_watch_into, args=(plan, self.connected, self._results), daemon=True
+        )
+        self._process.start()
+
+    def wait_connected(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.connected.wait(0.2):
+            if not self._process.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the load client could not connect its viewers")
+
+    def outcome(self) -> Outcome:
+        outcome = self._results.get()
+        self._process.join()
+        return outcome
 
 
 def percentile(values: list[float], fraction: float) -> float:

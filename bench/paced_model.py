@@ -7,6 +7,7 @@ was emitted, so a viewer can measure token-to-screen latency across the whole st
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +36,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         interval = 1.0 / self.server.tokens_per_second
         next_at = time.monotonic()
+        self.server.go.wait(timeout=120)  # every answer starts together, once viewers are on
         try:
             for number in range(self.server.tokens):
-                next_at += interval
-                time.sleep(max(0.0, next_at - time.monotonic()))
+                if number >= self.server.burst:  # the first `burst` tokens come at once
+                    next_at += interval
+                    time.sleep(max(0.0, next_at - time.monotonic()))
                 text = stamp() if number % STAMP_EVERY == 0 else "word "
                 if number % 40 == 39:
                     text += "\n\n"  # paragraphs: finished blocks, as a real answer has
@@ -54,14 +57,26 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _PacedServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # a hundred answers connect at once (socketserver's default: 5)
     tokens_per_second: float
     tokens: int
+    burst: int
+    go: threading.Event
 
 
 @contextmanager
-def paced_model(tokens_per_second: float, tokens: int) -> Iterator[str]:
-    """Run the server on a free loopback port; yield the base URL for OPENAI_BASE_URL."""
+def paced_model(
+    tokens_per_second: float, tokens: int, go: threading.Event | None = None, burst: int = 0
+) -> Iterator[str]:
+    """Run the server on a free loopback port; yield the base URL for OPENAI_BASE_URL.
+
+    Answers start writing when `go` is set (at once if no `go` is given); the first
+    `burst` tokens come at once, the rest at the pace."""
     server = _PacedServer(("127.0.0.1", 0), _Handler)
-    server.tokens_per_second, server.tokens = tokens_per_second, tokens
+    server.tokens_per_second, server.tokens, server.burst = tokens_per_second, tokens, burst
+    if go is None:
+        go = threading.Event()
+        go.set()
+    server.go = go
     with serving(server) as base_url:
         yield base_url

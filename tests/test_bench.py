@@ -1,21 +1,32 @@
-"""The benchmark's smoke run (tiny sizes): it still runs end to end, and every viewer got
-every entry once. Its timings are printed, never asserted (these machines are shared)."""
+"""The benchmark's smoke run (tiny sizes): every scenario still runs end to end, for
+chatapp, the floor and the peer, and every viewer got every entry once. Its timings are
+printed, never asserted (these machines are shared)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.__main__ import SIZES, catch_up, latency
+from bench.__main__ import SIZES, run_all
 
 
 def test_the_benchmark_runs_and_every_viewer_gets_everything_once(tmp_path: Path) -> None:
     size = SIZES["smoke"]
-    live = latency(size, tmp_path / "live")
-    print(f"\nbench smoke: {live.row()}")
-    assert (live.losses, live.duplicates, live.unfinished) == (0, 0, 0)
-    # Every viewer measured every stamp it did not get in a snapshot: at least one each.
-    assert live.stamps >= size["viewers"]
-    assert live.redis_calls_per_answer > 0
-    p50, p90 = catch_up(size, tmp_path / "catch-up")
-    print(f"bench smoke: catch-up p50 {p50:.1f} ms, p90 {p90:.1f} ms")
-    assert p50 > 0 and p90 >= p50
+    report = run_all(size, tmp_path / "runs")
+    print("\n" + report.text())
+    for live in report.latency + report.held:
+        outcome = live.outcome
+        assert (outcome.losses, outcome.duplicates, outcome.unfinished) == (0, 0, 0), live.system
+        # Every viewer measured every stamp it did not get in a snapshot: at least one each.
+        assert len(outcome.latencies_ms) >= live.viewers, live.system
+        assert live.cpu_seconds > 0
+    assert [live.system for live in report.latency] == ["chatapp", "floor", "peer"]
+    chatapp, floor, peer = report.latency
+    assert chatapp.redis_connections[0] == floor.redis_connections[0] == 1  # one pub/sub each
+    assert peer.redis_connections[0] == peer.viewers  # flask-sse: one per viewer
+    assert len(report.finished_catch_up) == len(report.running_catch_up) == size["joins"]
+    chatapp_cost, peer_cost = report.costs
+    # One script call per log entry written (plus the send, the heartbeats and the rest).
+    assert chatapp_cost.sent["evalsha"] >= chatapp_cost.entries > 0
+    assert peer_cost.sent["publish"] == size["cost_tokens"] + 1  # every token, and the end
+    report.plot(tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")

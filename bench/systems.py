@@ -1,0 +1,165 @@
+"""The three systems under test, each started the same way on loopback.
+
+- chatapp: its gunicorn (gunicorn.conf.py, one gevent worker) and its answer job.
+- floor: bench/floor.py, the barest pub/sub relay, one event per token.
+- peer: flask-sse (bench/peer.py), one event per token, one Redis connection per viewer.
+
+Every one runs under gunicorn with one gevent worker and the same connection settings,
+against its own redis-server, fed by the same paced model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import redis
+
+from bench.producers import run_publishers, run_queued_answers
+from tests.accounts import sign_up
+from tests.servers import PROJECT_DIR, RedisServer, children, free_port, stack_env, wait_until
+from tests.servers import web_server as chatapp_web_server
+
+SYSTEMS = ("chatapp", "floor", "peer")
+WORKER_CONNECTIONS = "16000"  # gunicorn's per-process cap; the fd limit here is 20,000
+FLUSH_MS = 50
+
+
+@dataclass
+class Running:
+    """A started system: where viewers go, and the threads writing its answers."""
+
+    name: str
+    base: str
+    worker_pid: int
+    redis_url: str
+    paths: list[str]
+    cookie: str = ""
+    producers: list[threading.Thread] = field(default_factory=list)
+
+    def server_cpu_seconds(self) -> float:
+        times = psutil.Process(self.worker_pid).cpu_times()
+        return times.user + times.system
+
+    def redis_connections(self) -> tuple[int, int]:
+        """The web process's connections to Redis: (pub/sub ones, all)."""
+        port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+        connections = psutil.Process(self.worker_pid).net_connections(kind="tcp")
+        ours = {
+            f"127.0.0.1:{c.laddr.port}" for c in connections if c.raddr and c.raddr.port == port
+        }
+        clients = redis.Redis.from_url(self.redis_url).client_list()
+        subscribed = [c for c in clients if c["addr"] in ours and "P" in c["flags"]]
+        return len(subscribed), len(ours)
+
+    def subscribers(self) -> int:
+        """Redis pub/sub subscriptions, all channels (the peer has one per viewer)."""
+        r = redis.Redis.from_url(self.redis_url)
+        channels = r.pubsub_channels()
+        return sum(count for _, count in r.pubsub_numsub(*channels)) if channels else 0
+
+
+@contextmanager
+def started(
+    name: str, directory: Path, model_url: str, answers: int, flush_ms: int = FLUSH_MS
+) -> Iterator[Running]:
+    """Start `name` with `answers` answers waiting on the model's `go`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as exits:
+        server = RedisServer(directory)
+        exits.callback(server.stop)
+        if name == "chatapp":
+            yield exits.enter_context(_chatapp(server.url, directory, model_url, answers, flush_ms))
+            return
+        base, pid = exits.enter_context(_relay_server(f"bench.{name}:app", server.url))
+        threads = run_publishers(name, model_url, server.url, answers)
+        paths = [
+            f"/floor/{n}" if name == "floor" else f"/stream?channel=answer-{n}"
+            for n in range(answers)
+        ]
+        yield Running(name, base, pid, server.url, paths, producers=threads)
+
+
+@contextmanager
+def _chatapp(
+    redis_url: str, directory: Path, model_url: str, answers: int, flush_ms: int
+) -> Iterator[Running]:
+    env = stack_env(
+        redis_url,
+        directory,
+        OPENAI_API_KEY="bench",
+        OPENAI_BASE_URL=model_url,
+        CHATAPP_FLUSH_MS=str(flush_ms),
+        CHATAPP_SSE_MAX_PER_PROCESS="15000",
+        CHATAPP_WORKER_CONNECTIONS=WORKER_CONNECTIONS,
+        CHATAPP_AUTO_TITLES="off",
+    )
+    with (
+        chatapp_web_server(env) as (base, process),
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        token = sign_up(http)
+        paths = start_answers(http, token, answers)
+        threads = run_queued_answers(env, answers)
+        cookie = "; ".join(f"{key}={value}" for key, value in http.cookies.items())
+        (pid,) = children(process.pid)
+        try:
+            yield Running("chatapp", base, pid, redis_url, paths, cookie, threads)
+        finally:
+            for path in paths:  # stop what is still running, so its thread ends too
+                stop = path.removesuffix("/stream") + "/stop"
+                http.post(stop, headers={"X-CSRFToken": token, "HX-Request": "true"})
+
+
+def start_answers(http: httpx.Client, token: str, count: int) -> list[str]:
+    """Send one message in each of `count` new chats; return the answers' stream paths."""
+    paths = []
+    for number in range(count):
+        chat = http.post("/chats", data={"csrf_token": token}).headers["location"]
+        chat_id = chat.rsplit("/", 1)[-1]
+        sent = http.post(
+            f"/chats/{chat_id}/messages",
+            data={"text": f"benchmark {number}", "client_id": f"bench-{number:06d}"},
+            headers={"X-CSRFToken": token, "HX-Request": "true"},
+        )
+        answer_id = sent.text.split('id="answer-', 1)[1][:16]
+        paths.append(f"/chats/{chat_id}/messages/{answer_id}/stream")
+    return paths
+
+
+@contextmanager
+def _relay_server(app: str, redis_url: str) -> Iterator[tuple[str, int]]:
+    """Run `app` under gunicorn with chatapp's worker settings (gunicorn.conf.py's)."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", "bench/gunicorn_relays.py", app]
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "CHATAPP_BIND": f"127.0.0.1:{port}",
+        "CHATAPP_WEB_WORKERS": "1",
+        "CHATAPP_WORKER_CONNECTIONS": WORKER_CONNECTIONS,
+    }
+    process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, start_new_session=True)
+    try:
+        pid = wait_until(lambda: (children(process.pid) or [0])[0], what=f"gunicorn {app}")
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), what=f"gunicorn {app}")
+        yield f"http://127.0.0.1:{port}", pid
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
