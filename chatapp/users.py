@@ -12,12 +12,16 @@ import functools
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from chatapp import store
+
+T = TypeVar("T")
 
 PREFIX = f"{store.PREFIX}:accounts"
 NAMES_KEY = f"{PREFIX}:names"  # hash: lower-cased name -> user id
@@ -34,7 +38,20 @@ MAX_PASSWORD = 256  # a bound on hashing work per request
 def _dummy_hash() -> str:
     """A hash checked when the name is unknown, so that a wrong name takes as long as a
     wrong password and the login form does not reveal which names exist."""
-    return generate_password_hash("not a real password: timing only")
+    return _hash(generate_password_hash, "not a real password: timing only")
+
+
+def _hash(function: Callable[..., T], *args: str) -> T:
+    """Run a password hash (about 0.1 s of scrypt) without stopping the process.
+
+    Under gunicorn's gevent worker one process serves every stream from one thread: a
+    hash run there would freeze all of them for its length at every login. scrypt
+    releases the GIL, so in gevent's pool of real threads it runs beside them."""
+    from gevent import get_hub, monkey
+
+    if monkey.is_module_patched("threading"):
+        return get_hub().threadpool.apply(function, args)  # type: ignore[no-any-return]
+    return function(*args)
 
 
 class AccountError(ValueError):
@@ -77,7 +94,7 @@ def create_user(r: redis.Redis, name: str, password: str, others_allowed: bool) 
     """Create an account. The first one on a fresh install becomes the admin; after that,
     only while `others_allowed` (open registration, or the admin adding someone)."""
     check_name(name)
-    password_hash = generate_password_hash(check_password(password))
+    password_hash = _hash(generate_password_hash, check_password(password))
     user_id, now = store.new_id(), time.time()
     # Claim the install before anything else: of sign-ups racing on a fresh install, one
     # becomes the admin and the others count as ordinary sign-ups (refused if closed).
@@ -99,7 +116,7 @@ def authenticate(r: redis.Redis, name: str, password: str) -> User | None:
     if NAME_PATTERN.fullmatch(name):
         user_id = r.hget(NAMES_KEY, name.lower())  # type: ignore[assignment]
     stored: str | None = r.hget(user_key(user_id), "password") if user_id else None  # type: ignore[assignment]
-    matches = check_password_hash(stored or _dummy_hash(), password[:MAX_PASSWORD])
+    matches = _hash(check_password_hash, stored or _dummy_hash(), password[:MAX_PASSWORD])
     if not (matches and stored and user_id and len(password) <= MAX_PASSWORD):
         return None
     return get_user(r, user_id)

@@ -4,6 +4,8 @@ cookies, and the limits on logging in and sending."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -361,3 +363,32 @@ def test_event_streams_leave_the_session_cookie_alone_and_pages_refresh_it(app: 
         assert response.mimetype == "text/event-stream"
         assert not [c for c in response.headers.getlist("Set-Cookie") if "session=" in c]
     front.close()
+
+
+GEVENT_LOGIN = """
+from gevent import monkey; monkey.patch_all()
+import gevent
+from werkzeug.security import generate_password_hash
+from chatapp import users
+
+ticks = 0
+def stream():  # a stream's greenlet, writing every millisecond
+    global ticks
+    while True:
+        ticks += 1
+        gevent.sleep(0.001)
+
+gevent.spawn(stream)
+gevent.sleep(0.01)
+before = ticks
+users._hash(generate_password_hash, "a password")
+print(ticks - before)
+"""
+
+
+def test_a_login_under_the_gevent_worker_does_not_stop_the_process_streams() -> None:
+    """scrypt runs in a real thread: the process's other greenlets go on meanwhile."""
+    out = subprocess.run(
+        [sys.executable, "-c", GEVENT_LOGIN], capture_output=True, text=True, check=True
+    )
+    assert int(out.stdout) > 0  # hashed on the loop's own thread, it would be 0
