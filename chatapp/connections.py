@@ -33,7 +33,7 @@ def make_redis(url: str, config: dict | None = None, **overrides: object) -> red
     max_connections = (config or {}).get("REDIS_MAX_CONNECTIONS", 50)
     options: dict[str, object] = {
         "max_connections": max_connections,
-        "timeout": 5,  # wait this long for a free connection, then raise
+        "timeout": 20,  # wait this long for a free connection, then raise
         "decode_responses": True,
         "socket_connect_timeout": 5,
         "socket_timeout": 10,

@@ -25,21 +25,40 @@ MAX_KEPT = 10_000  # answers kept; past this the oldest are dropped (a bound, no
 
 _lock = threading.Lock()
 _answers: dict[tuple[str, ...], tuple[float, object]] = {}
+_asking: dict[tuple[str, ...], threading.Event] = {}
 
 
 def _shared(key: tuple[str, ...], ttl: float, ask: Callable[[], T]) -> T:
+    """Return a fresh answer to `key`, asking Redis only if there is none. The streams of a
+    process tick together, so many want the same answer at once: one asks, and the others
+    wait for its answer instead of all asking (and emptying the connection pool)."""
+    while True:
+        with _lock:
+            found = _answers.get(key)
+            if found is not None and found[0] > time.monotonic():
+                return found[1]  # type: ignore[return-value]
+            asking = _asking.get(key)
+            if asking is None:
+                asking = _asking[key] = threading.Event()
+                break
+        asking.wait(timeout=10)  # then take its answer, or ask ourselves if it failed
+    try:
+        value = ask()
+        with _lock:
+            _keep(key, ttl, value)
+        return value
+    finally:
+        with _lock:
+            del _asking[key]
+        asking.set()
+
+
+def _keep(key: tuple[str, ...], ttl: float, value: object) -> None:
     now = time.monotonic()
-    with _lock:
-        found = _answers.get(key)
-    if found is not None and found[0] > now:
-        return found[1]  # type: ignore[return-value]
-    value = ask()
-    with _lock:
-        if len(_answers) >= MAX_KEPT:
-            for stale in [k for k, (until, _) in _answers.items() if until <= now] or [*_answers]:
-                del _answers[stale]
-        _answers[key] = (now + ttl, value)
-    return value
+    if len(_answers) >= MAX_KEPT:
+        for stale in [k for k, (until, _) in _answers.items() if until <= now] or [*_answers]:
+            del _answers[stale]
+    _answers[key] = (now + ttl, value)
 
 
 def log_length(r: redis.Redis, chat_id: str, generation_id: str) -> int:

@@ -1,0 +1,81 @@
+"""Idle checks shared by a process's streams (chatapp/probes.py), in threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from chatapp import probes
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    probes.forget()
+    yield
+    probes.forget()
+
+
+def ask_together(key: tuple[str, ...], ask, callers: int = 20) -> list[object]:
+    """`callers` threads want the same answer at the same moment, as ticking streams do."""
+    start, answers = threading.Barrier(callers), []
+
+    def caller() -> None:
+        start.wait()
+        answers.append(probes._shared(key, 5.0, ask))
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_streams_asking_at_once_ask_redis_once_and_all_get_the_answer() -> None:
+    asked = []
+
+    def slow_ask() -> int:
+        asked.append(1)
+        time.sleep(0.2)  # a round trip in a busy process
+        return 7
+
+    assert ask_together(("log", "chat", "gen"), slow_ask) == [7] * 20
+    assert len(asked) == 1
+
+
+def test_an_answer_is_shared_only_while_fresh() -> None:
+    values = iter([1, 2])
+    assert probes._shared(("k",), 0.05, lambda: next(values)) == 1
+    assert probes._shared(("k",), 0.05, lambda: next(values)) == 1
+    time.sleep(0.1)
+    assert probes._shared(("k",), 0.05, lambda: next(values)) == 2
+
+
+def test_when_the_asker_fails_another_stream_asks() -> None:
+    calls = []
+
+    def fails_once() -> str:
+        calls.append(1)
+        time.sleep(0.05)
+        if len(calls) == 1:
+            raise ConnectionError("Redis went away")
+        return "answer"
+
+    results = []
+
+    def caller() -> None:
+        try:
+            results.append(probes._shared(("x",), 5.0, fails_once))
+        except ConnectionError:
+            results.append("failed")
+
+    threads = [threading.Thread(target=caller) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(str, results)) == ["answer"] * 4 + ["failed"]
+    assert len(calls) == 2
