@@ -23,7 +23,7 @@ from multiprocessing.synchronize import Event
 
 STAMP = re.compile(rb"ts(\d{16})")
 MAX_RECONNECTS = 20
-CONNECTING_AT_ONCE = 200  # below the listen backlog: a full backlog costs a 1 s SYN retry
+CONNECTING_AT_ONCE = 50  # a ramp, not a stampede; and below the listen backlog
 
 
 @dataclass
@@ -120,8 +120,11 @@ class _Viewer(asyncio.Protocol):
         if not event_id and kind != b"end":
             return  # `retry:` and the like
         self.events += 1
-        if event_id:
-            seq = int(event_id.rsplit(b":", 1)[-1])
+        # An answer's entry number ends the id: `5` (floor, peer), `<gen>:5` (an answer's
+        # stream), `c2.<gen>:5` (a chat page's, whose other events carry no entry).
+        number = event_id.rsplit(b":", 1)[-1]
+        if number.isdigit() and kind in (b"delta", b"end", b"snapshot"):
+            seq = int(number)
             if kind == b"snapshot":
                 self.seen.update(STAMP.findall(block))  # written before this viewer came
             elif self.last_seq is not None and seq <= self.last_seq:

@@ -1,6 +1,9 @@
-"""The three systems under test, each started the same way on loopback.
+"""The systems under test, each started the same way on loopback.
 
-- chatapp: its gunicorn (gunicorn.conf.py, one gevent worker) and its answer job.
+- chatapp: its gunicorn (gunicorn.conf.py, one gevent worker) and its answer job; viewers
+  on each answer's own stream.
+- chatapp page: the same, with viewers on the chat page's one stream (`/chats/<id>/live`),
+  which carries the chat's events beside the answer.
 - floor: bench/floor.py, the barest pub/sub relay, one event per token.
 - peer: flask-sse (bench/peer.py), one event per token, one Redis connection per viewer.
 
@@ -28,9 +31,9 @@ from tests.accounts import sign_up
 from tests.servers import PROJECT_DIR, RedisServer, children, free_port, stack_env, wait_until
 from tests.servers import web_server as chatapp_web_server
 
-SYSTEMS = ("chatapp", "floor", "peer")
+SYSTEMS = ("chatapp", "chatapp page", "floor", "peer")
 WORKER_CONNECTIONS = "16000"  # gunicorn's per-process cap; the fd limit here is 20,000
-FLUSH_MS = 50
+FLUSH_MS = 20
 
 
 @dataclass
@@ -76,8 +79,14 @@ def started(
     with ExitStack() as exits:
         server = RedisServer(directory)
         exits.callback(server.stop)
-        if name == "chatapp":
-            yield exits.enter_context(_chatapp(server.url, directory, model_url, answers, flush_ms))
+        if name.startswith("chatapp"):
+            running = exits.enter_context(
+                _chatapp(server.url, directory, model_url, answers, flush_ms)
+            )
+            if name == "chatapp page":  # the chat page's one stream, not the answer's
+                running.name = name
+                running.paths = [path.split("/messages/")[0] + "/live" for path in running.paths]
+            yield running
             return
         base, pid = exits.enter_context(_relay_server(f"bench.{name}:app", server.url))
         threads = run_publishers(name, model_url, server.url, answers)
