@@ -11,9 +11,7 @@ paced model, the same load client and the same gunicorn gevent settings (bench/s
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from bench.paced_model import paced_model
 from bench.producers import run_publishers
 from bench.systems import FLUSH_MS, Running, start_answers, started
 from chatapp import store
+from chatapp.render import IncrementalRenderer, render_markdown
 from tests.accounts import sign_up
 from tests.servers import RedisServer, rq_worker, stack_env, web_server
 
@@ -48,7 +47,6 @@ SIZES: dict[str, dict[str, int]] = {
     },
 }  # fmt: skip
 TOKENS_PER_SECOND = 30.0
-WORD = re.compile(r"(?:word|ts\d{16}) ")
 PLOT = Path(__file__).resolve().parent.parent / "docs" / "bench-latency.png"
 
 
@@ -157,24 +155,16 @@ def _wait_for(check, what: str, timeout: float = 120) -> None:
 
 
 def catch_up(size: dict[str, int], directory: Path, running_answer: bool) -> list[float]:
-    """Viewers joining one at a time a `catch_up_tokens`-token answer, finished or still
-    being written: request to the last byte of what was written before (ms, each join).
-    Every token is its own log entry (no coalescing): the longest log such an answer makes."""
-    tokens = size["catch_up_tokens"]
-    # The answer's `tokens` come at once; a running one then goes on at 30 tokens/s.
-    total = tokens + 600 if running_answer else tokens
-    go = threading.Event()
+    """Viewers joining one at a time an answer of `catch_up_tokens` log entries (one per
+    token, as a 30 tokens/s answer writes them), finished or still being written: request
+    to the last byte of what was written before (ms, each join)."""
     with (
-        paced_model(TOKENS_PER_SECOND, total, go, burst=tokens) as model_url,
-        started("chatapp", directory, model_url, 1, flush_ms=0) as running,
+        paced_model(TOKENS_PER_SECOND, 1) as model_url,
+        started("chatapp", directory, model_url, 1, produce=False) as running,
     ):
-        go.set()
-        r = redis.Redis.from_url(running.redis_url)
-        if running_answer:
-            _wait_for(lambda: _written(r) >= tokens, "the burst to be written")
-        else:
-            for thread in running.producers:
-                thread.join(timeout=60)
+        _, chat_id, _, message_id, _ = running.paths[0].strip("/").split("/")
+        r = redis.Redis.from_url(running.redis_url, decode_responses=True)
+        write_log(r, chat_id, message_id, size["catch_up_tokens"], finish=not running_answer)
         host, port = running.base.removeprefix("http://").split(":")
         plan = Plan(
             host, int(port), running.paths, size["joins"], running.cookie,
@@ -183,16 +173,33 @@ def catch_up(size: dict[str, int], directory: Path, running_answer: bool) -> lis
         outcome = Watching(plan).outcome()
         if outcome.errors or len(outcome.catch_up_ms) != size["joins"]:
             raise RuntimeError(f"catch-up joins failed: {outcome.errors[:3]}")
-        if running_answer and _written(r) >= total:
-            raise RuntimeError("the answer finished before the joins: not a running one")
+        message = store.get_message(r, chat_id, message_id)
+        if message is None or message.running != running_answer:
+            raise RuntimeError("the answer was not in the state this scenario measures")
     return outcome.catch_up_ms
 
 
-def _written(r: redis.Redis) -> int:
-    """Tokens written so far into the only answer's log (each is a word or a stamp)."""
-    keys = r.keys("chatapp:v1:*:gen:*:log")
-    entries = [json.loads(raw) for key in keys for raw in r.lrange(key, 0, -1)]
-    return sum(len(WORD.findall(entry.get("text", ""))) for entry in entries)
+def write_log(r: redis.Redis, chat_id: str, message_id: str, tokens: int, finish: bool) -> None:
+    """Write an answer's log as its producer does, one entry per token (the most entries
+    such an answer can have), through the same fenced append, then end it if `finish`."""
+    message = store.get_message(r, chat_id, message_id)
+    assert message is not None
+    renderer, entries, text, length = IncrementalRenderer(), [], [], 0
+    for number in range(tokens):
+        token = ("word " if number % 5 else "ts0000000000000000 ") + ("\n\n" * (number % 40 == 39))
+        renderer.feed(token)
+        text.append(token)
+        piece = renderer.flush()
+        entries.append(
+            {"t": "delta", "text": piece.text, "blocks": piece.blocks, "tail": piece.tail}
+        )
+        if len(entries) == 100 or number == tokens - 1:
+            length = store.append(r, chat_id, message_id, message.gen, entries, length).length
+            entries = []
+    if finish:
+        whole = "".join(text)
+        done = store.Terminal("done", text=whole, html=render_markdown(whole))
+        store.append(r, chat_id, message_id, message.gen, [], length, done)
 
 
 @dataclass

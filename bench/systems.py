@@ -27,13 +27,14 @@ import psutil
 import redis
 
 from bench.producers import run_publishers, run_queued_answers
+from chatapp.config import DEFAULTS
 from tests.accounts import sign_up
 from tests.servers import PROJECT_DIR, RedisServer, children, free_port, stack_env, wait_until
 from tests.servers import web_server as chatapp_web_server
 
 SYSTEMS = ("chatapp", "chatapp page", "floor", "peer")
 WORKER_CONNECTIONS = "16000"  # gunicorn's per-process cap; the fd limit here is 20,000
-FLUSH_MS = 20
+FLUSH_MS = DEFAULTS["FLUSH_MS"]  # chatapp's own coalescing window
 
 
 @dataclass
@@ -72,16 +73,22 @@ class Running:
 
 @contextmanager
 def started(
-    name: str, directory: Path, model_url: str, answers: int, flush_ms: int = FLUSH_MS
+    name: str,
+    directory: Path,
+    model_url: str,
+    answers: int,
+    flush_ms: int = FLUSH_MS,
+    produce: bool = True,
 ) -> Iterator[Running]:
-    """Start `name` with `answers` answers waiting on the model's `go`."""
+    """Start `name` with `answers` answers waiting on the model's `go` (chatapp: left
+    queued, with no one to write them, unless `produce`)."""
     directory.mkdir(parents=True, exist_ok=True)
     with ExitStack() as exits:
         server = RedisServer(directory)
         exits.callback(server.stop)
         if name.startswith("chatapp"):
             running = exits.enter_context(
-                _chatapp(server.url, directory, model_url, answers, flush_ms)
+                _chatapp(server.url, directory, model_url, answers, flush_ms, produce)
             )
             if name == "chatapp page":  # the chat page's one stream, not the answer's
                 running.name = name
@@ -99,7 +106,7 @@ def started(
 
 @contextmanager
 def _chatapp(
-    redis_url: str, directory: Path, model_url: str, answers: int, flush_ms: int
+    redis_url: str, directory: Path, model_url: str, answers: int, flush_ms: int, produce: bool
 ) -> Iterator[Running]:
     env = stack_env(
         redis_url,
@@ -117,7 +124,7 @@ def _chatapp(
     ):
         token = sign_up(http)
         paths = start_answers(http, token, answers)
-        threads = run_queued_answers(env, answers)
+        threads = run_queued_answers(env, answers) if produce else []
         cookie = "; ".join(f"{key}={value}" for key, value in http.cookies.items())
         (pid,) = children(process.pid)
         try:

@@ -250,7 +250,7 @@ class _ChatStream:
 
     def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
         if "u" in payload:
-            yield self._chats()
+            yield self._chats(nudge=payload)
         elif "c" in payload:
             first = int(payload["c"])
             if first > self.events_sent + 1:
@@ -346,9 +346,14 @@ class _ChatStream:
             if frames.is_terminal(entry):
                 self.answer = None
                 self.ended.add(answer.generation_id)
-                final = store.get_message(self.r, self.chat_id, answer.message_id)
-                if final is not None:
-                    article = self.render(final, None, True)
+                # The answer as it ended, read and rendered once per process (the entry is
+                # the hub's, shared by every stream of this chat; see frames.built_once).
+                article = entry.get("_built final article")
+                if article is None:
+                    final = store.get_message(self.r, self.chat_id, answer.message_id)
+                    article = self.render(final, None, True) if final is not None else ""
+                    entry["_built final article"] = article
+                if article:
                     yield frames.answer_replace_event(cursor, article, "end").encode()
                 return
             yield frames.built_once(
@@ -374,8 +379,11 @@ class _ChatStream:
         self.deleted = True
         return frames.chat_gone_event(self.render_deleted()).encode()
 
-    def _chats(self) -> bytes:
-        return frames.chats_event(self._cursor(), self.render_chats()).encode()
+    def _chats(self, nudge: dict[str, Any] | None = None) -> bytes:
+        """The owner's chat list; for a nudge, read and rendered once per process for all
+        the owner's pages of this chat (see `shared_render`)."""
+        html = shared_render(nudge, self.chat_id, self.render_chats)
+        return frames.chats_event(self._cursor(), html).encode()
 
     def _cursor(self) -> ChatCursor:
         answer = Cursor(self.answer.generation_id, self.answer.sent) if self.answer else None
@@ -384,6 +392,22 @@ class _ChatStream:
     def _read_log(self, generation_id: str, after: int) -> list[dict[str, Any]]:
         raw = store.read_log(self.r, self.chat_id, generation_id, after)
         return [json.loads(item) for item in raw]
+
+
+def shared_render(nudge: dict[str, Any] | None, page: str, render: RenderChats) -> str:
+    """Render the chat list, once per nudge and page per process when it answers a nudge.
+
+    The hub hands the same decoded nudge to every stream of the owner in this process; the
+    first to handle it reads the list (after the nudge was sent, so it is current) and
+    keeps the markup in it for the others. An owner with many tabs, or a benchmark with a
+    thousand, costs one read and one render per change instead of one per tab."""
+    if nudge is None:
+        return render()
+    key = f"_chat list for {page}"
+    html = nudge.get(key)
+    if html is None:
+        html = nudge[key] = render()
+    return str(html)
 
 
 def follow_chat_list(
@@ -410,7 +434,8 @@ def follow_chat_list(
                     last_ping = time.monotonic()
                     yield frames.ping_event().encode()
             else:  # a nudge, or a refill after a reconnect: read the list again
-                yield frames.chats_event(None, render_chats()).encode()
+                nudge = item if isinstance(item, dict) else None
+                yield frames.chats_event(None, shared_render(nudge, "", render_chats)).encode()
         yield retry_later()
 
     yield from serve(hub, (store.user_channel(owner),), max_streams, "chat list stream", run)

@@ -218,8 +218,7 @@ class _Stream:
             self.sent = cursor.seq
             if frames.is_terminal(entry):
                 self.finished = True
-                final = _final_message(self.request.message_id, entry)
-                yield frames.end_event(cursor, self.render_final(final)).encode()
+                yield frames.built_once(entry, "answer stream", self._end_event, cursor, entry)
             else:
                 yield frames.built_once(
                     entry,
@@ -229,6 +228,10 @@ class _Stream:
                     cursor,
                     entry,
                 )
+
+    def _end_event(self, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
+        final = _final_message(self.request.message_id, entry)
+        return frames.end_event(cursor, self.render_final(final))
 
     def _read_log(self, after: int) -> list[dict[str, Any]]:
         raw = store.read_log(self.r, self.request.chat_id, self.generation_id, after)
