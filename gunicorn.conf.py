@@ -33,11 +33,13 @@ def post_worker_init(worker):
     from chatapp.connections import get_hub
 
     with worker.wsgi.app_context():
-        hub = get_hub()
+        get_hub()
 
     def close_streams_when_stopping():
         while worker.alive:
             gevent.sleep(0.25)
-        hub.drain()
+        hub = worker.wsgi.extensions["hub"]  # the current one (a dead hub is replaced)
+        if hub is not None:
+            hub.drain()
 
     gevent.spawn(close_streams_when_stopping)

@@ -77,6 +77,8 @@ def get_hub() -> Hub:
     with _hub_lock:
         hub: Hub | None = app.extensions["hub"]
         if hub is None or not hub.belongs_to_this_process() or not hub.alive:
+            if hub is not None and hub.belongs_to_this_process():
+                hub.drain()  # its streams wait for its ticks: close them, they reconnect
             config = app.config
             # A stream's clock (see hub.TICK): fine enough for its pings and idle checks.
             tick = min(2.5, config["CHECK_SECONDS"] / 2, config["PING_SECONDS"] / 2)

@@ -205,20 +205,28 @@ class Hub:
         return self._thread.is_alive()
 
     def _run(self) -> None:
-        while not self._stopping:
-            try:
-                self._serve()
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                log.warning("hub: pub/sub connection lost (%s); reconnecting", exc)
-            except Exception:
-                # Whatever went wrong (an ACL error, a redis-py bug), the process's streams
-                # depend on this thread: log it and start over rather than die.
-                log.exception("hub: unexpected error; starting over")
-            else:
-                return
-            self._start_over()
-            self._tick()  # streams keep their clock while Redis is away (and find out)
-            time.sleep(RECONNECT_DELAY)
+        try:
+            while not self._stopping:
+                try:
+                    self._serve()
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    log.warning("hub: pub/sub connection lost (%s); reconnecting", exc)
+                except Exception:
+                    # Whatever went wrong (an ACL error, a redis-py bug), the process's
+                    # streams depend on this thread: log it and start over rather than die.
+                    log.exception("hub: unexpected error; starting over")
+                else:
+                    return
+                try:
+                    self._start_over()
+                except Exception:
+                    log.exception("hub: could not start over; trying again")
+                self._tick()  # streams keep their clock while Redis is away (and find out)
+                time.sleep(RECONNECT_DELAY)
+        finally:
+            # Streams wait for this thread's ticks with no timer of their own: if it ends
+            # for any reason, tell them to close (and reconnect, to a new hub).
+            self.drain()
 
     def _serve(self) -> None:
         while not self._stopping:

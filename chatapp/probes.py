@@ -25,32 +25,45 @@ MAX_KEPT = 10_000  # answers kept; past this the oldest are dropped (a bound, no
 
 _lock = threading.Lock()
 _answers: dict[tuple[str, ...], tuple[float, object]] = {}
-_asking: dict[tuple[str, ...], threading.Event] = {}
+_asking: dict[tuple[str, ...], _Question] = {}
+
+
+class _Question:
+    """One stream asking Redis on behalf of the others, who wait for how it went."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Exception | None = None
 
 
 def _shared(key: tuple[str, ...], ttl: float, ask: Callable[[], T]) -> T:
     """Return a fresh answer to `key`, asking Redis only if there is none. The streams of a
     process tick together, so many want the same answer at once: one asks, and the others
-    wait for its answer instead of all asking (and emptying the connection pool)."""
+    wait for its answer instead of all asking (and emptying the connection pool). If the
+    question fails (Redis away), they all hear so at once, rather than asking in turn."""
     while True:
         with _lock:
             found = _answers.get(key)
             if found is not None and found[0] > time.monotonic():
                 return found[1]  # type: ignore[return-value]
-            asking = _asking.get(key)
-            if asking is None:
-                asking = _asking[key] = threading.Event()
+            question = _asking.get(key)
+            if question is None:
+                question = _asking[key] = _Question()
                 break
-        asking.wait(timeout=10)  # then take its answer, or ask ourselves if it failed
+        if question.done.wait(timeout=30) and question.error is not None:
+            raise question.error
     try:
         value = ask()
         with _lock:
             _keep(key, ttl, value)
         return value
+    except Exception as exc:
+        question.error = exc
+        raise
     finally:
         with _lock:
             del _asking[key]
-        asking.set()
+        question.done.set()
 
 
 def _keep(key: tuple[str, ...], ttl: float, value: object) -> None:

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -46,12 +46,21 @@ def _hash(function: Callable[..., T], *args: str) -> T:
 
     Under gunicorn's gevent worker one process serves every stream from one thread: a
     hash run there would freeze all of them for its length at every login. scrypt
-    releases the GIL, so in gevent's pool of real threads it runs beside them."""
-    from gevent import get_hub, monkey
+    releases the GIL, so in a real thread it runs beside them."""
+    from gevent import monkey
 
     if monkey.is_module_patched("threading"):
-        return get_hub().threadpool.apply(function, args)  # type: ignore[no-any-return]
+        return _hashing_threads().apply(function, args)  # type: ignore[no-any-return]
     return function(*args)
+
+
+@functools.cache
+def _hashing_threads() -> Any:
+    """Two real threads per process for password hashes: a burst of logins queues here
+    (each hash takes 32 MiB), not in gevent's shared pool, where name lookups wait."""
+    from gevent.threadpool import ThreadPool
+
+    return ThreadPool(maxsize=2)
 
 
 class AccountError(ValueError):

@@ -18,7 +18,7 @@ from chatapp import store
 from chatapp.connections import make_hub
 from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
-from chatapp.hub import REFILL, TICK, Hub
+from chatapp.hub import DRAIN, REFILL, TICK, Hub
 from chatapp.store import Message, Terminal
 from tests.client import Event, parse_events
 from tests.servers import RedisServer, wait_until
@@ -465,3 +465,24 @@ def test_streams_wait_with_no_timer_and_keep_time_by_the_hubs_ticks(hub: Hub) ->
         assert items.count(TICK) >= 3
     finally:
         hub.release(subscription)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_streams_of_a_hub_whose_thread_dies_are_told_to_close(
+    redis_server: RedisServer,
+) -> None:
+    """Streams wait for the hub's ticks with no timer of their own: a hub thread ending for
+    any reason (here, a BaseException no handler catches) must not leave them waiting."""
+    dying = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
+    dying.start()
+    subscription = dying.subscribe("dying")
+
+    def end_the_thread() -> None:
+        raise SystemExit("the hub's thread ends")
+
+    dying._check_health = end_the_thread  # type: ignore[method-assign]
+    dying._wake()
+    news = (item for item in iter(lambda: subscription.get(timeout=5), None) if item != TICK)
+    assert next(news, None) in (REFILL, DRAIN)
+    assert DRAIN in (next(news, None), subscription.get(timeout=5))
+    wait_until(lambda: not dying.alive, what="the hub's thread to end")
