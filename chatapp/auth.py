@@ -29,6 +29,7 @@ bp = Blueprint("auth", __name__)
 # like any other stranger: 200 + `end` (an error status would make the browser retry forever).
 PUBLIC_ENDPOINTS = frozenset(
     {"auth.login", "auth.signup", "static", "chat.stream", "chat.live", "chat.live_chat_list"}
+    | {"ops.healthz", "ops.metrics"}  # for machines; /metrics checks its own access
 )
 
 

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CHAT_MESSAGES": 500,  # messages in one chat (questions and answers)
     "TRUSTED_PROXIES": 0,  # proxies in front (nginx: 1) whose X-Forwarded-* headers count
     "SESSION_COOKIE_SECURE": False,  # True forces Secure cookies; HTTPS requests get them anyway
+    "METRICS_TOKEN": None,  # /metrics wants it as a bearer token; unset: this host or the admin
 }
 
 # Environment variable -> (setting, type). CHATAPP_X sets X; a few take their usual names.

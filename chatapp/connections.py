@@ -71,6 +71,12 @@ def get_queue() -> Queue:
     return queue
 
 
+def hub_if_started() -> Hub | None:
+    """Return this process's hub if it is running, without starting one."""
+    hub: Hub | None = current_app.extensions["hub"]
+    return hub if hub is not None and hub.belongs_to_this_process() and hub.alive else None
+
+
 def get_hub() -> Hub:
     """Return this process's pub/sub hub, starting it on first use in this process."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]

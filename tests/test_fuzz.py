@@ -41,6 +41,8 @@ ROUTES = [
     ("POST", "/admin/registration"),
     ("POST", "/admin/users"),
     ("GET", "/login?next={chat}"),
+    ("GET", "/metrics"),
+    ("POST", "/metrics"),
 ]
 FORM_FIELDS = [
     "text",
@@ -111,6 +113,8 @@ def test_no_route_answers_5xx_and_rejections_change_nothing(
         headers["X-CSRFToken"] = data.draw(st.one_of(st.just(person.token), HEADER_TEXT))
     if data.draw(st.booleans()):
         headers["Last-Event-ID"] = data.draw(HEADER_TEXT)
+    if data.draw(st.booleans()):
+        headers["Authorization"] = "Bearer " + data.draw(HEADER_TEXT)
     if data.draw(st.booleans()):
         headers["HX-Current-URL"] = data.draw(st.one_of(HEADER_TEXT, st.just("http://[")))
     before = keys_and_values(r)
