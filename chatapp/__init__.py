@@ -41,7 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
-    from chatapp import auth, connections, errors, ops, ratelimit, views, web
+    from chatapp import auth, connections, dashboard, errors, ops, ratelimit, views, web
 
     connections.init_app(app)
     errors.init_app(app)
@@ -50,4 +50,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ratelimit.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(ops.bp)
+    dashboard.init_app(app)
     return app

@@ -6,12 +6,13 @@ They run in RQ's forked work horse, inside the app context that `rq_worker.py` p
 from __future__ import annotations
 
 import logging
+import time
 from types import TracebackType
 from typing import Any
 
 import redis
 from flask import current_app
-from rq import Callback, Queue
+from rq import Callback, Queue, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
@@ -61,6 +62,8 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
         config["CONTEXT_CHARS"],
     )
     model = providers.make_model(config)
+    progress = Progress(get_current_job())
+    progress.note("waiting for the model", 0, last=True)
     heartbeat = Heartbeat(
         r, chat_id, message_id, generation_id, config["HEARTBEAT_SECONDS"], timing, model.close
     )
@@ -70,13 +73,17 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
                 if heartbeat.fenced.is_set():
                     raise Fenced("ended", producer.length)
                 producer.feed(piece)
+                progress.note("writing", producer.length)
             if heartbeat.fenced.is_set():
                 raise Fenced("ended", producer.length)
             producer.finish()
+            progress.note("done", producer.length, last=True)
         except Fenced as fenced:
             log.info("answer %s: stopped producing (%s)", message_id, fenced.status)
+            progress.note(fenced.status, producer.length, last=True)
             return fenced.status
         except Exception as exc:
+            progress.note("failed", producer.length, last=True)
             if heartbeat.fenced.is_set():  # the model's stream was closed under it
                 log.info("answer %s: stopped producing (stream closed)", message_id)
                 return "ended"
@@ -85,6 +92,28 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     if titles.wanted(config, history, message_id):
         _enqueue_title(r, chat_id)
     return "done"
+
+
+class Progress:
+    """How far a running answer got, in its job's `meta` for the RQ dashboard: a state and
+    the log entries written, saved every few seconds (one write each) and at the end."""
+
+    EVERY_SECONDS = 2.0
+
+    def __init__(self, job: Job | None) -> None:
+        self.job = job  # None outside an RQ worker (tests, the benchmark's threads)
+        self.saved_at = 0.0
+
+    def note(self, state: str, entries: int, last: bool = False) -> None:
+        now = time.monotonic()
+        if self.job is None or (not last and now - self.saved_at < self.EVERY_SECONDS):
+            return
+        self.saved_at = now
+        self.job.meta.update(state=state, entries=entries)
+        try:
+            self.job.save_meta()
+        except redis.RedisError as exc:  # the answer matters more than its progress report
+            log.warning("job %s: could not save its progress (%s)", self.job.id, exc)
 
 
 def _enqueue_title(r: redis.Redis, chat_id: str) -> None:

@@ -43,6 +43,11 @@ ROUTES = [
     ("GET", "/login?next={chat}"),
     ("GET", "/metrics"),
     ("POST", "/metrics"),
+    ("GET", "/admin/rq/"),
+    ("GET", "/admin/rq/0/data/job/{message}.json"),
+    ("POST", "/admin/rq/job/{message}/delete"),
+    ("POST", "/admin/rq/job/{message}/requeue"),
+    ("GET", "/admin/rq/0/view/job/{message}"),
 ]
 FORM_FIELDS = [
     "text",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import redis
 from flask import Flask
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 
 from tests.accounts import Person
 from tests.conftest import make_test_app
@@ -78,3 +79,46 @@ def test_metrics_from_another_host_need_the_token_or_the_admin(
     wrong = {"Authorization": "Bearer guess"}
     assert scraper.get("/metrics", environ_base=OUTSIDE, headers=wrong).status_code == 403
     assert scraper.get("/metrics").status_code == 403  # with a token set, this host needs it too
+
+
+def test_the_job_dashboard_is_the_admins_and_shows_each_answer_job_and_its_progress(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path
+) -> None:
+    app = make_test_app(redis_server.url, tmp_path, OFFLINE_TOKENS_PER_SECOND=0)
+    admin, someone = Person(app, "admin-jobs"), Person(app, "someone")  # the first is admin
+    chat_id = admin.new_chat()
+    assert admin.send(chat_id, "What is RQ?").status_code == 200
+    queue: Queue = app.extensions["queue"]
+    (job,) = queue.jobs
+    with app.app_context():  # the job runs in this process, as RQ's work horse runs it
+        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    job.refresh()
+    assert job.description.startswith("answer ") and chat_id in job.description
+    assert job.meta["state"] == "done" and job.meta["entries"] > 0
+
+    page = admin.client.get(f"/admin/rq/0/view/job/{job.id}")
+    assert page.status_code == 200
+    assert "'unsafe-inline'" in page.headers["Content-Security-Policy"]  # its own scripts
+    shown = admin.client.get(f"/admin/rq/0/data/job/{job.id}.json").json  # what its page shows
+    assert shown["description"] == job.description
+    assert json.loads(shown["metadata"]) == job.meta
+    assert admin.client.get("/admin/rq/").status_code == 200
+    assert someone.client.get("/admin/rq/").status_code == 403
+    logged_out = app.test_client().get("/admin/rq/")
+    assert logged_out.status_code == 302 and "/login" in logged_out.headers["Location"]
+    # Its own buttons post without a CSRF token: a post from another site is refused.
+    elsewhere = {"Origin": "https://evil.example"}
+    assert admin.client.post(f"/job/{job.id}/delete", headers=elsewhere).status_code == 404
+    refused = admin.client.post(f"/admin/rq/job/{job.id}/delete", headers=elsewhere)
+    assert refused.status_code == 403 and queue.fetch_job(job.id) is not None
+    # The rest of the site keeps its strict policy.
+    assert "'unsafe-inline'" not in admin.client.get("/").headers["Content-Security-Policy"]
+
+
+def test_the_job_dashboard_answers_a_missing_job_with_404(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path
+) -> None:
+    admin = Person(make_test_app(redis_server.url, tmp_path), "admin-missing")
+    for job_id in ("no-such-job", "not a job id", "%00"):
+        missing = admin.client.get(f"/admin/rq/0/data/job/{job_id}.json")
+        assert missing.status_code == 404 and b"no such job" in missing.data
