@@ -34,13 +34,13 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Debian's redis-server and chromium: installed with apt-get when running as root,
+# Debian's redis-server, chromium, nginx and openssl: installed with apt-get when running as root,
 # otherwise they must already be there (see the README).
 system-test-packages:
-	@if command -v redis-server >/dev/null && command -v chromium >/dev/null && command -v nginx >/dev/null; then :; \
+	@if command -v redis-server >/dev/null && command -v chromium >/dev/null && command -v nginx >/dev/null && command -v openssl >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium nginx; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium nginx openssl; \
 	else \
-		echo "The tests need Debian's redis-server, chromium and nginx: sudo apt-get install redis-server chromium nginx"; \
+		echo "The tests need Debian's redis-server, chromium, nginx and openssl: sudo apt-get install redis-server chromium nginx openssl"; \
 		exit 1; \
 	fi

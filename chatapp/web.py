@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from typing import Any
+
 import redis
 from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_wtf.csrf import CSRFProtect
 
 from chatapp import frames, providers, store
+from chatapp.config import PROJECT_DIR
 from chatapp.connections import get_redis
 from chatapp.owner import current_user
 from chatapp.store import Chat
@@ -43,6 +48,7 @@ class SessionInterface(SecureCookieSessionInterface):
 def init_app(app: Flask) -> None:
     app.session_interface = SessionInterface()
     csrf.init_app(app)
+    app.url_defaults(_static_version)
     app.after_request(_security_headers)
     app.jinja_env.globals.update(
         answer_body=frames.answer_body,
@@ -74,6 +80,22 @@ def _my_chats() -> list[Chat]:
 def is_htmx() -> bool:
     """Return whether htmx made this request (it then wants a fragment, not a page)."""
     return request.headers.get("HX-Request") == "true"
+
+
+def _static_version(endpoint: str, values: dict[str, Any]) -> None:
+    """Name each static file with its content's hash (`?v=`), so that nginx may let
+    browsers keep it for a year (deploy/nginx.conf) and a new release is fetched anew."""
+    if endpoint == "static" and "filename" in values:
+        values.setdefault("v", _content_hash(values["filename"]))
+
+
+@functools.cache
+def _content_hash(filename: str) -> str:
+    path = PROJECT_DIR / "static" / filename
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "0"
 
 
 def _security_headers(response: Response) -> Response:

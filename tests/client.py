@@ -57,9 +57,12 @@ def blocks_of(events: list[Event]) -> str:
 class ChatClient:
     """One device of one user: a new account, or (`same_user_as`) another login to one."""
 
-    def __init__(self, base: str, same_user_as: ChatClient | None = None) -> None:
+    def __init__(
+        self, base: str, same_user_as: ChatClient | None = None, **options: object
+    ) -> None:
+        """`options` go to httpx.Client (say, http2=True and verify=False)."""
         self.base = base
-        self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False)
+        self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False, **options)  # type: ignore[arg-type]
         if same_user_as is None:
             self.name = new_name()
             self.token = sign_up(self.http, self.name)

@@ -153,6 +153,7 @@ class Stack:
         self.redis_url = redis_url
         self.env = env
         self.worker_pid = worker_pid
+        self.https_base = ""  # behind nginx: its HTTPS (and HTTP/2) address
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
@@ -183,23 +184,31 @@ def stack_behind_nginx(directory: Path, **settings: str) -> Iterator[Stack]:
             rq_worker(env) as worker,
             web_server(env) as (first, _),
             web_server(env) as (second, _),
-            nginx(directory, [first, second]) as base,
+            nginx(directory, [first, second]) as (base, https_base),
         ):
-            yield Stack(base, server.url, env, worker.pid)
+            stack = Stack(base, server.url, env, worker.pid)
+            stack.https_base = https_base
+            yield stack
     finally:
         server.stop()
 
 
 @contextmanager
-def nginx(directory: Path, upstreams: list[str]) -> Iterator[str]:
-    """Run Debian's nginx with deploy/nginx.conf in front of `upstreams`; yield its URL."""
-    port = free_port()
+def nginx(directory: Path, upstreams: list[str]) -> Iterator[tuple[str, str]]:
+    """Run Debian's nginx with deploy/nginx.conf in front of `upstreams`, with a self-signed
+    certificate; yield its HTTP and its HTTPS (HTTP/2) URLs."""
+    port, tls_port = free_port(), free_port()
     site = (PROJECT_DIR / "deploy" / "nginx.conf").read_text()
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{tls_port} ssl http2;")
+    site = site.replace("/srv/chatapp/static/", f"{PROJECT_DIR / 'static'}/")
     for default, upstream in zip(("127.0.0.1:8000", "127.0.0.1:8001"), upstreams, strict=True):
         site = site.replace(f"server {default};", f"server {upstream.removeprefix('http://')};")
     home = directory / f"nginx-{port}"
     home.mkdir()
+    certificate, key = self_signed_certificate(home)
+    site = site.replace("/etc/ssl/certs/chatapp.pem", str(certificate))
+    site = site.replace("/etc/ssl/private/chatapp.key", str(key))
     (home / "site.conf").write_text(site)
     temp = " ".join(
         f"{kind}_temp_path {home / kind};"
@@ -209,14 +218,28 @@ def nginx(directory: Path, upstreams: list[str]) -> Iterator[str]:
         f"daemon off; worker_processes 1; pid {home / 'nginx.pid'};\n"
         f"error_log {home / 'error.log'} warn;\n"
         "events { worker_connections 2048; }\n"
-        f"http {{ access_log off; {temp} include {home / 'site.conf'}; }}\n"
+        # mime.types as Debian's nginx.conf includes it: static files need their types.
+        f"http {{ access_log off; include /etc/nginx/mime.types; {temp} "
+        f"include {home / 'site.conf'}; }}\n"
     )
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen([binary, "-p", str(home), "-c", str(home / "nginx.conf")])
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_page(base, "nginx")
-        yield base
+        yield base, f"https://127.0.0.1:{tls_port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """Make a certificate for 127.0.0.1 with openssl; return its file and its key's."""
+    certificate, key = directory / "cert.pem", directory / "key.pem"
+    command = [
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        "-keyout", str(key), "-out", str(certificate),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    return certificate, key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -9,7 +11,7 @@ import pytest
 
 from chatapp import store
 from tests.client import ChatClient, Event, blocks_of
-from tests.servers import Stack, stack_behind_nginx
+from tests.servers import PROJECT_DIR, Stack, stack_behind_nginx
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +63,38 @@ def test_pages_and_errors_come_through_nginx(proxied: Stack) -> None:
     assert client.http.get("/").status_code == 200
     missing = client.http.get("/chats/0123456789abcdef")
     assert missing.status_code == 404 and "does not exist" in missing.text
+
+
+def test_https_with_http2_carries_pages_and_a_live_answer(proxied: Stack) -> None:
+    # Over HTTPS, Flask-WTF also wants a same-site Referer on posts, as browsers send it.
+    same_site = {"Referer": proxied.https_base + "/"}
+    client = ChatClient(proxied.https_base, http2=True, verify=False, headers=same_site)
+    page = client.http.get("/")
+    assert page.status_code == 200 and page.http_version == "HTTP/2"
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, "Over HTTP/2, please")
+    events = client.stream(chat_id, answer_id)
+    assert events[0].event == "snapshot" and events[-1].event == "end"
+    stored = store.get_message(proxied.redis(), chat_id, answer_id)
+    assert stored is not None and blocks_of(events) == stored.html
+    # nginx tells the app the request came over HTTPS, so the session cookie is Secure.
+    fresh = httpx.Client(base_url=proxied.https_base, http2=True, verify=False)
+    cookie = fresh.get("/login").headers["set-cookie"]
+    assert "session=" in cookie and "Secure" in cookie
+
+
+def test_static_files_come_from_nginx_kept_for_a_year_under_content_hashed_urls(
+    proxied: Stack,
+) -> None:
+    page = ChatClient(proxied.base).http.get("/")
+    found = re.search(r'src="(/static/app\.js\?v=([0-9a-f]{12}))"', page.text)
+    assert found, "the page's script URL carries its content hash"
+    url, version = found.groups()
+    script = httpx.get(proxied.base + url)
+    assert script.status_code == 200
+    assert script.content == (PROJECT_DIR / "static" / "app.js").read_bytes()
+    assert hashlib.sha256(script.content).hexdigest()[:12] == version
+    cache = script.headers["cache-control"]
+    assert "max-age=31536000" in cache and "immutable" in cache
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert script.headers["content-type"] in ("application/javascript", "text/javascript")

@@ -156,8 +156,8 @@ def test_pages_carry_a_strict_content_security_policy(alice: Person, client: Fla
 def test_the_vendored_htmx_files_match_the_names_the_page_loads(alice: Person) -> None:
     client = alice.client
     page = client.get("/").text
-    htmx = re.search(r'src="/static/htmx-(\d+\.\d+\.\d+)\.min\.js"', page)
-    sse = re.search(r'src="/static/htmx-ext-sse-(\d+\.\d+\.\d+)\.js"', page)
+    htmx = re.search(r'src="/static/htmx-(\d+\.\d+\.\d+)\.min\.js\?v=[0-9a-f]{12}"', page)
+    sse = re.search(r'src="/static/htmx-ext-sse-(\d+\.\d+\.\d+)\.js\?v=[0-9a-f]{12}"', page)
     assert htmx and sse
     htmx_file = client.get(f"/static/htmx-{htmx.group(1)}.min.js")
     assert f'version:"{htmx.group(1)}"' in htmx_file.text

@@ -467,7 +467,8 @@ SENTINEL = r"""
       const name = el.localName;
       const inHead = el.parentElement === document.head;
       if (name === "script") {
-        if (!(inHead && /^\/static\/[\w.-]+\.js$/.test(el.getAttribute("src") || "")))
+        const src = el.getAttribute("src") || "";
+        if (!(inHead && /^\/static\/[\w.-]+\.js\?v=[0-9a-f]{12}$/.test(src)))
           found.push(`script ${describe(el)}`);
         continue;
       }
