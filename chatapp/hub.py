@@ -227,6 +227,10 @@ class Hub:
             # Streams wait for this thread's ticks with no timer of their own: if it ends
             # for any reason, tell them to close (and reconnect, to a new hub).
             self.drain()
+            try:
+                self._pubsub.reset()  # and leave Redis's list of subscribers now
+            except (redis.RedisError, OSError):
+                pass
 
     def _serve(self) -> None:
         while not self._stopping:

@@ -68,6 +68,12 @@ def seqs(events: list[Event]) -> list[int]:
     return [int(e.id.split(":")[1]) for e in events if e.id]
 
 
+def subscribed(r: redis.Redis, chat_id: str) -> bool:
+    """Whether a hub has subscribed to the chat's channel (a hub of an earlier test may
+    still hold a pub/sub connection of its own: only this channel says it is ours)."""
+    return bool(r.pubsub_numsub(store.channel(chat_id))[0][1])
+
+
 def finish(r: redis.Redis, sent: store.SendResult, length: int) -> None:
     chat_id = chat_of(r, sent.answer_id)
     done = Terminal("done", text="t", html="<p>t</p>")
@@ -196,7 +202,7 @@ def test_entries_appended_during_replay_arrive_once_and_in_order(r: redis.Redis,
     assert len(results) == viewers
     for cursor, events in results.values():
         assert events[-1].event == "end"
-        if cursor is None:
+        if cursor is None and len(events) > 1:  # (alone, `end`: it joined after the finish)
             assert events[0].event == "snapshot"
             start = int(events[0].id.split(":")[1])  # type: ignore[union-attr]
             assert re.findall(r"<p>(.*?)</p>", events[0].data) == [
@@ -256,7 +262,7 @@ def test_after_the_hub_reconnects_streams_refill_what_was_published_meanwhile(
         )
     )
     viewer.start()
-    wait_until(lambda: r.client_list(_type="pubsub"), what="the hub to subscribe")
+    wait_until(lambda: subscribed(r, chat_id), what="the hub to subscribe")
     reconnects = hub.reconnects
     r.client_kill_filter(_type="pubsub")
     # Published while the hub has no subscription: lost for pub/sub, kept in the log.
@@ -356,7 +362,7 @@ def test_a_subscriber_cut_by_its_output_buffer_limit_refills_and_ends(
     )
     try:
         viewer.start()
-        wait_until(lambda: r.client_list(_type="pubsub"), what="the hub to subscribe")
+        wait_until(lambda: subscribed(r, chat_id), what="the hub to subscribe")
         reconnects = hub.reconnects
         for i, entry in enumerate(big):
             store.append(r, chat_id, sent.answer_id, sent.generation_id, [entry], i)
@@ -413,7 +419,7 @@ def test_a_blackholed_hub_connection_is_detected_and_refilled(
             )
         )
         viewer.start()
-        wait_until(lambda: r.client_list(_type="pubsub"), what="the hub to subscribe")
+        wait_until(lambda: subscribed(r, chat_id), what="the hub to subscribe")
         proxy.blackhole()  # the hub's connection goes silent, and nothing closes it
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("b")], 1)
         wait_until(lambda: hub.reconnects > 0, what="the hub to notice")
