@@ -9,7 +9,7 @@ import threading
 
 from chatapp import store
 from tests.client import ChatClient, Event, parse_events
-from tests.servers import Stack
+from tests.servers import Stack, wait_until
 
 ARTICLE_ID = re.compile(
     r'<article class="message (?:user|answer)" id="(?:message|answer)-([0-9a-f]{16})"'
@@ -182,11 +182,13 @@ def test_the_chat_list_follows_on_the_same_stream(stack: Stack) -> None:
     # phone's list follows each step.
     seen: list[str] = []
     following = threading.Event()
+    so_far: list[str] = []  # the lists the phone has got, as they come
 
     def done(events: list[Event]) -> bool:
-        if lists(events):
+        so_far[:] = lists(events)
+        if so_far:
             following.set()  # the phone's stream is up: it sends the list first
-        return any("A title from the laptop" in x and "running" not in x for x in lists(events))
+        return any("A title from the laptop" in x and "running" not in x for x in so_far)
 
     def follow() -> None:
         events = phone.live(chat_id, until=done, last_event_id=first[-1].id, skip=("ping",))
@@ -196,6 +198,9 @@ def test_the_chat_list_follows_on_the_same_stream(stack: Stack) -> None:
     follower.start()
     assert following.wait(timeout=30)
     other = laptop.new_chat()
+    # Each step shows before the next (a list is read when the nudge comes, so a step the
+    # laptop took meanwhile would show in its place).
+    wait_until(lambda: any(other in x for x in so_far), what="the phone to list the chat")
     laptop.send_ok(other, "A title from the laptop")
     follower.join(timeout=30)
     assert any(f'href="/chats/{other}">New chat</a>' in x for x in seen)  # created
