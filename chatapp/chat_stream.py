@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from chatapp import frames, probes, store
-from chatapp.follow import retry_later, serve
+from chatapp.follow import relay, retry_later, serve
 from chatapp.frames import ChatCursor, Cursor
 from chatapp.hub import DRAIN, REFILL, TICK, Hub, Subscription
 from chatapp.store import Message
@@ -200,16 +200,12 @@ class _ChatStream:
 
     def _relay(self) -> Iterator[bytes]:
         self.last_ping = self.last_heard = time.monotonic()
-        close_at = self.last_ping + self.request.max_seconds
-        while not self.deleted and not self.closing:
-            if time.monotonic() >= close_at:
-                yield retry_later()  # spread viewers after a deploy; they resume at once
-                return
-            item = self.subscription.get()  # a TICK at least every few seconds
-            # What else has arrived meanwhile goes out in the same write (see follow.py).
-            out = [piece for each in (item, *self.subscription.ready()) for piece in self._on(each)]
-            if out:
-                yield b"".join(out)
+        yield from relay(
+            self.subscription,
+            self.request.max_seconds,
+            self._on,
+            lambda: self.deleted or self.closing,
+        )
 
     def _on(self, item: dict[str, Any] | str | None) -> Iterator[bytes]:
         """What one inbox item makes this stream send."""

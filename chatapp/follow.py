@@ -78,6 +78,29 @@ def serve(
         hub.release(subscription)
 
 
+def relay(
+    subscription: Subscription,
+    max_seconds: float,
+    on: Callable[[dict[str, Any] | str | None], Iterator[bytes]],
+    ended: Callable[[], bool],
+) -> Iterator[bytes]:
+    """Hand each inbox item to `on` and send what it makes, until `ended()`; every
+    stream's live part runs here. After `max_seconds` the stream closes with `retry:`."""
+    close_at = time.monotonic() + max_seconds
+    while not ended():
+        if time.monotonic() >= close_at:
+            # Long-lived responses pin a viewer to one process; closing them now and then
+            # spreads viewers after a deploy or scale-out. Nothing is lost: native resume.
+            yield retry_later()
+            return
+        item = subscription.get()  # a TICK at least every few seconds
+        # Whatever else has arrived meanwhile goes out in the same write: a busy process
+        # makes fewer, larger writes instead of falling further behind.
+        out = [piece for each in (item, *subscription.ready()) for piece in on(each)]
+        if out:
+            yield b"".join(out)
+
+
 def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:
     """Yield the SSE bytes of one viewer of one answer until its terminal entry."""
     yield from serve(
@@ -147,19 +170,9 @@ class _Stream:
 
     def _relay(self) -> Iterator[bytes]:
         self.last_ping = self.last_heard = time.monotonic()
-        close_at = self.last_ping + self.request.max_seconds
-        while not self.finished:
-            if time.monotonic() >= close_at:
-                # Long-lived responses pin a viewer to one process; closing them now and then
-                # spreads viewers after a deploy or scale-out. Nothing is lost: native resume.
-                yield retry_later()
-                return
-            item = self.subscription.get()  # a TICK at least every few seconds
-            # Whatever else has arrived meanwhile goes out in the same write: a busy process
-            # makes fewer, larger writes instead of falling further behind.
-            out = [piece for each in (item, *self.subscription.ready()) for piece in self._on(each)]
-            if out:
-                yield b"".join(out)
+        yield from relay(
+            self.subscription, self.request.max_seconds, self._on, lambda: self.finished
+        )
 
     def _on(self, item: dict[str, Any] | str | None) -> Iterator[bytes]:
         """What one inbox item makes this stream send."""

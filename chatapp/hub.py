@@ -63,12 +63,9 @@ class Subscription:
     def get(self, timeout: float | None = None) -> dict[str, Any] | str | None:
         """Return DRAIN once the process stops, the next item, REFILL if the inbox
         overflowed, or None after `timeout` (streams wait without one: see TICK)."""
-        if self.draining:
-            return DRAIN
-        if self.overflowed:
-            self.overflowed = False
-            self._drain()
-            return REFILL
+        flag = self._flag()
+        if flag is not None:
+            return flag
         try:
             return self._inbox.get(timeout=timeout)
         except queue.Empty:
@@ -78,16 +75,25 @@ class Subscription:
         """Return what has been delivered already (at most `limit` items), without waiting."""
         items: list[dict[str, Any] | str] = []
         while len(items) < limit:
-            if self.draining or self.overflowed:
-                items.append(DRAIN if self.draining else REFILL)
-                self.overflowed = False
-                self._drain()
+            flag = self._flag()
+            if flag is not None:
+                items.append(flag)
                 break
             try:
                 items.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
         return items
+
+    def _flag(self) -> str | None:
+        """DRAIN once the process stops; REFILL (the inbox emptied) after an overflow."""
+        if self.draining:
+            return DRAIN
+        if self.overflowed:
+            self.overflowed = False
+            self._drain()
+            return REFILL
+        return None
 
     def _drain(self) -> None:
         while True:
