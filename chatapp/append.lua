@@ -6,14 +6,15 @@
 -- ARGV: 1 generation id, 2 expected log length ('' = any), 3 channel, 4 message id,
 --       5 heartbeat ms, 6 retention s, 7 terminal kind ('' | done | error | stopped),
 --       8 error message, 9 final text (done), 10 final html (done),
---       11 mode ('' | 'if-dead': only if the heartbeat has expired), 12.. delta entries (JSON)
+--       11 mode ('' | 'if-dead': only if the heartbeat has expired),
+--       12 the publish command (PUBLISH, or SPUBLISH on a Cluster), 13.. delta entries (JSON)
 -- Delta entries: {"t": "delta", "text", "blocks", "tail"}; only the newest keeps its "tail".
 -- Returns {status, log length}; status: ok | stale (not the current generation) |
 --         ended (already has its terminal entry) | seq (expected length did not match) |
 --         alive (mode 'if-dead' and the producer's heartbeat is still there).
 local msg, log, hb, chat, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local gen, expected, channel, mid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local kind = ARGV[7]
+local kind, publish = ARGV[7], ARGV[12]
 
 if redis.call('HGET', msg, 'gen') ~= gen then
   return {'stale', 0}
@@ -32,7 +33,7 @@ end
 
 local chat_event, chat_event_seq = nil, 0  -- the chat-level event of a terminal entry
 local entries = {}
-for i = 12, #ARGV do
+for i = 13, #ARGV do
   entries[#entries + 1] = ARGV[i]
 end
 
@@ -81,13 +82,13 @@ if length > 0 then
 end
 local new_length = redis.call('RPUSH', log, unpack(entries))
 local first = new_length - #entries + 1
-redis.call('PUBLISH', channel, '{"m":"' .. mid .. '","g":"' .. gen .. '","s":' .. first ..
+redis.call(publish, channel, '{"m":"' .. mid .. '","g":"' .. gen .. '","s":' .. first ..
   ',"e":[' .. table.concat(entries, ',') .. ']}')
 if kind ~= '' then
   redis.call('EXPIRE', log, ARGV[6])
   redis.call('DEL', hb)
   -- After the terminal entry, on the same channel: a chat viewer sees the end first.
-  redis.call('PUBLISH', channel, '{"c":' .. chat_event_seq .. ',"e":[' .. chat_event .. ']}')
+  redis.call(publish, channel, '{"c":' .. chat_event_seq .. ',"e":[' .. chat_event .. ']}')
 else
   redis.call('SET', hb, gen, 'PX', ARGV[5])
 end

@@ -13,6 +13,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULTS: dict[str, Any] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "REDIS_QUEUE_URL": None,  # the RQ queue's Redis; defaults to REDIS_URL
+    "REDIS_CLUSTER": False,  # REDIS_URL is a node of a Redis Cluster (then set REDIS_QUEUE_URL)
     "REDIS_MAX_CONNECTIONS": 50,  # per process; the pool blocks (with a timeout) when exhausted
     "DATA_DIR": str(PROJECT_DIR / "data"),
     "OPENAI_API_KEY": None,

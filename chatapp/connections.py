@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from flask import Flask, current_app
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 from rq import Queue
 
@@ -20,8 +22,14 @@ _hub_lock = threading.Lock()
 
 def init_app(app: Flask) -> None:
     """Create the process's Redis clients; the hub starts on first use (after any fork)."""
-    app.extensions["redis"] = make_redis(app.config["REDIS_URL"], app.config)
-    queue_url = app.config["REDIS_QUEUE_URL"] or app.config["REDIS_URL"]
+    config = app.config
+    if config["REDIS_CLUSTER"] and not config["REDIS_QUEUE_URL"]:
+        raise ValueError(
+            "REDIS_CLUSTER is on, so REDIS_QUEUE_URL must name a standalone Redis for the "
+            "answer queue: RQ does not run on a Redis Cluster"
+        )
+    app.extensions["redis"] = make_redis(config["REDIS_URL"], config)
+    queue_url = config["REDIS_QUEUE_URL"] or config["REDIS_URL"]
     # RQ stores pickled bytes: its client must not decode responses.
     queue_redis = redis.Redis.from_url(queue_url, socket_connect_timeout=5, socket_timeout=30)
     app.extensions["queue"] = Queue(app.config["QUEUE_NAME"], connection=queue_redis)
@@ -43,20 +51,54 @@ def make_redis(url: str, config: dict | None = None, **overrides: object) -> red
     if url.startswith("unix://"):
         del options["socket_keepalive"]  # TCP only
     options.update(overrides)
+    if (config or {}).get("REDIS_CLUSTER"):
+        return make_cluster_client(url, options)
     pool = redis.BlockingConnectionPool.from_url(url, **options)
     return redis.Redis(connection_pool=pool)
 
 
-def make_hub(url: str, **options: float) -> Hub:
-    """Return a (not yet started) hub on its own connection, which never retries silently.
+def make_cluster_client(url: str, options: dict[str, object]) -> redis.Redis:
+    """Return a Redis Cluster client (`url` names any node; it finds the rest), with a
+    blocking pool of `max_connections` per node.
+
+    Typed as redis.Redis: it takes the same commands, and the store's keys keep each
+    script and transaction within one chat's slot."""
+    cluster = RedisCluster.from_url(
+        url, connection_pool_class=redis.BlockingConnectionPool, **options
+    )
+    return cast(redis.Redis, cluster)
+
+
+def make_hub(url: str, cluster: bool = False, **options: float) -> Hub:
+    """Return a (not yet started) hub, on connections of its own that never retry silently.
 
     redis-py's default retry would reconnect and resubscribe without telling anyone, and
     whatever was published meanwhile would be lost unnoticed; the hub must see every cut.
     """
-    from chatapp.hub import Hub
+    from chatapp.hub import ClusterShards, Hub, OneServer, Routes
 
-    client = make_redis(url, max_connections=2, retry=Retry(NoBackoff(), 0))
-    return Hub(client, **options)
+    def pubsub_client(node_url: str) -> redis.Redis:
+        return make_redis(node_url, max_connections=2, retry=Retry(NoBackoff(), 0))
+
+    routes: Routes
+    if cluster:
+        slot_map = make_cluster_client(url, {"decode_responses": True, "socket_timeout": 10})
+        routes = ClusterShards(
+            cast(RedisCluster, slot_map),
+            lambda host, port: pubsub_client(_same_credentials(url, host, port)),
+        )
+    else:
+        routes = OneServer(pubsub_client(url))
+    return Hub(routes, **options)
+
+
+def _same_credentials(url: str, host: str, port: int) -> str:
+    """Return `url` (scheme, user, password, options) pointed at another node."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    netloc = f"{credentials}@{address}" if credentials else address
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def get_redis() -> redis.Redis:
@@ -88,7 +130,7 @@ def get_hub() -> Hub:
             config = app.config
             # A stream's clock (see hub.TICK): fine enough for its pings and idle checks.
             tick = min(2.5, config["CHECK_SECONDS"] / 2, config["PING_SECONDS"] / 2)
-            hub = make_hub(config["REDIS_URL"], tick_seconds=tick)
+            hub = make_hub(config["REDIS_URL"], config["REDIS_CLUSTER"], tick_seconds=tick)
             hub.start()
             app.extensions["hub"] = hub
     return hub

@@ -2,14 +2,15 @@
 -- Answer logs are left to expire (every finished log has its retention TTL; a running
 -- answer is stopped before this runs), and so are client message claims.
 -- KEYS: 1 chat hash, 2 message list, 3 chat events
--- ARGV: 1 the chat's channel, 2 the prefix of message keys (followed by the message id)
+-- ARGV: 1 the chat's channel, 2 the prefix of message keys (followed by the message id),
+--       3 the publish command (PUBLISH, or SPUBLISH on a Cluster)
 -- Returns 1, or 0 if the chat does not exist.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 local event = cjson.encode({t = 'chat_deleted'})
 local seq = redis.call('RPUSH', KEYS[3], event)
-redis.call('PUBLISH', ARGV[1], '{"c":' .. seq .. ',"e":[' .. event .. ']}')
+redis.call(ARGV[3], ARGV[1], '{"c":' .. seq .. ',"e":[' .. event .. ']}')
 for _, message_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   redis.call('DEL', ARGV[2] .. message_id)
 end

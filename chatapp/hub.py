@@ -1,4 +1,5 @@
-"""The per-process pub/sub hub: one Redis subscription connection for all of a process's streams.
+"""The per-process pub/sub hub: one Redis subscription connection (per shard) for all of a
+process's streams.
 
 A PubSub object is not safe to share, so one thread (a greenlet under gunicorn's gevent
 worker) owns it and does all its I/O; streams talk to the hub through a lock-protected
@@ -9,6 +10,11 @@ Redis does not replay what it published while a subscriber was away, so after ev
 (re)subscription the hub tells each stream on that channel to refill from the log, and it
 pings on its own schedule: a half-open connection (Redis gone without a FIN) otherwise
 stays silent forever, and redis-py's health check only sends, it never notices a missing reply.
+
+On a Redis Cluster, channels are sharded (SSUBSCRIBE): a channel lives on the shard that holds
+its slot, and the hub keeps one connection per shard it needs. A shard that fails, or a slot
+that moves (the shard then unsubscribes its channels), is a cut like any other: those
+channels are subscribed again where they now live, and their streams refill from the log.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ import queue
 import select
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import redis
 from redis.client import PubSub
+from redis.cluster import RedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +112,126 @@ class Subscription:
                 return
 
 
+class Routes(Protocol):
+    """Where a channel lives: which server to subscribe to it on, and how."""
+
+    sharded: bool  # SSUBSCRIBE (a Cluster's shard channels) rather than SUBSCRIBE
+
+    def server_of(self, channel: str) -> str: ...
+
+    def pubsub(self, server: str) -> PubSub: ...
+
+    def refresh(self) -> None: ...
+
+
+class OneServer:
+    """Every channel on one Redis server."""
+
+    sharded = False
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def server_of(self, channel: str) -> str:
+        return "redis"
+
+    def pubsub(self, server: str) -> PubSub:
+        return self._client.pubsub()
+
+    def refresh(self) -> None:
+        pass
+
+
+class ClusterShards:
+    """A channel on the shard (master) that holds its slot, as the cluster's slot map says."""
+
+    sharded = True
+
+    def __init__(self, cluster: RedisCluster, node_client: Callable[[str, int], redis.Redis]):
+        self._cluster = cluster
+        self._node_client = node_client  # a client that never retries, for one node
+        self._clients: dict[str, redis.Redis] = {}
+
+    def server_of(self, channel: str) -> str:
+        return str(self._cluster.get_node_from_key(channel).name)  # "host:port"
+
+    def pubsub(self, server: str) -> PubSub:
+        client = self._clients.get(server)
+        if client is None:
+            host, port = server.rsplit(":", 1)
+            client = self._clients[server] = self._node_client(host, int(port))
+        return client.pubsub()
+
+    def refresh(self) -> None:
+        """Read the slot map again (after a cut: a slot moved, or a master failed over)."""
+        self._cluster.nodes_manager.initialize()
+
+
+class _Link:
+    """The hub's pub/sub connection to one server, and the channels it holds there."""
+
+    def __init__(self, pubsub: PubSub, sharded: bool) -> None:
+        self.pubsub = pubsub
+        self.sharded = sharded
+        self.channels: set[str] = set()
+        self.last_reply = self.last_ping = time.monotonic()
+
+    def subscribe(self, channels: list[str]) -> None:
+        self.channels.update(channels)  # before sending: a cut then subscribes them again
+        if self.sharded:  # one command per channel: a command's channels share one slot
+            for channel in channels:
+                self.pubsub.ssubscribe(channel)
+        else:
+            self.pubsub.subscribe(*channels)
+        self.last_reply = time.monotonic()
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        self.channels.difference_update(channels)
+        if self.sharded:
+            for channel in channels:
+                self.pubsub.sunsubscribe(channel)
+        else:
+            self.pubsub.unsubscribe(*channels)
+
+    def fileno(self) -> int | None:
+        sock = getattr(self.pubsub.connection, "_sock", None) if self.pubsub.subscribed else None
+        return sock.fileno() if sock is not None else None
+
+    def next_message(self) -> dict[str, Any] | None:
+        message = self.pubsub.get_message(timeout=0) if self.pubsub.subscribed else None
+        if message is not None:
+            self.last_reply = time.monotonic()
+        return message
+
+    def check_health(self, ping_interval: float) -> None:
+        """Ping now and then; raise if Redis stopped answering (a half-open connection)."""
+        if not self.pubsub.subscribed:
+            return
+        now = time.monotonic()
+        if now - self.last_reply > 3 * ping_interval:
+            raise redis.ConnectionError("no reply from Redis to the hub's pings")
+        if now - self.last_ping >= ping_interval:
+            self.pubsub.ping()
+            self.last_ping = now
+
+    def close(self) -> None:
+        try:
+            self.pubsub.reset()  # and leave Redis's list of subscribers now
+        except (redis.RedisError, OSError):
+            pass
+
+
 class Hub:
-    """Owns the process's pub/sub connection and fans messages out to subscriptions."""
+    """Owns the process's pub/sub connections and fans messages out to subscriptions."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        routes: Routes,
         unsubscribe_delay: float = 5.0,
         ping_interval: float = 5.0,
         tick_seconds: float = 2.5,
     ) -> None:
-        self._client = client
+        self._routes = routes
         self._pid = os.getpid()
         self._unsubscribe_delay = unsubscribe_delay
         self._ping_interval = ping_interval
@@ -128,11 +246,10 @@ class Hub:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)  # a full pipe must never block the process
-        self._pubsub: PubSub = client.pubsub()
+        self._links: dict[str, _Link] = {}  # by server; only the hub's thread touches these
+        self._subscribe_after = 0.0  # after a cut, wait a moment before subscribing again
         self._stopping = False
         self._draining = False
-        self._last_reply = time.monotonic()
-        self._last_ping = time.monotonic()
         self.reconnects = 0
         self._thread = threading.Thread(target=self._run, name="chatapp-hub", daemon=True)
 
@@ -210,47 +327,72 @@ class Hub:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def servers(self) -> list[str]:
+        """The servers the hub holds a pub/sub connection to (one per shard in use)."""
+        return list(self._links)
+
     def _run(self) -> None:
         try:
             while not self._stopping:
                 try:
                     self._serve()
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    log.warning("hub: pub/sub connection lost (%s); reconnecting", exc)
                 except Exception:
-                    # Whatever went wrong (an ACL error, a redis-py bug), the process's
-                    # streams depend on this thread: log it and start over rather than die.
+                    # Whatever went wrong (a redis-py bug, a surprise), the process's streams
+                    # depend on this thread: log it and start over rather than die.
                     log.exception("hub: unexpected error; starting over")
                 else:
                     return
-                try:
-                    self._start_over()
-                except Exception:
-                    log.exception("hub: could not start over; trying again")
+                for server in list(self._links):
+                    self._cut(server, "starting over")
                 self._tick()  # streams keep their clock while Redis is away (and find out)
                 time.sleep(RECONNECT_DELAY)
         finally:
             # Streams wait for this thread's ticks with no timer of their own: if it ends
             # for any reason, tell them to close (and reconnect, to a new hub).
             self.drain()
-            try:
-                self._pubsub.reset()  # and leave Redis's list of subscribers now
-            except (redis.RedisError, OSError):
-                pass
+            for link in self._links.values():
+                link.close()
 
     def _serve(self) -> None:
+        interval = min(self._ping_interval / 2, self._unsubscribe_delay / 2, self._tick_seconds)
         while not self._stopping:
             self._subscribe_pending()
             self._unsubscribe_idle()
             self._check_health()
             self._tick()
-            message = self._pubsub.get_message(timeout=0) if self._pubsub.subscribed else None
-            if message is not None:
-                self._last_reply = time.monotonic()
-                self._dispatch(message)
-                continue
-            interval = min(self._ping_interval / 2, self._unsubscribe_delay / 2, self._tick_seconds)
-            self._wait(timeout=interval)
+            if not self._read():
+                self._wait(timeout=interval)
+
+    @contextmanager
+    def _guard(self, server: str) -> Iterator[None]:
+        """Treat a Redis error on one server's connection as a cut of that connection only."""
+        try:
+            yield
+        except (redis.RedisError, OSError) as exc:
+            self._cut(server, exc)
+
+    def _cut(self, server: str, reason: object) -> None:
+        """Drop a server's connection; its channels that still have streams are subscribed
+        again (where they live now), and those streams refill when Redis confirms."""
+        log.warning("hub: pub/sub connection to %s lost (%s); subscribing again", server, reason)
+        self.reconnects += 1
+        link = self._links.pop(server, None)
+        if link is not None:
+            link.close()
+            self._resubscribe(link.channels)
+        self._subscribe_after = time.monotonic() + RECONNECT_DELAY
+
+    def _resubscribe(self, channels: set[str]) -> None:
+        with self._lock:
+            again = [channel for channel in channels if channel in self._confirmed]
+            for channel in again:
+                self._confirmed[channel].clear()
+            self._pending.extend(again)
+        try:
+            self._routes.refresh()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("hub: could not read the cluster's slot map (%s)", exc)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -263,11 +405,23 @@ class Hub:
             subscription.deliver(TICK)
 
     def _subscribe_pending(self) -> None:
+        if time.monotonic() < self._subscribe_after:
+            return
         with self._lock:
-            channels, self._pending = self._pending, []
-        if channels:
-            self._pubsub.subscribe(*channels)
-            self._last_reply = time.monotonic()
+            channels = [channel for channel in self._pending if channel in self._confirmed]
+            self._pending = []
+        by_server: dict[str, list[str]] = {}
+        for channel in dict.fromkeys(channels):  # once each, in order
+            with self._guard("the cluster"):
+                by_server.setdefault(self._routes.server_of(channel), []).append(channel)
+        for server, mine in by_server.items():
+            with self._guard(server):
+                link = self._links.get(server)
+                if link is None:
+                    link = self._links[server] = _Link(
+                        self._routes.pubsub(server), self._routes.sharded
+                    )
+                link.subscribe(mine)
 
     def _unsubscribe_idle(self) -> None:
         now = time.monotonic()
@@ -281,18 +435,29 @@ class Hub:
                 del self._idle_since[channel]
                 del self._confirmed[channel]
                 self._listeners.pop(channel, None)
-        if idle:
-            self._pubsub.unsubscribe(*idle)
+        if not idle:
+            return
+        for server, link in list(self._links.items()):
+            mine = [channel for channel in idle if channel in link.channels]
+            if mine:
+                with self._guard(server):
+                    link.unsubscribe(mine)
 
     def _check_health(self) -> None:
-        if not self._pubsub.subscribed:
-            return
-        now = time.monotonic()
-        if now - self._last_reply > 3 * self._ping_interval:
-            raise redis.ConnectionError("no reply from Redis to the hub's pings")
-        if now - self._last_ping >= self._ping_interval:
-            self._pubsub.ping()
-            self._last_ping = now
+        for server, link in list(self._links.items()):
+            with self._guard(server):
+                link.check_health(self._ping_interval)
+
+    def _read(self) -> bool:
+        """Dispatch what each connection has ready (a message each); False if none had any."""
+        read = False
+        for server, link in list(self._links.items()):
+            with self._guard(server):
+                message = link.next_message()
+                if message is not None:
+                    read = True
+                    self._dispatch(link, message)
+        return read
 
     def _wait(self, timeout: float) -> None:
         """Sleep until Redis sends something, a stream asks for something, or `timeout`.
@@ -301,10 +466,10 @@ class Hub:
         past select()'s limit of 1024."""
         watched = select.poll()
         watched.register(self._wake_read, select.POLLIN)
-        connection = self._pubsub.connection
-        sock = getattr(connection, "_sock", None) if self._pubsub.subscribed else None
-        if sock is not None:
-            watched.register(sock.fileno(), select.POLLIN)
+        for link in self._links.values():
+            fileno = link.fileno()
+            if fileno is not None:
+                watched.register(fileno, select.POLLIN)
         readable = [fd for fd, _ in watched.poll(timeout * 1000)]
         if self._wake_read in readable:
             try:
@@ -313,10 +478,12 @@ class Hub:
             except BlockingIOError:
                 pass
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, link: _Link, message: dict[str, Any]) -> None:
         kind = message["type"]
         channel = message.get("channel")
-        if kind == "subscribe" and isinstance(channel, str):
+        if not isinstance(channel, str):
+            return
+        if kind in ("subscribe", "ssubscribe"):
             with self._lock:
                 confirmed = self._confirmed.get(channel)
                 listeners = list(self._listeners.get(channel, ()))
@@ -324,7 +491,7 @@ class Hub:
                 confirmed.set()
             for subscription in listeners:  # anything published while unsubscribed is lost
                 subscription.deliver(REFILL)
-        elif kind == "message" and isinstance(channel, str):
+        elif kind in ("message", "smessage"):
             try:
                 payload = json.loads(message["data"])
             except ValueError:
@@ -334,17 +501,9 @@ class Hub:
                 listeners = list(self._listeners.get(channel, ()))
             for subscription in listeners:
                 subscription.deliver(payload)
-
-    def _start_over(self) -> None:
-        """Drop the connection; every channel that still has streams is subscribed again."""
-        self.reconnects += 1
-        with self._lock:
-            for event in self._confirmed.values():
-                event.clear()
-            self._pending = list(self._confirmed)
-        try:
-            self._pubsub.reset()
-        except (redis.ConnectionError, OSError):
-            pass
-        self._pubsub = self._client.pubsub()
-        self._last_reply = self._last_ping = time.monotonic()
+        elif kind == "sunsubscribe" and channel in link.channels:
+            # Not asked for: the channel's slot moved to another shard. Follow it there.
+            log.info("hub: %s moved to another shard; subscribing there", channel)
+            link.channels.discard(channel)
+            self.reconnects += 1
+            self._resubscribe({channel})

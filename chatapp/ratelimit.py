@@ -7,6 +7,7 @@ endpoint has none: browsers reconnect to it on their own, and a limit would brea
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, request
 from flask_limiter import Limiter
@@ -41,10 +42,16 @@ limiter = Limiter(key_func=per_address, key_prefix=KEY_PREFIX, headers_enabled=T
 
 
 def init_app(app: Flask) -> None:
-    # Share the app's connection pool: it speaks to a unix socket or TCP alike, which a
-    # storage URI alone cannot say for every Redis URL the app accepts.
-    app.config["RATELIMIT_STORAGE_URI"] = "redis://"
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = {
-        "connection_pool": app.extensions["redis"].connection_pool
-    }
+    if app.config["REDIS_CLUSTER"]:
+        # The limits library's cluster storage: each counter is one key, on its own slot.
+        url = urlsplit(app.config["REDIS_URL"])
+        app.config["RATELIMIT_STORAGE_URI"] = urlunsplit(url._replace(scheme="redis+cluster"))
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {"ssl": url.scheme == "rediss"}
+    else:
+        # Share the app's connection pool: it speaks to a unix socket or TCP alike, which a
+        # storage URI alone cannot say for every Redis URL the app accepts.
+        app.config["RATELIMIT_STORAGE_URI"] = "redis://"
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+            "connection_pool": app.extensions["redis"].connection_pool
+        }
     limiter.init_app(app)

@@ -2,7 +2,7 @@
 -- KEYS: 1 chat hash, 2 message list, 3 the answer's hash, 4 chat events, 5 the new
 --       generation's heartbeat
 -- ARGV: 1 answer id, 2 new generation id, 3 now, 4 queue wait (ms), 5 model label,
---       6 the chat's channel
+--       6 the chat's channel, 7 the publish command (PUBLISH, or SPUBLISH on a Cluster)
 -- Returns {'ok'} | {'missing'} | {'busy', running answer id} | {'not_last'}
 local chat, messages, answer, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local answer_id, gen = ARGV[1], ARGV[2]
@@ -22,5 +22,5 @@ redis.call('SET', KEYS[5], gen, 'PX', ARGV[4])
 redis.call('HSET', chat, 'running', answer_id, 'updated', ARGV[3])
 local event = cjson.encode({t = 'answer_started', m = answer_id, g = gen, again = true})
 local seq = redis.call('RPUSH', events, event)
-redis.call('PUBLISH', ARGV[6], '{"c":' .. seq .. ',"e":[' .. event .. ']}')
+redis.call(ARGV[7], ARGV[6], '{"c":' .. seq .. ',"e":[' .. event .. ']}')
 return {'ok'}

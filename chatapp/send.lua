@@ -4,7 +4,8 @@
 -- ARGV: 1 user message id, 2 answer id, 3 generation id, 4 text, 5 html, 6 now,
 --       7 claim ttl s, 8 model label, 9 title for a chat that has none yet,
 --       10 how long the answer may wait for a worker (ms) before it counts as dead,
---       11 the most messages a chat may hold, 12 the chat's pub/sub channel
+--       11 the most messages a chat may hold, 12 the chat's pub/sub channel,
+--       13 the publish command (PUBLISH, or SPUBLISH on a Cluster)
 -- Returns {'ok'} | {'missing'} | {'busy', running answer id} | {'duplicate', user id, answer id}
 --         | {'full'}
 local chat, messages, claim, user, answer, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -43,6 +44,6 @@ end
 new_events[#new_events + 1] = cjson.encode({t = 'message_added', m = user_id})
 new_events[#new_events + 1] = cjson.encode({t = 'answer_started', m = answer_id, g = gen})
 local length = redis.call('RPUSH', events, unpack(new_events))
-redis.call('PUBLISH', ARGV[12], '{"c":' .. (length - #new_events + 1) .. ',"e":[' ..
+redis.call(ARGV[13], ARGV[12], '{"c":' .. (length - #new_events + 1) .. ',"e":[' ..
   table.concat(new_events, ',') .. ']}')
 return {'ok'}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 PREFIX = "chatapp:v1"
@@ -84,6 +85,16 @@ def user_channel(user_id: str) -> str:
 def user_lock_key(user_id: str) -> str:
     """A short lock that serialises one user's sends, so a per-user cap holds under races."""
     return f"{PREFIX}:user:{user_id}:sending"
+
+
+def is_cluster(r: redis.Redis) -> bool:
+    return isinstance(r, RedisCluster)
+
+
+def publish_command(r: redis.Redis) -> str:
+    """SPUBLISH on a Cluster: the message goes to the shard that holds the chat's slot, where
+    PUBLISH would copy it to every node. One Redis keeps PUBLISH (SPUBLISH needs Redis 7)."""
+    return "SPUBLISH" if is_cluster(r) else "PUBLISH"
 
 
 # -- records --------------------------------------------------------------------------
@@ -174,7 +185,10 @@ def nudge(r: redis.Redis, owner: str) -> None:
 
     A nudge carries no data and may be lost: a page reads the list on every (re)connect.
     """
-    r.publish(user_channel(owner), '{"u":1}')
+    if is_cluster(r):
+        r.spublish(user_channel(owner), '{"u":1}')
+    else:
+        r.publish(user_channel(owner), '{"u":1}')
 
 
 def get_chat(r: redis.Redis, chat_id: str) -> Chat | None:
@@ -271,6 +285,7 @@ def send_message(
         queue_wait_ms,
         max_messages,
         channel(chat_id),
+        publish_command(r),
     ]
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
@@ -300,7 +315,8 @@ def rename_chat(r: redis.Redis, chat_id: str, title: str, only_if_title: str = "
     chose is never replaced by a made one. Its pages and its owner's chat lists follow."""
     event = json.dumps({"t": "title_changed", "title": title})
     keys = [chat_key(chat_id), events_key(chat_id)]
-    args = [channel(chat_id), event, only_if_title, "title", title, "titled", "1"]
+    args = [channel(chat_id), event, only_if_title, publish_command(r)]
+    args += ["title", title, "titled", "1"]
     if not _CHAT_EVENT(keys=keys, args=args, client=r):
         return False
     nudge(r, _owner(r, chat_id))
@@ -314,7 +330,9 @@ def delete_chat(r: redis.Redis, chat: Chat, timing: Timing | None = None) -> Non
         if running is not None and running.running:
             end(r, chat.id, running.id, running.gen, Terminal("stopped"), timing)
     keys = [chat_key(chat.id), messages_key(chat.id), events_key(chat.id)]
-    _DELETE_CHAT(keys=keys, args=[channel(chat.id), message_key(chat.id, "")], client=r)
+    _DELETE_CHAT(
+        keys=keys, args=[channel(chat.id), message_key(chat.id, ""), publish_command(r)], client=r
+    )
     r.zrem(user_chats_key(chat.owner), chat.id)
     nudge(r, chat.owner)
 
@@ -339,6 +357,7 @@ def regenerate(
         queue_wait_ms,
         model,
         channel(chat_id),
+        publish_command(r),
     ]
     reply = _REGENERATE(keys=keys, args=args, client=r)
     if reply[0] == "ok":
@@ -434,6 +453,7 @@ def append(
         terminal.text if terminal else "",
         terminal.html if terminal else "",
         "if-dead" if only_if_dead else "",
+        publish_command(r),
         *(json.dumps(entry, separators=(",", ":")) for entry in entries),
     ]
     status, length = _APPEND(keys=keys, args=args, client=r)

@@ -78,12 +78,25 @@ def bob(app: Flask) -> Person:
     return Person(app)
 
 
+def _stack(tmp_path_factory: pytest.TempPathFactory, cluster: bool = False) -> Iterator[Stack]:
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "100", "CHATAPP_FLUSH_MS": "20"}
+    with running_stack(tmp_path_factory.mktemp("stack"), cluster=cluster, **settings) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A whole app for a test module: redis-server, gunicorn (gevent) and a real RQ worker."""
-    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "100", "CHATAPP_FLUSH_MS": "20"}
-    with running_stack(tmp_path_factory.mktemp("stack"), **settings) as running:
-        yield running
+    yield from _stack(tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["one Redis", "Redis Cluster"])
+def stack_on_each_redis(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A whole app on one redis-server, then on a local 3-master Redis Cluster (chat data)
+    beside a standalone Redis (the RQ queue)."""
+    yield from _stack(tmp_path_factory, cluster=request.param == "Redis Cluster")
 
 
 # Debian's chromium, launched by Playwright (it cannot download its own browsers here). The

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from redis.crc import key_slot
 
 from chatapp.launcher import redis_server_binary
 from tests.accounts import GENEROUS_LIMITS
@@ -87,6 +88,68 @@ class RedisServer:
         self.process.wait(timeout=10)
 
 
+class LocalCluster:
+    """A Redis Cluster of three masters on loopback ports (`redis-cli --cluster create`)."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = []
+        for number in range(masters):
+            home = directory / f"cluster-node-{number}"
+            home.mkdir()
+            node = RedisServer(
+                home, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                # A free bus port: the default (port + 10000) may be taken, or past 65535.
+                "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000",
+            )  # fmt: skip
+            self.nodes.append(node)
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        command = ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        for node in self.nodes:
+            wait_until(lambda node=node: self._state(node) == "ok", what="the cluster to form")
+        self.url = self.nodes[0].url  # any node will do: the client finds the others
+
+    @staticmethod
+    def _state(node: RedisServer) -> str:
+        info = redis.Redis(port=node.port, decode_responses=True).cluster("info")
+        return str(info.get("cluster_state", ""))
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
+
+    def node_of(self, key: str) -> RedisServer:
+        """Return the master that holds `key`'s slot now."""
+        slot = key_slot(key.encode())
+        plain = redis.Redis(port=self.nodes[0].port, decode_responses=True)
+        for start, end, master, *_replicas in plain.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == master[1])
+        raise AssertionError(f"no master holds slot {slot}")
+
+    def move_slot_of(self, key: str, to: RedisServer) -> None:
+        """Migrate `key`'s slot (all its keys) to another master, as `redis-cli --cluster
+        reshard` does: IMPORTING, MIGRATING, MIGRATE every key, then SETSLOT NODE everywhere."""
+        source = self.node_of(key)
+        slot = key_slot(key.encode())
+        src = redis.Redis(port=source.port, decode_responses=True)
+        dst = redis.Redis(port=to.port, decode_responses=True)
+        src_id, dst_id = (
+            src.execute_command("CLUSTER", "MYID"),
+            dst.execute_command("CLUSTER", "MYID"),
+        )
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        for node in [to, source, *self.nodes]:
+            plain = redis.Redis(port=node.port, decode_responses=True)
+            plain.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 def stack_env(redis_url: str, data_dir: Path, **settings: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -146,29 +209,58 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 class Stack:
-    """A whole app: redis-server, a real RQ worker process and gunicorn with gevent workers."""
+    """A whole app: Redis, a real RQ worker process and gunicorn with gevent workers."""
 
-    def __init__(self, base: str, redis_url: str, env: dict[str, str], worker_pid: int) -> None:
+    def __init__(
+        self, base: str, redis_url: str, env: dict[str, str], worker_pid: int, cluster: bool = False
+    ) -> None:
         self.base = base
-        self.redis_url = redis_url
+        self.redis_url = redis_url  # chat data: one Redis, or a node of the cluster
+        self.queue_url = env.get("REDIS_QUEUE_URL") or redis_url  # RQ's jobs
+        self.cluster = cluster
+        self.local_cluster: LocalCluster | None = None  # its servers, when `cluster`
         self.env = env
         self.worker_pid = worker_pid
         self.https_base = ""  # behind nginx: its HTTPS (and HTTP/2) address
 
     def redis(self) -> redis.Redis:
+        if self.cluster:
+            return redis.RedisCluster.from_url(self.redis_url, decode_responses=True)  # type: ignore[return-value]
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
+
+
+class ClusterData:
+    """Chat data on a local 3-master cluster, and the RQ queue on a standalone Redis beside it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.cluster = LocalCluster(directory)
+        self.queue = RedisServer(directory)
+        self.url = self.cluster.url
+        self.settings = {"CHATAPP_REDIS_CLUSTER": "1", "REDIS_QUEUE_URL": self.queue.url}
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        self.queue.stop()
 
 
 @contextmanager
 def running_stack(
-    directory: Path, web_workers: int = 1, redis_server: RedisServer | None = None, **settings: str
+    directory: Path,
+    web_workers: int = 1,
+    redis_server: RedisServer | None = None,
+    cluster: bool = False,
+    **settings: str,
 ) -> Iterator[Stack]:
-    """Start redis-server, the worker and gunicorn with CHATAPP_* `settings`; stop them after."""
-    server = redis_server or RedisServer(directory)
-    env = stack_env(server.url, directory, **settings)
+    """Start Redis (one server, or a cluster with `cluster`), the worker and gunicorn with
+    CHATAPP_* `settings`; stop them after."""
+    data = ClusterData(directory) if cluster else None
+    server = data or redis_server or RedisServer(directory)
+    env = stack_env(server.url, directory, **(data.settings if data else {}), **settings)
     try:
         with rq_worker(env) as worker, web_server(env, workers=web_workers) as (base, _):
-            yield Stack(base, server.url, env, worker.pid)
+            stack = Stack(base, server.url, env, worker.pid, cluster=cluster)
+            stack.local_cluster = data.cluster if data else None
+            yield stack
     finally:
         server.stop()
 

@@ -7,6 +7,8 @@ import json
 import re
 import threading
 
+import pytest
+
 from chatapp import store
 from tests.client import ChatClient, Event, parse_events
 from tests.servers import Stack, wait_until
@@ -63,6 +65,12 @@ def assert_ids_advance(events: list[Event]) -> None:
     """Every event (but `gone`) carries the cursor; chat positions never go back."""
     seen = [int(CURSOR.fullmatch(e.id or "").group(1)) for e in events]  # type: ignore[union-attr]
     assert seen == sorted(seen)
+
+
+@pytest.fixture(scope="module")
+def stack(stack_on_each_redis: Stack) -> Stack:
+    """These run on one Redis and on a Redis Cluster."""
+    return stack_on_each_redis
 
 
 def test_a_message_sent_on_one_device_streams_live_on_another(stack: Stack) -> None:

@@ -215,7 +215,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     with stack_behind_nginx(tmp_path, **SETTINGS) as stack, ExitStack() as workers:
         for _ in range(ANSWERS - 1):  # one RQ worker per answer, so they run together
             workers.enter_context(rq_worker(stack.env))
-        queues = redis.Redis.from_url(stack.redis_url)
+        queues = redis.Redis.from_url(stack.queue_url)
         wait_until(lambda: Worker.count(connection=queues) >= ANSWERS, what="RQ workers")
         yield stack
 

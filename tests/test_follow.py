@@ -19,8 +19,9 @@ from chatapp.connections import make_hub
 from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
 from chatapp.hub import DRAIN, REFILL, TICK, Hub
-from chatapp.store import Message, Terminal
-from tests.client import Event, parse_events
+from chatapp.store import Terminal
+from tests.client import Event
+from tests.following import deltas_text, final, seqs, watch
 from tests.servers import RedisServer, wait_until
 from tests.storing import chat_of, delta, new_answer
 from tests.tcp_proxy import BlackholeProxy
@@ -41,31 +42,6 @@ def writers_finish(r: redis.Redis) -> Iterator[None]:
     yield
     while _timers:
         _timers.pop().join()
-
-
-def final(message: Message | None) -> str:
-    return f"FINAL {message.status if message else 'gone'}"
-
-
-def watch(
-    r: redis.Redis,
-    hub: Hub,
-    chat_id: str,
-    answer_id: str,
-    cursor: Cursor | None = None,
-    **options: float,
-) -> list[Event]:
-    """Follow until `end` (or until the stream closes) and return the events."""
-    request = Follow(chat_id, answer_id, cursor, **options)  # type: ignore[arg-type]
-    return parse_events(b"".join(follow(r, hub, request, final)).decode())
-
-
-def deltas_text(events: list[Event]) -> list[str]:
-    return [e.data.split("<p>", 1)[1].split("</p>", 1)[0] for e in events if e.event == "delta"]
-
-
-def seqs(events: list[Event]) -> list[int]:
-    return [int(e.id.split(":")[1]) for e in events if e.id]
 
 
 def subscribed(r: redis.Redis, chat_id: str) -> bool:

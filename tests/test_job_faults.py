@@ -45,7 +45,7 @@ def start_answer(stack: Stack) -> tuple[ChatClient, str, str]:
 
 
 def job_of(stack: Stack, message: store.Message) -> Job:
-    return Job.fetch(f"answer-{message.gen}", connection=redis.Redis.from_url(stack.redis_url))
+    return Job.fetch(f"answer-{message.gen}", connection=redis.Redis.from_url(stack.queue_url))
 
 
 def test_a_job_past_its_timeout_ends_with_a_readable_error(stack: Stack) -> None:

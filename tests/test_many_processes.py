@@ -1,26 +1,38 @@
-"""Several web processes and several RQ workers on one machine share one Redis: answers are
-spread over the workers, and a viewer gets the same bytes through any web process."""
+"""Several web processes and several RQ workers on one machine share one Redis, or a Redis
+Cluster: answers are spread over the workers, and a viewer gets the same bytes through any
+web process."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 from rq import Queue, Worker
 
 from chatapp import store
 from tests.client import ChatClient
-from tests.servers import RedisServer, rq_worker, stack_env, wait_until, web_server
+from tests.servers import (
+    ClusterData,
+    RedisServer,
+    Stack,
+    rq_worker,
+    stack_env,
+    wait_until,
+    web_server,
+)
 
 SETTINGS = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "60", "CHATAPP_FLUSH_MS": "20"}
 
 
+@pytest.mark.parametrize("data", ["one Redis", "Redis Cluster"])
 def test_answers_spread_over_workers_and_read_the_same_through_any_web_process(
-    tmp_path: Path,
+    tmp_path: Path, data: str
 ) -> None:
-    server = RedisServer(tmp_path)
-    env = stack_env(server.url, tmp_path, **SETTINGS)
-    r = redis.Redis.from_url(server.url, decode_responses=True)
+    cluster = data == "Redis Cluster"
+    server = ClusterData(tmp_path) if cluster else RedisServer(tmp_path)
+    env = stack_env(server.url, tmp_path, **(server.settings if cluster else {}), **SETTINGS)
+    r = Stack("", server.url, env, 0, cluster=cluster).redis()
     try:
         with (
             rq_worker(env),
@@ -46,7 +58,8 @@ def test_answers_spread_over_workers_and_read_the_same_through_any_web_process(
                 there = other.stream(chat_id, answer_id, last_event_id=start)
                 assert here == there and here[-1].event == "end"
 
-            queue = Queue(env["CHATAPP_QUEUE_NAME"], connection=redis.Redis.from_url(server.url))
+            queues = redis.Redis.from_url(env.get("REDIS_QUEUE_URL") or server.url)
+            queue = Queue(env["CHATAPP_QUEUE_NAME"], connection=queues)
 
             def both_worked() -> list[int]:
                 counts = [w.successful_job_count for w in Worker.all(queue=queue)]

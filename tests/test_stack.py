@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 from rq.job import Job, JobStatus
 
@@ -11,6 +12,12 @@ from chatapp import store
 from chatapp.providers import offline_answer
 from tests.client import ChatClient
 from tests.servers import Stack, wait_until
+
+
+@pytest.fixture(scope="module")
+def stack(stack_on_each_redis: Stack) -> Stack:
+    """These run on one Redis and on a Redis Cluster."""
+    return stack_on_each_redis
 
 
 def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack: Stack) -> None:
@@ -24,7 +31,7 @@ def test_a_sent_message_is_answered_by_the_worker_and_streamed_to_the_end(stack:
     assert stored is not None and stored.status == "done"
     assert stored.html in events[-1].data
     assert "resumable streams" in stored.text
-    job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.redis_url))
+    job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.queue_url))
     assert job.get_status() == JobStatus.FINISHED
     assert job.return_value() == "done"
 
@@ -50,7 +57,7 @@ def test_stop_from_another_device_ends_the_answer_for_every_viewer(stack: Stack)
     assert stored is not None and stored.status == "stopped"
     whole = offline_answer("Stop me halfway")
     assert stored.text and whole.startswith(stored.text) and stored.text != whole  # kept so far
-    job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.redis_url))
+    job = Job.fetch(f"answer-{stored.gen}", connection=redis.Redis.from_url(stack.queue_url))
     wait_until(lambda: job.get_status() == JobStatus.FINISHED, what="the job to return")
     assert job.return_value() == "ended"  # the producer stopped at its next append
     kinds = [json.loads(entry)["t"] for entry in store.read_log(r, chat_id, stored.gen)]

@@ -1,0 +1,221 @@
+"""Chats on a real local Redis Cluster of three masters: sharded pub/sub with one hub
+connection per shard, a cut that touches one shard only, and slots that move while an answer
+is being written and watched. (The whole app on a cluster: test_stack, test_chat_stream and
+test_many_processes run on one Redis and on a cluster.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from chatapp import store
+from chatapp.connections import make_hub, make_redis
+from chatapp.frames import Cursor
+from chatapp.hub import REFILL, TICK, Hub, Subscription
+from tests.client import ChatClient, Event, blocks_of
+from tests.following import deltas_text, seqs, watch
+from tests.servers import LocalCluster, RedisServer, running_stack, wait_until
+from tests.storing import delta, new_answer
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    running = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def r(cluster: LocalCluster) -> redis.Redis:
+    for node in cluster.nodes:
+        plain(node).flushall()
+    return make_redis(cluster.url, {"REDIS_CLUSTER": True})
+
+
+@pytest.fixture
+def hub(cluster: LocalCluster, r: redis.Redis) -> Iterator[Hub]:
+    running = make_hub(
+        cluster.url, cluster=True, unsubscribe_delay=0.2, ping_interval=0.5, tick_seconds=0.05
+    )
+    running.start()
+    yield running
+    running.stop()
+    wait_until(lambda: not any(pubsub_clients(node) for node in cluster.nodes), what="the hub")
+
+
+def plain(node: RedisServer) -> redis.Redis:
+    return redis.Redis(port=node.port, decode_responses=True)
+
+
+def pubsub_clients(node: RedisServer) -> int:
+    return len(plain(node).client_list(_type="pubsub"))
+
+
+def chat_on_each_shard(r: redis.Redis, cluster: LocalCluster) -> dict[int, str]:
+    """Create chats until every master holds one; return {master's port: chat id}."""
+    found: dict[int, str] = {}
+    while len(found) < len(cluster.nodes):
+        chat = store.create_chat(r, "0" * 16, time.time())
+        found.setdefault(cluster.node_of(store.chat_key(chat.id)).port, chat.id)
+    return found
+
+
+def collect(subscription: Subscription, until: Callable[[list[Any]], bool]) -> list[Any]:
+    """Take what the subscription receives (ticks aside) until `until` says it is enough."""
+    items: list[Any] = []
+
+    def enough() -> bool:
+        items.extend(item for item in subscription.ready(1000) if item != TICK)
+        return until(items)
+
+    wait_until(enough, what="messages")
+    return items
+
+
+def started(answer_id: str) -> Callable[[list[Any]], bool]:
+    """Whether the items hold the chat event that says `answer_id` started."""
+
+    def check(items: list[Any]) -> bool:
+        events = [event for item in items if isinstance(item, dict) for event in item.get("e", [])]
+        return any(e.get("t") == "answer_started" and e.get("m") == answer_id for e in events)
+
+    return check
+
+
+def send(r: redis.Redis, chat_id: str) -> str:
+    sent = store.send_message(r, chat_id, store.new_id(), "hi", "<p>hi</p>", "m", time.time())
+    assert sent.status == "ok"
+    return sent.answer_id
+
+
+def test_the_hub_holds_one_connection_per_shard_and_each_channel_where_it_lives(
+    r: redis.Redis, hub: Hub, cluster: LocalCluster
+) -> None:
+    chats = chat_on_each_shard(r, cluster)
+    subscriptions = {port: hub.subscribe(store.channel(chat)) for port, chat in chats.items()}
+    # What a chat page holds: its chat's channel and its owner's, on two slots, in one call.
+    some_chat = next(iter(chats.values()))
+    page = hub.subscribe(store.channel(some_chat), store.user_channel("0" * 16))
+    for node in cluster.nodes:
+        wait_until(lambda node=node: pubsub_clients(node) == 1, what="one connection per shard")
+    assert sorted(hub.servers) == sorted(f"127.0.0.1:{node.port}" for node in cluster.nodes)
+
+    answers = {port: send(r, chat) for port, chat in chats.items()}
+    for port, answer_id in answers.items():
+        collect(subscriptions[port], started(answer_id))
+    first = answers[next(iter(chats))]
+    collect(page, lambda items: {"u": 1} in items and started(first)(items))  # both channels
+    for node in cluster.nodes:  # still one each
+        assert pubsub_clients(node) == 1
+    assert hub.reconnects == 0
+
+
+def test_a_shard_that_drops_the_hub_refills_its_own_channels_only(
+    r: redis.Redis, hub: Hub, cluster: LocalCluster
+) -> None:
+    chats = chat_on_each_shard(r, cluster)
+    subscriptions = {port: hub.subscribe(store.channel(chat)) for port, chat in chats.items()}
+    for subscription in subscriptions.values():
+        collect(subscription, lambda items: REFILL in items)  # the first subscription's
+    victim = cluster.nodes[1]
+    plain(victim).client_kill_filter(_type="pubsub")
+    wait_until(lambda: hub.reconnects == 1, what="the hub to see the cut")
+    collect(subscriptions[victim.port], lambda items: REFILL in items)  # subscribed again
+    for port, chat in chats.items():
+        answer_id = send(r, chat)
+        items = collect(subscriptions[port], started(answer_id))
+        assert (REFILL in items) is False  # the victim's refill was taken above; others had none
+    assert hub.reconnects == 1
+
+
+def test_a_channel_whose_slot_moves_follows_it_to_its_new_shard(
+    r: redis.Redis, hub: Hub, cluster: LocalCluster
+) -> None:
+    chat = store.create_chat(r, "0" * 16, time.time())
+    subscription = hub.subscribe(store.channel(chat.id))
+    collect(subscription, lambda items: REFILL in items)
+    before = cluster.node_of(store.chat_key(chat.id))
+    after = next(node for node in cluster.nodes if node is not before)
+    cluster.move_slot_of(store.chat_key(chat.id), after)
+    collect(subscription, lambda items: REFILL in items)  # a cut: refill from the log
+    answer_id = send(r, chat.id)
+    collect(subscription, started(answer_id))
+    assert store.get_chat(r, chat.id) is not None  # the data moved with the slot
+    assert f"127.0.0.1:{after.port}" in hub.servers
+
+
+def test_a_viewer_keeps_every_entry_while_the_answers_slot_moves(
+    r: redis.Redis, hub: Hub, cluster: LocalCluster
+) -> None:
+    sent = new_answer(r)
+    chat_id = next(iter(r.scan_iter(f"{store.PREFIX}:*:msg:{sent.answer_id}"))).split("{")[1][:16]
+    append = store.append
+    assert append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0).ok
+    results: list[list[Event]] = []
+    viewer = threading.Thread(
+        target=lambda: results.append(
+            watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1), check_seconds=60)
+        )
+    )
+    viewer.start()
+    key = store.chat_key(chat_id)
+    wait_until(lambda: plain(cluster.node_of(key)).pubsub_shardnumsub(store.channel(chat_id))[0][1])
+    assert append(r, chat_id, sent.answer_id, sent.generation_id, [delta("b")], 1).ok
+    before = cluster.node_of(key)
+    cluster.move_slot_of(key, next(node for node in cluster.nodes if node is not before))
+    # Written while the hub follows the channel to its new shard: kept in the log.
+    assert append(r, chat_id, sent.answer_id, sent.generation_id, [delta("c")], 2).ok
+    assert append(r, chat_id, sent.answer_id, sent.generation_id, [delta("d")], 3).ok
+    done = store.Terminal("done", text="abcd", html="<p>abcd</p>")
+    assert append(r, chat_id, sent.answer_id, sent.generation_id, [], 4, done).ok
+    viewer.join(timeout=30)
+    assert deltas_text(results[0]) == ["b", "c", "d"]
+    assert seqs(results[0]) == [2, 3, 4, 5]  # each once, in order, then the end
+
+
+def test_an_answer_moved_between_shards_mid_stream_arrives_whole_through_either_process(
+    tmp_path: Path,
+) -> None:
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "40", "CHATAPP_FLUSH_MS": "20"}
+    with running_stack(tmp_path, cluster=True, web_workers=2, **settings) as stack:
+        assert stack.local_cluster is not None
+        servers = stack.local_cluster
+        client = ChatClient(stack.base)
+        chat_id = client.new_chat()
+        answer_id = client.send_ok(chat_id, "Tell me about resumable streams")
+        data, key = stack.redis(), store.chat_key(chat_id)
+
+        def move_when_partly_written() -> None:
+            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
+            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
+            source = servers.node_of(key)
+            servers.move_slot_of(key, next(node for node in servers.nodes if node is not source))
+
+        mover = threading.Thread(target=move_when_partly_written)
+        mover.start()
+        viewers: list[list[Event]] = []
+
+        def view(device: ChatClient) -> None:
+            viewers.append(device.stream(chat_id, answer_id))
+
+        # Two devices at once, on a two-process gunicorn.
+        watching = [
+            threading.Thread(target=view, args=(d,)) for d in (client, client.another_device())
+        ]
+        for thread in watching:
+            thread.start()
+        for thread in [*watching, mover]:
+            thread.join(timeout=60)
+        assert len(viewers) == 2
+        stored = store.get_message(data, chat_id, answer_id)
+        assert stored is not None and stored.status == "done", stored
+        assert servers.node_of(key) is not None
+        for live in viewers:
+            assert live[-1].event == "end"
+            assert blocks_of(live) == stored.html  # byte for byte, across the move
