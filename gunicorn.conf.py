@@ -1,6 +1,8 @@
 """gunicorn settings for chatapp: gevent workers that hold many long SSE responses."""
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("CHATAPP_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CHATAPP_WEB_WORKERS", "2"))
@@ -19,6 +21,20 @@ loglevel = os.environ.get("CHATAPP_LOG_LEVEL", "info")
 # instances on one machine (say, a second checkout, or the tests) would take it from each
 # other. chatapp does not use it.
 control_socket_disable = True
+
+# Prometheus: every worker process keeps its own delivery-latency histogram; in
+# multiprocess mode they write it to files in one folder, and a scrape of any process adds
+# them all up. Set here, in the master, before any worker imports prometheus-client.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatapp-metrics-")
+    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def on_exit(server):
+    """Remove the metrics folder this master made (the figures restart with it)."""
+    made = globals().get("_made_metrics_dir")
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def post_worker_init(worker):

@@ -82,8 +82,11 @@ if length > 0 then
 end
 local new_length = redis.call('RPUSH', log, unpack(entries))
 local first = new_length - #entries + 1
+-- "at": Redis's clock (ms) as it appends, for the viewers' delivery latency (metrics.py).
+local now = redis.call('TIME')
+local at = now[1] * 1000 + math.floor(now[2] / 1000)
 redis.call(publish, channel, '{"m":"' .. mid .. '","g":"' .. gen .. '","s":' .. first ..
-  ',"e":[' .. table.concat(entries, ',') .. ']}')
+  ',"at":' .. string.format('%d', at) .. ',"e":[' .. table.concat(entries, ',') .. ']}')
 if kind ~= '' then
   redis.call('EXPIRE', log, ARGV[6])
   redis.call('DEL', hb)

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from chatapp import frames, probes, store
+from chatapp import frames, metrics, probes, store
 from chatapp.frames import Cursor
 from chatapp.hub import DRAIN, REFILL, TICK, Hub, HubUnavailable, Subscription
 from chatapp.sse import ServerSentEvent
@@ -96,9 +96,11 @@ def relay(
         item = subscription.get()  # a TICK at least every few seconds
         # Whatever else has arrived meanwhile goes out in the same write: a busy process
         # makes fewer, larger writes instead of falling further behind.
-        out = [piece for each in (item, *subscription.ready()) for piece in on(each)]
+        batch = [item, *subscription.ready()]
+        out = [piece for each in batch for piece in on(each)]
         if out:
             yield b"".join(out)
+            metrics.observe_delivery(batch)  # written: the gevent worker's send returned
 
 
 def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:

@@ -16,7 +16,7 @@ from rq import Callback, Queue, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from chatapp import prompt, providers, store, titles
+from chatapp import metrics, prompt, providers, store, titles
 from chatapp.connections import get_queue, get_redis
 from chatapp.producer import Fenced, Heartbeat, Producer
 
@@ -103,6 +103,7 @@ class Progress:
     def __init__(self, job: Job | None) -> None:
         self.job = job  # None outside an RQ worker (tests, the benchmark's threads)
         self.saved_at = 0.0
+        self.counted = 0  # entries added to the install's count (metrics.py)
 
     def note(self, state: str, entries: int, last: bool = False) -> None:
         now = time.monotonic()
@@ -112,6 +113,8 @@ class Progress:
         self.job.meta.update(state=state, entries=entries)
         try:
             self.job.save_meta()
+            metrics.count_appended(self.job.connection, entries - self.counted)
+            self.counted = entries
         except redis.RedisError as exc:  # the answer matters more than its progress report
             log.warning("job %s: could not save its progress (%s)", self.job.id, exc)
 

@@ -1,8 +1,9 @@
 """For operators: `/healthz` for load balancers and process managers, `/metrics` for
 Prometheus.
 
-Both are read when asked (a custom collector), from Redis and RQ's registries, so every
-process answers for the whole install, except the figures of its own streams.
+Most figures are read when asked (a custom collector), from Redis and RQ's registries, so
+every process answers for the whole install, except the figures of its own streams. The
+delivery latency is counted as it happens, in every web process (metrics.py).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from ipaddress import ip_address
 import redis
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from chatapp.connections import get_queue, get_redis, hub_if_started
+from chatapp.metrics import entries_appended, register_into
 from chatapp.owner import current_user
 
 bp = Blueprint("ops", __name__)
@@ -47,6 +49,7 @@ def metrics() -> Response:
         abort(403, "Metrics need CHATAPP_METRICS_TOKEN as a bearer token.")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(get_queue()))
+    register_into(registry)
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
 
 
@@ -84,6 +87,11 @@ class _Collector:
         yield jobs
         yield GaugeMetricFamily(
             "chatapp_workers", "RQ workers alive on the answer queue", Worker.count(queue=queue)
+        )
+        yield CounterMetricFamily(
+            "chatapp_entries_appended",
+            "Log entries written by answer jobs (counted every few seconds while they run)",
+            entries_appended(queue.connection),
         )
         hub = hub_if_started()
         yield GaugeMetricFamily(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import httpx
 import pytest
 import redis
 from rq.job import Job, JobStatus
@@ -62,3 +64,29 @@ def test_stop_from_another_device_ends_the_answer_for_every_viewer(stack: Stack)
     assert job.return_value() == "ended"  # the producer stopped at its next append
     kinds = [json.loads(entry)["t"] for entry in store.read_log(r, chat_id, stored.gen)]
     assert kinds[-1] == "stopped" and kinds.count("stopped") == 1 and "done" not in kinds
+
+
+def test_metrics_count_appended_entries_and_the_latency_of_their_delivery(stack: Stack) -> None:
+    client = ChatClient(stack.base)
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, "Count me")
+    assert client.stream(chat_id, answer_id)[-1].event == "end"
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.length > 1
+
+    def figures() -> dict[str, float]:
+        text = httpx.get(stack.base + "/metrics").text  # from this host: no token needed
+        found = re.findall(r"^(chatapp_\w+) ([0-9.e+-]+)$", text, re.M)
+        return {name: float(value) for name, value in found}
+
+    # The job counts its entries when it ends (after the viewer saw its end).
+    counted = wait_until(
+        lambda: (f := figures())["chatapp_entries_appended_total"] >= stored.length and f,
+        what="the job's count",
+    )
+    assert counted["chatapp_delivery_latency_seconds_count"] >= 1  # this viewer's writes
+    mean = (
+        counted["chatapp_delivery_latency_seconds_sum"]
+        / counted["chatapp_delivery_latency_seconds_count"]
+    )
+    assert 0 <= mean < 3600  # seconds, from Redis's clock: not milliseconds, not 1970

@@ -1,0 +1,57 @@
+"""Figures counted as they happen, for `/metrics` (ops.py reads the rest at scrape time).
+
+- Delivery latency: from the moment Redis appended an entry (its script stamps the live
+  message with Redis's clock) to the moment a stream wrote it to its viewer. Measured in
+  each web process, once per write (a write carries what was ready, oldest first).
+- Entries appended: counted by the answer jobs in the queue's Redis, a few seconds at a
+  time (RQ's work horses live for one job: an in-process counter would die with them).
+
+Under gunicorn every worker process has its own histogram; gunicorn.conf.py points
+prometheus-client's multiprocess mode at one folder, so a scrape of any process adds them
+all up.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+
+ENTRIES_APPENDED_KEY = "chatapp:v1:metrics:entries_appended"
+
+DELIVERY_LATENCY = Histogram(
+    "chatapp_delivery_latency_seconds",
+    "From an entry appended in Redis to its bytes written to a viewer (per write)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=None,  # not the global registry: `register_into` decides how it is read
+)
+
+
+def observe_delivery(items: Iterable[dict[str, Any] | str | None]) -> None:
+    """Record how late the oldest of the live messages just written is."""
+    stamps = [item["at"] for item in items if isinstance(item, dict) and "at" in item]
+    if stamps:
+        DELIVERY_LATENCY.observe(max(0.0, time.time() - min(stamps) / 1000))
+
+
+def register_into(registry: CollectorRegistry) -> None:
+    """Add the in-process figures: every process's (multiprocess mode), or this one's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(DELIVERY_LATENCY)
+
+
+def count_appended(queue_redis: redis.Redis, entries: int) -> None:
+    """Add to the install's count of log entries appended (one command, every few seconds)."""
+    if entries > 0:
+        queue_redis.incrby(ENTRIES_APPENDED_KEY, entries)
+
+
+def entries_appended(queue_redis: redis.Redis) -> int:
+    return int(queue_redis.get(ENTRIES_APPENDED_KEY) or 0)
