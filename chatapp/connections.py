@@ -82,7 +82,11 @@ def make_hub(url: str, cluster: bool = False, **options: float) -> Hub:
 
     routes: Routes
     if cluster:
-        slot_map = make_cluster_client(url, {"decode_responses": True, "socket_timeout": 10})
+        slot_map = make_cluster_client(
+            # Read by the hub's own thread: a node that stopped answering must not hold it.
+            url,
+            {"decode_responses": True, "socket_connect_timeout": 2, "socket_timeout": 5},
+        )
         routes = ClusterShards(
             cast(RedisCluster, slot_map),
             lambda host, port: pubsub_client(_same_credentials(url, host, port)),

@@ -11,7 +11,7 @@ import redis
 from rq import Queue, Worker
 
 from chatapp import store
-from tests.client import ChatClient
+from tests.client import ChatClient, blocks_of
 from tests.servers import (
     ClusterData,
     RedisServer,
@@ -52,6 +52,7 @@ def test_answers_spread_over_workers_and_read_the_same_through_any_web_process(
                 assert live_elsewhere[-1].event == "end"
                 message = store.get_message(r, chat_id, answer_id)
                 assert message is not None and message.status == "done"
+                assert blocks_of(live_elsewhere) == message.html  # byte for byte
                 # From the first entry on, both processes replay the same events, field for field.
                 start = f"{message.gen}:0"
                 here = writer.stream(chat_id, answer_id, last_event_id=start)

@@ -90,3 +90,11 @@ def test_metrics_count_appended_entries_and_the_latency_of_their_delivery(stack:
         / counted["chatapp_delivery_latency_seconds_count"]
     )
     assert 0 <= mean < 3600  # seconds, from Redis's clock: not milliseconds, not 1970
+
+
+def test_health_and_rate_limits_use_the_configured_redis(stack: Stack) -> None:
+    health = httpx.get(stack.base + "/healthz")
+    assert health.status_code == 200 and health.json()["redis"] == "ok"
+    ChatClient(stack.base)  # signs up and logs in: both are rate limited
+    counters = list(stack.redis().scan_iter("*chatapp-limits*"))  # on a cluster: every node
+    assert counters, "no rate-limit counters"
