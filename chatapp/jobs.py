@@ -77,16 +77,17 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
             if heartbeat.fenced.is_set():
                 raise Fenced("ended", producer.length)
             producer.finish()
-            progress.note("done", producer.length, last=True)
+            progress.ended("done", producer.length)
         except Fenced as fenced:
             log.info("answer %s: stopped producing (%s)", message_id, fenced.status)
-            progress.note(fenced.status, producer.length, last=True)
+            progress.ended(fenced.status, producer.length)
             return fenced.status
         except Exception as exc:
-            progress.note("failed", producer.length, last=True)
             if heartbeat.fenced.is_set():  # the model's stream was closed under it
                 log.info("answer %s: stopped producing (stream closed)", message_id)
+                progress.ended("ended", producer.length)
                 return "ended"
+            progress.ended("failed", producer.length)
             producer.fail(describe_failure(exc, config))
             raise
     if titles.wanted(config, history, message_id):
@@ -117,6 +118,16 @@ class Progress:
             self.counted = entries
         except redis.RedisError as exc:  # the answer matters more than its progress report
             log.warning("job %s: could not save its progress (%s)", self.job.id, exc)
+
+    def ended(self, outcome: str, entries: int) -> None:
+        """Save the last progress, and count how the answer ended (metrics.py)."""
+        self.note(outcome, entries, last=True)
+        if self.job is None:
+            return
+        try:
+            metrics.count_outcome(self.job.connection, outcome)
+        except redis.RedisError as exc:
+            log.warning("job %s: could not count its outcome (%s)", self.job.id, exc)
 
 
 def _enqueue_title(r: redis.Redis, chat_id: str) -> None:

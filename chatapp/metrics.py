@@ -3,8 +3,9 @@
 - Delivery latency: from the moment Redis appended an entry (its script stamps the live
   message with Redis's clock) to the moment a stream wrote it to its viewer. Measured in
   each web process, once per write (a write carries what was ready, oldest first).
-- Entries appended: counted by the answer jobs in the queue's Redis, a few seconds at a
-  time (RQ's work horses live for one job: an in-process counter would die with them).
+- Entries appended and answers ended (by outcome): counted by the answer jobs in the
+  queue's Redis, a few seconds at a time (RQ's work horses live for one job: an in-process
+  counter would die with them).
 
 Under gunicorn every worker process has its own histogram; gunicorn.conf.py points
 prometheus-client's multiprocess mode at one folder, so a scrape of any process adds them
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 ENTRIES_APPENDED_KEY = "chatapp:v1:metrics:entries_appended"
+OUTCOMES_KEY = "chatapp:v1:metrics:answers_ended"  # a hash: outcome -> answers
 
 DELIVERY_LATENCY = Histogram(
     "chatapp_delivery_latency_seconds",
@@ -55,3 +57,18 @@ def count_appended(queue_redis: redis.Redis, entries: int) -> None:
 
 def entries_appended(queue_redis: redis.Redis) -> int:
     return int(queue_redis.get(ENTRIES_APPENDED_KEY) or 0)
+
+
+def count_outcome(queue_redis: redis.Redis, outcome: str) -> None:
+    """Count an answer job's end: done, ended (stopped, or ended from outside), stale
+    (a newer generation replaced it) or failed."""
+    queue_redis.hincrby(OUTCOMES_KEY, outcome, 1)
+
+
+def outcomes(queue_redis: redis.Redis) -> dict[str, int]:
+    counts: dict[bytes | str, bytes | str] = queue_redis.hgetall(OUTCOMES_KEY)  # type: ignore[assignment]
+    return {_text(name): int(count) for name, count in counts.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value  # RQ's client gives bytes

@@ -20,7 +20,7 @@ from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from chatapp.connections import get_queue, get_redis, hub_if_started
-from chatapp.metrics import entries_appended, register_into
+from chatapp.metrics import entries_appended, outcomes, register_into
 from chatapp.owner import current_user
 
 bp = Blueprint("ops", __name__)
@@ -88,6 +88,20 @@ class _Collector:
         yield GaugeMetricFamily(
             "chatapp_workers", "RQ workers alive on the answer queue", Worker.count(queue=queue)
         )
+        started = StartedJobRegistry(queue=queue).get_job_ids()
+        running = sum(job.startswith("answer-") for job in started)  # not the title jobs
+        yield GaugeMetricFamily(
+            "chatapp_answers_running", "Answers being written by a worker now", running
+        )
+        ended = CounterMetricFamily(
+            "chatapp_answers_ended",
+            "Answer jobs by how they ended: done, ended (stopped, or ended from outside), "
+            "stale (replaced by a newer generation), failed",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(outcomes(queue.connection).items()):
+            ended.add_metric([outcome], count)
+        yield ended
         yield CounterMetricFamily(
             "chatapp_entries_appended",
             "Log entries written by answer jobs (counted every few seconds while they run)",

@@ -66,24 +66,30 @@ def test_stop_from_another_device_ends_the_answer_for_every_viewer(stack: Stack)
     assert kinds[-1] == "stopped" and kinds.count("stopped") == 1 and "done" not in kinds
 
 
-def test_metrics_count_appended_entries_and_the_latency_of_their_delivery(stack: Stack) -> None:
+def test_metrics_count_answers_entries_and_the_latency_of_their_delivery(stack: Stack) -> None:
+    def figures() -> dict[str, float]:
+        text = httpx.get(stack.base + "/metrics").text  # from this host: no token needed
+        found = re.findall(r'^(chatapp_\w+(?:{outcome="\w+"})?) ([0-9.e+-]+)$', text, re.M)
+        return {name: float(value) for name, value in found}
+
+    before = figures()
     client = ChatClient(stack.base)
     chat_id = client.new_chat()
     answer_id = client.send_ok(chat_id, "Count me")
+    assert client.stream(chat_id, answer_id, max_events=2)[-1].event == "delta"
+    assert figures()["chatapp_answers_running"] == 1  # being written now
     assert client.stream(chat_id, answer_id)[-1].event == "end"
     stored = store.get_message(stack.redis(), chat_id, answer_id)
     assert stored is not None and stored.length > 1
 
-    def figures() -> dict[str, float]:
-        text = httpx.get(stack.base + "/metrics").text  # from this host: no token needed
-        found = re.findall(r"^(chatapp_\w+) ([0-9.e+-]+)$", text, re.M)
-        return {name: float(value) for name, value in found}
-
-    # The job counts its entries when it ends (after the viewer saw its end).
+    # The job counts its entries and its outcome as it ends (after the viewer saw the end).
+    done = 'chatapp_answers_ended_total{outcome="done"}'
     counted = wait_until(
-        lambda: (f := figures())["chatapp_entries_appended_total"] >= stored.length and f,
-        what="the job's count",
+        lambda: (f := figures())[done] == before.get(done, 0) + 1 and f, what="the job's count"
     )
+    appended = counted["chatapp_entries_appended_total"]
+    assert appended == before.get("chatapp_entries_appended_total", 0) + stored.length
+    assert counted["chatapp_answers_running"] == 0
     assert counted["chatapp_delivery_latency_seconds_count"] >= 1  # this viewer's writes
     mean = (
         counted["chatapp_delivery_latency_seconds_sum"]
