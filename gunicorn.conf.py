@@ -25,15 +25,18 @@ control_socket_disable = True
 # Prometheus: every worker process keeps its own delivery-latency histogram; in
 # multiprocess mode they write it to files in one folder, and a scrape of any process adds
 # them all up. Set here, in the master, before any worker imports prometheus-client.
+# An operator's own folder (PROMETHEUS_MULTIPROC_DIR) is used as it is; a reload (HUP)
+# reads this file again and keeps the folder made the first time.
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatapp-metrics-")
-    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ["CHATAPP_MADE_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def on_exit(server):
     """Remove the metrics folder this master made (the figures restart with it)."""
-    made = globals().get("_made_metrics_dir")
-    if made:
+    made = os.environ.get("CHATAPP_MADE_METRICS_DIR")
+    if made and made == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(made, ignore_errors=True)
 
 

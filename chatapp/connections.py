@@ -63,6 +63,7 @@ def make_cluster_client(url: str, options: dict[str, object]) -> redis.Redis:
 
     Typed as redis.Redis: it takes the same commands, and the store's keys keep each
     script and transaction within one chat's slot."""
+    options = {k: v for k, v in options.items() if k != "health_check_interval"}  # not taken
     cluster = RedisCluster.from_url(
         url, connection_pool_class=redis.BlockingConnectionPool, **options
     )
@@ -78,7 +79,9 @@ def make_hub(url: str, cluster: bool = False, **options: float) -> Hub:
     from chatapp.hub import ClusterShards, Hub, OneServer, Routes
 
     def pubsub_client(node_url: str) -> redis.Redis:
-        return make_redis(node_url, max_connections=2, retry=Retry(NoBackoff(), 0))
+        # A short connect timeout: the hub's one thread serves every shard while it waits.
+        retry = Retry(NoBackoff(), 0)
+        return make_redis(node_url, max_connections=2, retry=retry, socket_connect_timeout=2)
 
     routes: Routes
     if cluster:

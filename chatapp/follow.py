@@ -96,11 +96,16 @@ def relay(
         item = subscription.get()  # a TICK at least every few seconds
         # Whatever else has arrived meanwhile goes out in the same write: a busy process
         # makes fewer, larger writes instead of falling further behind.
-        batch = [item, *subscription.ready()]
-        out = [piece for each in batch for piece in on(each)]
+        out: list[bytes] = []
+        sent = []  # the items that made bytes (not a duplicate, not another answer's)
+        for each in (item, *subscription.ready()):
+            pieces = list(on(each))
+            if pieces:
+                out += pieces
+                sent.append(each)
         if out:
             yield b"".join(out)
-            metrics.observe_delivery(batch)  # written: the gevent worker's send returned
+            metrics.observe_delivery(sent)  # written: the gevent worker's send returned
 
 
 def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:

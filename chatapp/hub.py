@@ -42,7 +42,9 @@ DRAIN = "drain"  # delivered to streams when the process shuts down: close, let 
 # stream then waits for its next item with no timeout of its own, and a timeout costs a
 # timer for every wait, that is for every event every viewer receives.
 TICK = "tick"
-RECONNECT_DELAY = 0.5
+RECONNECT_DELAY = 0.5  # after a cut; doubled after each failed try, up to the next
+MAX_RECONNECT_DELAY = 8.0
+SLOT_MAP = "the cluster's slot map"  # retried like a server when it cannot be read
 
 
 class HubUnavailable(Exception):
@@ -174,6 +176,7 @@ class _Link:
         self.pubsub = pubsub
         self.sharded = sharded
         self.channels: set[str] = set()
+        self.unsubscribing: dict[str, int] = {}  # our unsubscribes not yet confirmed
         self.last_reply = self.last_ping = time.monotonic()
 
     def subscribe(self, channels: list[str]) -> None:
@@ -187,11 +190,20 @@ class _Link:
 
     def unsubscribe(self, channels: list[str]) -> None:
         self.channels.difference_update(channels)
+        for channel in channels:
+            self.unsubscribing[channel] = self.unsubscribing.get(channel, 0) + 1
         if self.sharded:
             for channel in channels:
                 self.pubsub.sunsubscribe(channel)
         else:
             self.pubsub.unsubscribe(*channels)
+
+    def confirms_our_unsubscribe(self, channel: str) -> bool:
+        """Whether an unsubscribe reply answers one of ours (else the server dropped it)."""
+        count = self.unsubscribing.pop(channel, 0)
+        if count > 1:
+            self.unsubscribing[channel] = count - 1
+        return count > 0
 
     def fileno(self) -> int | None:
         sock = getattr(self.pubsub.connection, "_sock", None) if self.pubsub.subscribed else None
@@ -247,7 +259,8 @@ class Hub:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)  # a full pipe must never block the process
         self._links: dict[str, _Link] = {}  # by server; only the hub's thread touches these
-        self._subscribe_after = 0.0  # after a cut, wait a moment before subscribing again
+        self._retry: dict[str, tuple[float, float]] = {}  # server -> (when, delay) after a cut
+        self._refresh_needed = False  # read the slot map before routing channels again
         self._stopping = False
         self._draining = False
         self.reconnects = 0
@@ -362,7 +375,8 @@ class Hub:
             self._check_health()
             self._tick()
             if not self._read():
-                self._wait(timeout=interval)
+                # Channels waiting to be subscribed again (after a cut) are retried soon.
+                self._wait(timeout=min(interval, RECONNECT_DELAY) if self._pending else interval)
 
     @contextmanager
     def _guard(self, server: str) -> Iterator[None]:
@@ -374,25 +388,28 @@ class Hub:
 
     def _cut(self, server: str, reason: object) -> None:
         """Drop a server's connection; its channels that still have streams are subscribed
-        again (where they live now), and those streams refill when Redis confirms."""
+        again (where they live now, after a pause that grows while the server stays away),
+        and those streams refill when Redis confirms."""
         log.warning("hub: pub/sub connection to %s lost (%s); subscribing again", server, reason)
         self.reconnects += 1
         link = self._links.pop(server, None)
         if link is not None:
             link.close()
-            self._resubscribe(link.channels)
-        self._subscribe_after = time.monotonic() + RECONNECT_DELAY
+            self._requeue(link.channels)
+        self._back_off(server)
 
-    def _resubscribe(self, channels: set[str]) -> None:
+    def _back_off(self, server: str) -> None:
+        _, delay = self._retry.get(server, (0.0, RECONNECT_DELAY / 2))
+        delay = min(delay * 2, MAX_RECONNECT_DELAY)
+        self._retry[server] = (time.monotonic() + delay, delay)
+        self._refresh_needed = True  # the server may be gone for good: ask where slots are
+
+    def _requeue(self, channels: set[str]) -> None:
         with self._lock:
             again = [channel for channel in channels if channel in self._confirmed]
             for channel in again:
                 self._confirmed[channel].clear()
             self._pending.extend(again)
-        try:
-            self._routes.refresh()
-        except (redis.RedisError, OSError) as exc:
-            log.warning("hub: could not read the cluster's slot map (%s)", exc)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -405,23 +422,46 @@ class Hub:
             subscription.deliver(TICK)
 
     def _subscribe_pending(self) -> None:
-        if time.monotonic() < self._subscribe_after:
-            return
         with self._lock:
-            channels = [channel for channel in self._pending if channel in self._confirmed]
+            channels = [c for c in dict.fromkeys(self._pending) if c in self._confirmed]
             self._pending = []
-        by_server: dict[str, list[str]] = {}
-        for channel in dict.fromkeys(channels):  # once each, in order
-            with self._guard("the cluster"):
+        if not channels:
+            return
+        waiting = self._route_and_subscribe(channels)
+        if waiting:
+            with self._lock:
+                self._pending[:0] = waiting
+
+    def _route_and_subscribe(self, channels: list[str]) -> list[str]:
+        """Subscribe each channel on its server; return those that must wait (their server,
+        or the slot map, is pausing after a failure)."""
+        now = time.monotonic()
+        if self._retry.get(SLOT_MAP, (0.0, 0.0))[0] > now:
+            return channels
+        try:
+            if self._refresh_needed:
+                self._routes.refresh()  # once for every channel that waits
+                self._refresh_needed = False
+            by_server: dict[str, list[str]] = {}
+            for channel in channels:
                 by_server.setdefault(self._routes.server_of(channel), []).append(channel)
+        except Exception as exc:  # redis-py's cluster errors are not all RedisErrors
+            log.warning("hub: could not read where channels live (%s); trying again", exc)
+            self._back_off(SLOT_MAP)
+            return channels
+        self._retry.pop(SLOT_MAP, None)
+        waiting: list[str] = []
         for server, mine in by_server.items():
+            if self._retry.get(server, (0.0, 0.0))[0] > now:
+                waiting += mine
+                continue
             with self._guard(server):
                 link = self._links.get(server)
                 if link is None:
-                    link = self._links[server] = _Link(
-                        self._routes.pubsub(server), self._routes.sharded
-                    )
+                    pubsub = self._routes.pubsub(server)
+                    link = self._links[server] = _Link(pubsub, self._routes.sharded)
                 link.subscribe(mine)
+        return waiting
 
     def _unsubscribe_idle(self) -> None:
         now = time.monotonic()
@@ -456,7 +496,7 @@ class Hub:
                 message = link.next_message()
                 if message is not None:
                     read = True
-                    self._dispatch(link, message)
+                    self._dispatch(server, link, message)
         return read
 
     def _wait(self, timeout: float) -> None:
@@ -478,12 +518,13 @@ class Hub:
             except BlockingIOError:
                 pass
 
-    def _dispatch(self, link: _Link, message: dict[str, Any]) -> None:
+    def _dispatch(self, server: str, link: _Link, message: dict[str, Any]) -> None:
         kind = message["type"]
         channel = message.get("channel")
         if not isinstance(channel, str):
             return
         if kind in ("subscribe", "ssubscribe"):
+            self._retry.pop(server, None)  # the server is back: the next cut starts afresh
             with self._lock:
                 confirmed = self._confirmed.get(channel)
                 listeners = list(self._listeners.get(channel, ()))
@@ -501,9 +542,12 @@ class Hub:
                 listeners = list(self._listeners.get(channel, ()))
             for subscription in listeners:
                 subscription.deliver(payload)
-        elif kind == "sunsubscribe" and channel in link.channels:
+        elif kind in ("unsubscribe", "sunsubscribe"):
+            if link.confirms_our_unsubscribe(channel) or channel not in link.channels:
+                return
             # Not asked for: the channel's slot moved to another shard. Follow it there.
             log.info("hub: %s moved to another shard; subscribing there", channel)
             link.channels.discard(channel)
             self.reconnects += 1
-            self._resubscribe({channel})
+            self._refresh_needed = True
+            self._requeue({channel})

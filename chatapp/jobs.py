@@ -87,8 +87,8 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
                 log.info("answer %s: stopped producing (stream closed)", message_id)
                 progress.ended("ended", producer.length)
                 return "ended"
-            progress.ended("failed", producer.length)
             producer.fail(describe_failure(exc, config))
+            progress.ended("failed", producer.length)  # its error entry counted too
             raise
     if titles.wanted(config, history, message_id):
         _enqueue_title(r, chat_id)

@@ -16,6 +16,7 @@ import redis
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from redis.cluster import RedisCluster
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
@@ -31,7 +32,11 @@ def healthz() -> tuple[Response, int]:
     """200 when Redis answers and at least one answer worker is alive, else 503."""
     report: dict[str, object] = {"redis": "ok", "workers": 0}
     try:
-        get_redis().ping()
+        r = get_redis()
+        if isinstance(r, RedisCluster):
+            r.ping(target_nodes=RedisCluster.PRIMARIES)  # every shard must answer
+        else:
+            r.ping()
         queue = get_queue()
         queue.connection.ping()
         report["workers"] = Worker.count(queue=queue)

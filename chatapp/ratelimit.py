@@ -7,10 +7,11 @@ endpoint has none: browsers reconnect to it on their own, and a limit would brea
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 from flask import Flask, request
 from flask_limiter import Limiter
+from redis.connection import SSLConnection, parse_url
 
 from chatapp.owner import current_user
 
@@ -43,10 +44,9 @@ limiter = Limiter(key_func=per_address, key_prefix=KEY_PREFIX, headers_enabled=T
 
 def init_app(app: Flask) -> None:
     if app.config["REDIS_CLUSTER"]:
-        # The limits library's cluster storage: each counter is one key, on its own slot.
-        url = urlsplit(app.config["REDIS_URL"])
-        app.config["RATELIMIT_STORAGE_URI"] = urlunsplit(url._replace(scheme="redis+cluster"))
-        app.config["RATELIMIT_STORAGE_OPTIONS"] = {"ssl": url.scheme == "rediss"}
+        uri, options = cluster_storage(app.config["REDIS_URL"], app.config["REDIS_MAX_CONNECTIONS"])
+        app.config["RATELIMIT_STORAGE_URI"] = uri
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = options
     else:
         # Share the app's connection pool: it speaks to a unix socket or TCP alike, which a
         # storage URI alone cannot say for every Redis URL the app accepts.
@@ -55,3 +55,18 @@ def init_app(app: Flask) -> None:
             "connection_pool": app.extensions["redis"].connection_pool
         }
     limiter.init_app(app)
+
+
+def cluster_storage(url: str, max_connections: int) -> tuple[str, dict[str, Any]]:
+    """Return the limits library's cluster storage URI (each counter is one key, on its own
+    slot) and its options: the node, credentials and TLS settings of `url` as redis-py reads
+    them (the library's own URI parser would keep a password percent-encoded)."""
+    options: dict[str, Any] = parse_url(url)
+    host, port = options.pop("host"), options.pop("port", 6379)
+    options.pop("db", None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    options.setdefault("socket_connect_timeout", 5)
+    options.setdefault("socket_timeout", 10)
+    options.setdefault("max_connections", max_connections)
+    return f"redis+cluster://{host}:{port}", options

@@ -141,7 +141,8 @@ class LocalCluster:
         src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
         while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
             src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
-        for node in [to, source, *self.nodes]:
+        others = [node for node in self.nodes if node not in (to, source)]
+        for node in [to, source, *others]:  # the new owner first, then the old one
             plain = redis.Redis(port=node.port, decode_responses=True)
             plain.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 

@@ -137,17 +137,23 @@ def test_a_shard_that_drops_the_hub_refills_its_own_channels_only(
 def test_a_channel_whose_slot_moves_follows_it_to_its_new_shard(
     r: redis.Redis, hub: Hub, cluster: LocalCluster
 ) -> None:
-    chat = store.create_chat(r, "0" * 16, time.time())
-    subscription = hub.subscribe(store.channel(chat.id))
-    collect(subscription, lambda items: REFILL in items)
-    before = cluster.node_of(store.chat_key(chat.id))
-    after = next(node for node in cluster.nodes if node is not before)
-    cluster.move_slot_of(store.chat_key(chat.id), after)
-    collect(subscription, lambda items: REFILL in items)  # a cut: refill from the log
-    answer_id = send(r, chat.id)
-    collect(subscription, started(answer_id))
-    assert store.get_chat(r, chat.id) is not None  # the data moved with the slot
-    assert f"127.0.0.1:{after.port}" in hub.servers
+    chats = chat_on_each_shard(r, cluster)
+    subscriptions = {port: hub.subscribe(store.channel(chat)) for port, chat in chats.items()}
+    for subscription in subscriptions.values():
+        collect(subscription, lambda items: REFILL in items)
+    before = cluster.nodes[0]
+    moving = chats[before.port]
+    after = cluster.nodes[1]
+    cluster.move_slot_of(store.chat_key(moving), after)
+    assert cluster.node_of(store.chat_key(moving)) is after
+    collect(subscriptions[before.port], lambda items: REFILL in items)  # a cut: refill
+    for port, chat in chats.items():
+        answer_id = send(r, chat)
+        items = collect(subscriptions[port], started(answer_id))
+        assert REFILL not in items  # the other shards' channels were left alone
+    assert store.get_chat(r, moving) is not None  # the data moved with the slot
+    assert plain(after).pubsub_shardnumsub(store.channel(moving))[0][1] == 1
+    assert plain(before).pubsub_shardnumsub(store.channel(moving))[0][1] == 0
 
 
 def test_a_viewer_keeps_every_entry_while_the_answers_slot_moves(
@@ -191,11 +197,15 @@ def test_an_answer_moved_between_shards_mid_stream_arrives_whole_through_either_
         answer_id = client.send_ok(chat_id, "Tell me about resumable streams")
         data, key = stack.redis(), store.chat_key(chat_id)
 
+        moves: list[tuple[RedisServer, RedisServer, str]] = []
+
         def move_when_partly_written() -> None:
             message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
             wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
             source = servers.node_of(key)
             servers.move_slot_of(key, next(node for node in servers.nodes if node is not source))
+            status = store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
+            moves.append((source, servers.node_of(key), status))
 
         mover = threading.Thread(target=move_when_partly_written)
         mover.start()
@@ -213,6 +223,8 @@ def test_an_answer_moved_between_shards_mid_stream_arrives_whole_through_either_
         for thread in [*watching, mover]:
             thread.join(timeout=60)
         assert len(viewers) == 2
+        [(source, owner, status)] = moves  # the mover finished
+        assert owner is not source and status == "streaming"  # it moved mid-answer
         stored = store.get_message(data, chat_id, answer_id)
         assert stored is not None and stored.status == "done", stored
         assert servers.node_of(key) is not None

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 
 from chatapp import store
-from chatapp.connections import make_hub
+from chatapp.connections import make_hub, make_redis
 from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
-from chatapp.hub import DRAIN, REFILL, TICK, Hub
+from chatapp.hub import DRAIN, REFILL, TICK, Hub, OneServer
 from chatapp.store import Terminal
 from tests.client import Event
 from tests.following import deltas_text, final, seqs, watch
@@ -468,3 +471,60 @@ def test_streams_of_a_hub_whose_thread_dies_are_told_to_close(
     assert next(news, None) in (REFILL, DRAIN)
     assert DRAIN in (next(news, None), subscription.get(timeout=5))
     wait_until(lambda: not dying.alive, what="the hub's thread to end")
+
+
+def test_after_a_cut_the_hub_subscribes_again_at_once_even_with_long_intervals(
+    redis_server: RedisServer, r: redis.Redis
+) -> None:
+    # Pings, ticks and unsubscribes every minute: nothing but the cut wakes the hub.
+    hub = make_hub(redis_server.url, unsubscribe_delay=60, ping_interval=60, tick_seconds=60)
+    hub.start()
+    try:
+        subscription = hub.subscribe("chatapp:v1:{cut}:live")
+        assert subscription.get() == REFILL
+        r.client_kill_filter(_type="pubsub")
+        # It used to wait for its next ping (30 s here) before subscribing again.
+        wait_until(lambda: subscription.ready() == [REFILL], what="the refill after the cut")
+    finally:
+        hub.stop()
+
+
+class SlotMapThatFails(OneServer):
+    """Two shards (on one redis-server) whose slot map cannot be read for a while: a
+    cluster that is not reachable."""
+
+    def __init__(self, client: redis.Redis, failures: int) -> None:
+        super().__init__(client)
+        self.failures = failures
+
+    def server_of(self, channel: str) -> str:
+        return "first shard" if "{a}" in channel else "second shard"
+
+    def refresh(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RedisClusterException("Redis Cluster cannot be connected")
+
+
+def test_a_slot_map_that_cannot_be_read_does_not_stop_the_hub(
+    redis_server: RedisServer, r: redis.Redis
+) -> None:
+    client = make_redis(redis_server.url, max_connections=2, retry=Retry(NoBackoff(), 0))
+    hub = Hub(SlotMapThatFails(client, failures=2), unsubscribe_delay=0.2, ping_interval=0.5)
+    hub.start()
+    try:
+        channels = ("chatapp:v1:{a}:live", "chatapp:v1:{b}:live")
+        subscription = hub.subscribe(*channels)
+        wait_until(lambda: subscription.ready().count(REFILL) == 2, what="both shards")
+        r.client_kill_filter(_type="pubsub")  # the hub asks where the channels live now
+        received: list[Any] = []
+        wait_until(
+            lambda: received.extend(subscription.ready()) or received.count(REFILL) == 2,
+            what="both shards again",
+        )
+        assert hub.alive and DRAIN not in received and hub.reconnects == 2
+        for channel in channels:
+            r.publish(channel, json.dumps({"u": channel}))
+            wait_until(lambda c=channel: {"u": c} in subscription.ready(), what="a live message")
+    finally:
+        hub.stop()

@@ -14,6 +14,7 @@ import redis
 from flask import Flask
 
 from chatapp import store, users
+from chatapp.ratelimit import cluster_storage
 from tests.accounts import PASSWORD, Person, csrf_token, sign_up
 from tests.conftest import make_test_app
 from tests.servers import RedisServer
@@ -211,3 +212,13 @@ def test_an_oversize_request_body_is_refused_with_its_limit(make_app, r: redis.R
     assert response.status_code == 413
     assert "too large" in response.text
     assert keys_and_values(r) == before
+
+
+def test_on_a_cluster_the_limits_storage_gets_the_urls_credentials_and_tls() -> None:
+    uri, options = cluster_storage("rediss://ops:p%40ss@10.0.0.1:7000/0?ssl_cert_reqs=none", 50)
+    assert uri == "redis+cluster://10.0.0.1:7000"
+    assert options["username"] == "ops" and options["password"] == "p@ss"  # decoded
+    assert options["ssl"] is True and options["ssl_cert_reqs"] == "none"
+    assert options["max_connections"] == 50 and options["socket_timeout"] > 0
+    uri, options = cluster_storage("redis://cache.internal/0", 50)
+    assert uri == "redis+cluster://cache.internal:6379" and "ssl" not in options

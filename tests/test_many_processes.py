@@ -52,7 +52,9 @@ def test_answers_spread_over_workers_and_read_the_same_through_any_web_process(
                 assert live_elsewhere[-1].event == "end"
                 message = store.get_message(r, chat_id, answer_id)
                 assert message is not None and message.status == "done"
-                assert blocks_of(live_elsewhere) == message.html  # byte for byte
+                assert message.html in live_elsewhere[-1].data  # the end carries it whole
+                if len(live_elsewhere) > 1:  # joined while it was written: built byte for byte
+                    assert blocks_of(live_elsewhere) == message.html
                 # From the first entry on, both processes replay the same events, field for field.
                 start = f"{message.gen}:0"
                 here = writer.stream(chat_id, answer_id, last_event_id=start)
