@@ -33,6 +33,8 @@ from typing import Any, Protocol
 import redis
 from redis.client import PubSub
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import AskError
 
 log = logging.getLogger(__name__)
 
@@ -383,8 +385,21 @@ class Hub:
         """Treat a Redis error on one server's connection as a cut of that connection only."""
         try:
             yield
+        except AskError as exc:  # MOVED (or ASK): the slot map was old for one slot
+            self._redirected(server, exc.slot_id)
         except (redis.RedisError, OSError) as exc:
             self._cut(server, exc)
+
+    def _redirected(self, server: str, slot: int) -> None:
+        """Subscribe again, where they live now, to the channels of a slot that a server
+        said is not its own; its other channels are left alone."""
+        link = self._links.get(server)
+        moved = {c for c in link.channels if key_slot(c.encode()) == slot} if link else set()
+        log.info("hub: slot %s is not on %s; subscribing to its channels again", slot, server)
+        if link is not None:
+            link.channels -= moved
+        self._refresh_needed = True
+        self._requeue(moved)
 
     def _cut(self, server: str, reason: object) -> None:
         """Drop a server's connection; its channels that still have streams are subscribed

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from chatapp import store
 from chatapp.connections import make_hub, make_redis
@@ -64,6 +65,17 @@ def chat_on_each_shard(r: redis.Redis, cluster: LocalCluster) -> dict[int, str]:
         chat = store.create_chat(r, "0" * 16, time.time())
         found.setdefault(cluster.node_of(store.chat_key(chat.id)).port, chat.id)
     return found
+
+
+def chats_on(r: redis.Redis, cluster: LocalCluster, node: RedisServer, count: int) -> list[str]:
+    """Create chats until `count` of them live on `node` (each on a slot of its own)."""
+    found: dict[int, str] = {}  # slot -> chat
+    while len(found) < count:
+        chat_id = store.create_chat(r, "0" * 16, time.time()).id
+        key = store.chat_key(chat_id)
+        if cluster.node_of(key) is node:
+            found.setdefault(key_slot(key.encode()), chat_id)
+    return list(found.values())
 
 
 def collect(subscription: Subscription, until: Callable[[list[Any]], bool]) -> list[Any]:
@@ -231,3 +243,19 @@ def test_an_answer_moved_between_shards_mid_stream_arrives_whole_through_either_
         for live in viewers:
             assert live[-1].event == "end"
             assert blocks_of(live) == stored.html  # byte for byte, across the move
+
+
+def test_a_channel_subscribed_on_an_old_slot_map_is_redirected_alone(
+    r: redis.Redis, hub: Hub, cluster: LocalCluster
+) -> None:
+    first, second = chats_on(r, cluster, cluster.nodes[0], count=2)
+    staying = hub.subscribe(store.channel(first))
+    collect(staying, lambda items: REFILL in items)
+    # The hub read the slot map already: for `second`, it now names the wrong master.
+    cluster.move_slot_of(store.chat_key(second), cluster.nodes[1])
+    moved = hub.subscribe(store.channel(second))  # MOVED, then subscribed where it lives
+    collect(moved, lambda items: REFILL in items)
+    for chat, subscription in ((second, moved), (first, staying)):
+        answer_id = send(r, chat)
+        assert REFILL not in collect(subscription, started(answer_id))
+    assert hub.reconnects == 0  # no connection was cut
