@@ -89,11 +89,12 @@ class RedisServer:
 
 
 class LocalCluster:
-    """A Redis Cluster of three masters on loopback ports (`redis-cli --cluster create`)."""
+    """A Redis Cluster of three masters (and `replicas` for each) on loopback ports, as
+    `redis-cli --cluster create` makes it."""
 
-    def __init__(self, directory: Path, masters: int = 3) -> None:
+    def __init__(self, directory: Path, masters: int = 3, replicas: int = 0) -> None:
         self.nodes = []
-        for number in range(masters):
+        for number in range(masters * (1 + replicas)):
             home = directory / f"cluster-node-{number}"
             home.mkdir()
             node = RedisServer(
@@ -104,15 +105,42 @@ class LocalCluster:
             self.nodes.append(node)
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         command = ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"]
+        command += ["--cluster-replicas", str(replicas)]
         subprocess.run(command, check=True, capture_output=True, timeout=60)
         for node in self.nodes:
             wait_until(lambda node=node: self._state(node) == "ok", what="the cluster to form")
+        for node in self.nodes:
+            wait_until(lambda node=node: self._in_sync(node), what="the replicas to sync")
         self.url = self.nodes[0].url  # any node will do: the client finds the others
 
     @staticmethod
     def _state(node: RedisServer) -> str:
         info = redis.Redis(port=node.port, decode_responses=True).cluster("info")
         return str(info.get("cluster_state", ""))
+
+    @staticmethod
+    def _in_sync(node: RedisServer) -> bool:
+        info = redis.Redis(port=node.port, decode_responses=True).info("replication")
+        return info["role"] == "master" or info.get("master_link_status") == "up"
+
+    def fail_over(self, master: RedisServer) -> RedisServer:
+        """Promote the master's replica with CLUSTER FAILOVER (the managed kind: the old
+        master hands over and becomes its replica, nothing is lost); return it."""
+        for node in self.nodes:
+            info = redis.Redis(port=node.port, decode_responses=True).info("replication")
+            if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                redis.Redis(port=node.port).execute_command("CLUSTER", "FAILOVER")
+                promoted = node
+                break
+        else:
+            raise AssertionError(f"master {master.port} has no replica")
+
+        def done() -> bool:
+            info = redis.Redis(port=promoted.port, decode_responses=True).info("replication")
+            return info["role"] == "master" and all(self._state(n) == "ok" for n in self.nodes)
+
+        wait_until(done, timeout=30, what="the failover")
+        return promoted
 
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
@@ -233,8 +261,8 @@ class Stack:
 class ClusterData:
     """Chat data on a local 3-master cluster, and the RQ queue on a standalone Redis beside it."""
 
-    def __init__(self, directory: Path) -> None:
-        self.cluster = LocalCluster(directory)
+    def __init__(self, directory: Path, replicas: int = 0) -> None:
+        self.cluster = LocalCluster(directory, replicas=replicas)
         self.queue = RedisServer(directory)
         self.url = self.cluster.url
         self.settings = {"CHATAPP_REDIS_CLUSTER": "1", "REDIS_QUEUE_URL": self.queue.url}
@@ -250,11 +278,12 @@ def running_stack(
     web_workers: int = 1,
     redis_server: RedisServer | None = None,
     cluster: bool = False,
+    cluster_replicas: int = 0,
     **settings: str,
 ) -> Iterator[Stack]:
     """Start Redis (one server, or a cluster with `cluster`), the worker and gunicorn with
     CHATAPP_* `settings`; stop them after."""
-    data = ClusterData(directory) if cluster else None
+    data = ClusterData(directory, cluster_replicas) if cluster else None
     server = data or redis_server or RedisServer(directory)
     env = stack_env(server.url, directory, **(data.settings if data else {}), **settings)
     try:

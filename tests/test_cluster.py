@@ -259,3 +259,33 @@ def test_a_channel_subscribed_on_an_old_slot_map_is_redirected_alone(
         answer_id = send(r, chat)
         assert REFILL not in collect(subscription, started(answer_id))
     assert hub.reconnects == 0  # no connection was cut
+
+
+def test_an_answer_written_across_a_failover_arrives_whole(tmp_path: Path) -> None:
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "40", "CHATAPP_FLUSH_MS": "20"}
+    with running_stack(tmp_path, cluster=True, cluster_replicas=1, **settings) as stack:
+        assert stack.local_cluster is not None
+        servers = stack.local_cluster
+        client = ChatClient(stack.base)
+        chat_id = client.new_chat()
+        answer_id = client.send_ok(chat_id, "Tell me about failovers")
+        data, key = stack.redis(), store.chat_key(chat_id)
+        failovers: list[tuple[RedisServer, RedisServer, str]] = []
+
+        def fail_over_when_partly_written() -> None:
+            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
+            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
+            master = servers.node_of(key)
+            promoted = servers.fail_over(master)
+            status = store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
+            failovers.append((master, promoted, status))
+
+        mover = threading.Thread(target=fail_over_when_partly_written)
+        mover.start()
+        live = client.stream(chat_id, answer_id)
+        mover.join(timeout=60)
+        [(master, promoted, status)] = failovers
+        assert servers.node_of(key) is promoted is not master and status == "streaming"
+        stored = store.get_message(data, chat_id, answer_id)
+        assert stored is not None and stored.status == "done", stored
+        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
