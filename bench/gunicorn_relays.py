@@ -10,3 +10,4 @@ globals().update(
     for name, value in _chatapp.items()
     if not name.startswith("_") and not callable(value) and name != "os"
 )
+on_exit = _chatapp["on_exit"]  # removes the metrics folder that gunicorn.conf.py made

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import SIZES, run_all
 
 
-def test_the_benchmark_runs_and_every_viewer_gets_everything_once(tmp_path: Path) -> None:
+def test_the_benchmark_runs_and_every_viewer_gets_everything_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "tmp"  # the servers' temporary files
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
     size = SIZES["smoke"]
     report = run_all(size, tmp_path / "runs")
+    assert not list(temp.glob("chatapp-metrics-*"))  # every gunicorn removed its own
     print("\n" + report.text())
     for live in report.latency + report.held:
         outcome = live.outcome

@@ -11,7 +11,7 @@ from rq import Queue, SimpleWorker, Worker
 
 from tests.accounts import Person
 from tests.conftest import make_test_app
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, stack_env, web_server
 
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.9"}  # a client on another host
 
@@ -122,3 +122,14 @@ def test_the_job_dashboard_answers_a_missing_job_with_404(
     for job_id in ("no-such-job", "not a job id", "%00"):
         missing = admin.client.get(f"/admin/rq/0/data/job/{job_id}.json")
         assert missing.status_code == 404 and b"no such job" in missing.data
+
+
+def test_gunicorn_keeps_a_metrics_folder_while_it_runs_and_removes_it_at_exit(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = stack_env(redis_server.url, tmp_path, TMPDIR=str(temp))
+    with web_server(env, workers=2):
+        assert len(list(temp.glob("chatapp-metrics-*"))) == 1  # one for every worker
+    assert not list(temp.glob("chatapp-metrics-*"))
