@@ -262,6 +262,12 @@ class Hub:
         os.set_blocking(self._wake_write, False)  # a full pipe must never block the process
         self._links: dict[str, _Link] = {}  # by server; only the hub's thread touches these
         self._retry: dict[str, tuple[float, float]] = {}  # server -> (when, delay) after a cut
+        # A server's first connection is made by a helper thread (see _connect), which hands
+        # the new link over here when it has sent its first subscribe, or failed.
+        self._connecting: set[str] = set()
+        self._connected: queue.SimpleQueue[tuple[str, _Link, Exception | None]] = (
+            queue.SimpleQueue()
+        )
         self._refresh_needed = False  # read the slot map before routing channels again
         self._stopping = False
         self._draining = False
@@ -366,12 +372,14 @@ class Hub:
             # Streams wait for this thread's ticks with no timer of their own: if it ends
             # for any reason, tell them to close (and reconnect, to a new hub).
             self.drain()
+            self._adopt_connections()
             for link in self._links.values():
                 link.close()
 
     def _serve(self) -> None:
         interval = min(self._ping_interval / 2, self._unsubscribe_delay / 2, self._tick_seconds)
         while not self._stopping:
+            self._adopt_connections()
             self._subscribe_pending()
             self._unsubscribe_idle()
             self._check_health()
@@ -467,16 +475,55 @@ class Hub:
         self._retry.pop(SLOT_MAP, None)
         waiting: list[str] = []
         for server, mine in by_server.items():
-            if self._retry.get(server, (0.0, 0.0))[0] > now:
+            if self._retry.get(server, (0.0, 0.0))[0] > now or server in self._connecting:
                 waiting += mine
                 continue
+            link = self._links.get(server)
+            if link is None:
+                self._connect(server, mine)
+                continue
             with self._guard(server):
-                link = self._links.get(server)
-                if link is None:
-                    pubsub = self._routes.pubsub(server)
-                    link = self._links[server] = _Link(pubsub, self._routes.sharded)
                 link.subscribe(mine)
         return waiting
+
+    def _connect(self, server: str, channels: list[str]) -> None:
+        """Connect to a server and subscribe to its first channels in a helper thread: a
+        server that does not answer (its packets dropped) would otherwise hold this thread,
+        and every other server's messages, for its whole connect timeout."""
+        link = _Link(self._routes.pubsub(server), self._routes.sharded)
+        self._connecting.add(server)
+
+        def connect() -> None:
+            try:
+                link.subscribe(channels)
+            except Exception as exc:
+                self._connected.put((server, link, exc))
+            else:
+                self._connected.put((server, link, None))
+            self._wake()
+
+        threading.Thread(target=connect, name="chatapp-hub-connect", daemon=True).start()
+
+    def _adopt_connections(self) -> None:
+        """Take over the links that helper threads have connected (or failed to)."""
+        while True:
+            try:
+                server, link, error = self._connected.get_nowait()
+            except queue.Empty:
+                return
+            self._connecting.discard(server)
+            if self._stopping:
+                link.close()
+                continue
+            self._links[server] = link
+            if error is not None:
+                self._cut(server, error)  # it closes the link and requeues its channels
+                continue
+            with self._lock:  # a stream may have left while its channel was being subscribed
+                gone = [channel for channel in link.channels if channel not in self._confirmed]
+            if gone:
+                with self._guard(server):
+                    link.unsubscribe(gone)
 
     def _unsubscribe_idle(self) -> None:
         now = time.monotonic()

@@ -6,14 +6,17 @@ import json
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.client import PubSub
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
@@ -21,7 +24,7 @@ from chatapp import store
 from chatapp.connections import make_hub, make_redis
 from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
-from chatapp.hub import DRAIN, REFILL, TICK, Hub, OneServer
+from chatapp.hub import DRAIN, REFILL, TICK, Hub, HubUnavailable, OneServer
 from chatapp.store import Terminal
 from tests.client import Event
 from tests.following import deltas_text, final, seqs, watch
@@ -528,3 +531,59 @@ def test_a_slot_map_that_cannot_be_read_does_not_stop_the_hub(
             wait_until(lambda c=channel: {"u": c} in subscription.ready(), what="a live message")
     finally:
         hub.stop()
+
+
+@contextmanager
+def dropping_connects() -> Iterator[int]:
+    """Yield a port whose connects hang, as to a server whose packets are dropped: its
+    listener's accept queue is full and never served."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue
+            yield port
+
+
+class OneServerAndOneThatDropsConnects(OneServer):
+    def __init__(self, client: redis.Redis, dropping_port: int) -> None:
+        super().__init__(client)
+        self.dropping_port = dropping_port
+
+    def server_of(self, channel: str) -> str:
+        return "dropping" if "{dropped}" in channel else "redis"
+
+    def pubsub(self, server: str) -> PubSub:
+        if server == "redis":
+            return super().pubsub(server)
+        options = {"socket_connect_timeout": 60, "retry": Retry(NoBackoff(), 0)}
+        return redis.Redis(port=self.dropping_port, **options).pubsub()  # type: ignore[arg-type]
+
+
+def test_a_server_that_drops_connects_does_not_hold_up_the_others(
+    redis_server: RedisServer, r: redis.Redis
+) -> None:
+    client = make_redis(redis_server.url, max_connections=2, retry=Retry(NoBackoff(), 0))
+    with dropping_connects() as port:
+        routes = OneServerAndOneThatDropsConnects(client, port)
+        hub = Hub(routes, unsubscribe_delay=0.2, ping_interval=0.5, tick_seconds=0.05)
+        hub.start()
+        try:
+            outcomes: list[str] = []
+
+            def subscribe_on_the_dropping_server() -> None:
+                try:
+                    hub.subscribe("chatapp:v1:{dropped}:live", timeout=1)
+                except HubUnavailable:
+                    outcomes.append("unavailable")
+
+            dropped = threading.Thread(target=subscribe_on_the_dropping_server)
+            dropped.start()
+            # The hub connects to the dropping server for a minute: this one must not wait.
+            subscription = hub.subscribe("chatapp:v1:{fine}:live")
+            r.publish("chatapp:v1:{fine}:live", '{"u": 1}')
+            wait_until(lambda: {"u": 1} in subscription.ready(), what="a live message")
+            dropped.join()
+            assert outcomes == ["unavailable"]  # it did try, and its connect still hangs
+        finally:
+            hub.stop()
