@@ -45,7 +45,7 @@ DRAIN = "drain"  # delivered to streams when the process shuts down: close, let 
 # timer for every wait, that is for every event every viewer receives.
 TICK = "tick"
 RECONNECT_DELAY = 0.5  # after a cut; doubled after each failed try, up to the next
-MAX_RECONNECT_DELAY = 8.0
+MAX_RECONNECT_DELAY = 2.0  # a failover takes a few seconds: look again soon
 SLOT_MAP = "the cluster's slot map"  # retried like a server when it cannot be read
 
 

@@ -142,6 +142,32 @@ class LocalCluster:
         wait_until(done, timeout=30, what="the failover")
         return promoted
 
+    def crash(self, master: RedisServer) -> RedisServer:
+        """Kill a master (SIGKILL: no handover); return its replica once the cluster has
+        promoted it (after the node timeout) and is whole again."""
+        replica = next(
+            node
+            for node in self.nodes
+            if node is not master and self._replica_of(node) == master.port
+        )
+        master.process.kill()
+        master.process.wait()
+        others = [node for node in self.nodes if node is not master]
+
+        def promoted() -> bool:
+            info = redis.Redis(port=replica.port, decode_responses=True).info("replication")
+            return info["role"] == "master" and all(self._state(n) == "ok" for n in others)
+
+        wait_until(promoted, timeout=30, what="the replica to take over")
+        self.nodes.remove(master)  # gone for good (stop() leaves it alone)
+        return replica
+
+    @staticmethod
+    def _replica_of(node: RedisServer) -> int:
+        """The port of the master that `node` replicates, or 0."""
+        info = redis.Redis(port=node.port, decode_responses=True).info("replication")
+        return int(info["master_port"]) if info["role"] == "slave" else 0
+
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
 

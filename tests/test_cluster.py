@@ -289,3 +289,36 @@ def test_an_answer_written_across_a_failover_arrives_whole(tmp_path: Path) -> No
         stored = store.get_message(data, chat_id, answer_id)
         assert stored is not None and stored.status == "done", stored
         assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+
+
+def test_an_answer_written_across_a_master_crash_arrives_whole(tmp_path: Path) -> None:
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "20", "CHATAPP_FLUSH_MS": "20"}
+    with running_stack(tmp_path, cluster=True, cluster_replicas=1, **settings) as stack:
+        assert stack.local_cluster is not None
+        servers = stack.local_cluster
+        client = ChatClient(stack.base)
+        chat_id = client.new_chat()
+        answer_id = client.send_ok(chat_id, "Tell me about crashes")
+        data, key = stack.redis(), store.chat_key(chat_id)
+        crashes: list[tuple[RedisServer, RedisServer, str]] = []
+
+        def crash_when_partly_written() -> None:
+            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
+            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
+            master = servers.node_of(key)
+            status = store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
+            promoted = servers.crash(master)  # its replica takes over after the node timeout
+            # The web process follows the chat's channel to the promoted replica.
+            channel = store.channel(chat_id)
+            wait_until(lambda: plain(promoted).pubsub_shardnumsub(channel)[0][1], what="the hub")
+            crashes.append((master, promoted, status))
+
+        crasher = threading.Thread(target=crash_when_partly_written)
+        crasher.start()
+        live = client.stream(chat_id, answer_id)
+        crasher.join(timeout=60)
+        [(master, promoted, status)] = crashes
+        assert promoted is not master and status == "streaming"  # it crashed mid-answer
+        stored = store.get_message(data, chat_id, answer_id)
+        assert stored is not None and stored.status == "done", stored
+        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
