@@ -10,6 +10,7 @@ import redis
 from flask import Flask, current_app
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 from rq import Queue
 
@@ -18,6 +19,16 @@ if TYPE_CHECKING:
 
 
 _hub_lock = threading.Lock()
+
+# Redis is away for now: restarting, or a cluster failing over, resharding or down until a
+# shard is back. Whoever meets one of these tries again later (or asks the client to).
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,  # CLUSTERDOWN, and MASTERDOWN
+    TryAgainError,  # a multi-key command during a slot's migration
+    SlotNotCoveredError,
+)
 
 
 def init_app(app: Flask) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from flask import Flask, Response, current_app, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from chatapp.connections import UNAVAILABLE
 from chatapp.web import is_htmx
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(redis.ConnectionError, _redis_down)
-    app.register_error_handler(redis.TimeoutError, _redis_down)
+    for unavailable in UNAVAILABLE:
+        app.register_error_handler(unavailable, _redis_down)
 
 
 def error_response(status: int, message: str) -> Response:

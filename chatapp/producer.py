@@ -16,6 +16,7 @@ from types import TracebackType
 import redis
 
 from chatapp import store
+from chatapp.connections import UNAVAILABLE
 from chatapp.render import IncrementalRenderer, render_markdown
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Producer:
                     terminal=terminal,
                     timing=self.timing,
                 )
-            except (redis.ConnectionError, redis.TimeoutError):
+            except UNAVAILABLE:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("answer %s: Redis unavailable; retrying", self.message_id)
@@ -203,7 +204,7 @@ class Heartbeat:
         while not self._stop.wait(self._every) and not self.fenced.is_set():
             try:
                 self._check(self._beat())
-            except (redis.ConnectionError, redis.TimeoutError):
+            except UNAVAILABLE:
                 pass  # the next beat tries again; the TTL covers several misses
 
     def _check(self, result: store.AppendResult) -> None:

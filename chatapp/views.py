@@ -32,7 +32,7 @@ from chatapp.chat_stream import (
     follow_chat,
     follow_chat_list,
 )
-from chatapp.connections import get_hub, get_queue, get_redis
+from chatapp.connections import UNAVAILABLE, get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
 from chatapp.owner import current_user, current_user_id, find_chat, load_chat
@@ -341,7 +341,7 @@ def stream(chat_id: str, message_id: str) -> Response:
     """
     try:
         chat = find_chat(chat_id)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except UNAVAILABLE as exc:
         return _come_back_later(exc)
 
     def render_final(message: Message | None) -> str:
@@ -371,7 +371,7 @@ def live(chat_id: str) -> Response:
     """
     try:
         chat = find_chat(chat_id)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except UNAVAILABLE as exc:
         return _come_back_later(exc)
     if chat is None:
         gone = render_template("partials/chat_gone.html")

@@ -6,14 +6,13 @@ import functools
 import hashlib
 from typing import Any
 
-import redis
 from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_wtf.csrf import CSRFProtect
 
 from chatapp import frames, providers, store
 from chatapp.config import PROJECT_DIR
-from chatapp.connections import get_redis
+from chatapp.connections import UNAVAILABLE, get_redis
 from chatapp.owner import current_user
 from chatapp.store import Chat
 from chatapp.users import User
@@ -64,7 +63,7 @@ def _page_user() -> User | None:
     saying so can still be shown."""
     try:
         return current_user()
-    except (redis.ConnectionError, redis.TimeoutError):
+    except UNAVAILABLE:
         return None
 
 
@@ -73,7 +72,7 @@ def _my_chats() -> list[Chat]:
     user = _page_user()
     try:
         return store.list_chats(get_redis(), user.id) if user else []
-    except (redis.ConnectionError, redis.TimeoutError):
+    except UNAVAILABLE:
         return []
 
 

@@ -174,10 +174,14 @@ class LocalCluster:
     def node_of(self, key: str) -> RedisServer:
         """Return the master that holds `key`'s slot now."""
         slot = key_slot(key.encode())
-        plain = redis.Redis(port=self.nodes[0].port, decode_responses=True)
-        for start, end, master, *_replicas in plain.execute_command("CLUSTER", "SLOTS"):
-            if start <= slot <= end:
-                return next(node for node in self.nodes if node.port == master[1])
+        for asked in self.nodes:  # the first that answers (one may be down on purpose)
+            try:
+                slots = redis.Redis(port=asked.port).execute_command("CLUSTER", "SLOTS")
+            except redis.ConnectionError:
+                continue
+            for start, end, master, *_replicas in slots:
+                if start <= slot <= end:
+                    return next(node for node in self.nodes if node.port == master[1])
         raise AssertionError(f"no master holds slot {slot}")
 
     def move_slot_of(self, key: str, to: RedisServer) -> None:

@@ -100,6 +100,21 @@ def started(answer_id: str) -> Callable[[list[Any]], bool]:
     return check
 
 
+def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str) -> list[Event]:
+    """Follow an answer as a browser does: after `retry:`, wait and resume from the last
+    event's id, until `end`."""
+    events: list[Event] = []
+    deadline = time.monotonic() + 60
+    while not events or events[-1].event != "end":
+        assert time.monotonic() < deadline, "the answer did not end"
+        last_id = next((event.id for event in reversed(events) if event.id), None)
+        more = client.stream(chat_id, answer_id, last_event_id=last_id)
+        events += more
+        if not more or more[-1].event != "end":
+            time.sleep(1)  # the retry: hint says 1 to 3 s
+    return events
+
+
 def send(r: redis.Redis, chat_id: str) -> str:
     sent = store.send_message(r, chat_id, store.new_id(), "hi", "<p>hi</p>", "m", time.time())
     assert sent.status == "ok"
@@ -224,7 +239,7 @@ def test_an_answer_moved_between_shards_mid_stream_arrives_whole_through_either_
         viewers: list[list[Event]] = []
 
         def view(device: ChatClient) -> None:
-            viewers.append(device.stream(chat_id, answer_id))
+            viewers.append(follow_to_the_end(device, chat_id, answer_id))
 
         # Two devices at once, on a two-process gunicorn.
         watching = [
@@ -282,7 +297,7 @@ def test_an_answer_written_across_a_failover_arrives_whole(tmp_path: Path) -> No
 
         mover = threading.Thread(target=fail_over_when_partly_written)
         mover.start()
-        live = client.stream(chat_id, answer_id)
+        live = follow_to_the_end(client, chat_id, answer_id)
         mover.join(timeout=60)
         [(master, promoted, status)] = failovers
         assert servers.node_of(key) is promoted is not master and status == "streaming"
@@ -315,10 +330,48 @@ def test_an_answer_written_across_a_master_crash_arrives_whole(tmp_path: Path) -
 
         crasher = threading.Thread(target=crash_when_partly_written)
         crasher.start()
-        live = client.stream(chat_id, answer_id)
+        live = follow_to_the_end(client, chat_id, answer_id)
         crasher.join(timeout=60)
         [(master, promoted, status)] = crashes
         assert promoted is not master and status == "streaming"  # it crashed mid-answer
+        stored = store.get_message(data, chat_id, answer_id)
+        assert stored is not None and stored.status == "done", stored
+        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+
+
+def test_an_answer_rides_out_a_cluster_that_is_down_while_another_shard_restarts(
+    tmp_path: Path,
+) -> None:
+    # No replicas: when a master dies, the whole cluster answers CLUSTERDOWN until it is back.
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "20", "CHATAPP_FLUSH_MS": "20"}
+    with running_stack(tmp_path, cluster=True, **settings) as stack:
+        assert stack.local_cluster is not None
+        servers = stack.local_cluster
+        client = ChatClient(stack.base)
+        chat_id = client.new_chat()
+        answer_id = client.send_ok(chat_id, "Tell me about outages")
+        data, key = stack.redis(), store.chat_key(chat_id)
+        outages: list[str] = []
+
+        def restart_another_shard_when_partly_written() -> None:
+            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
+            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
+            home = servers.node_of(key)
+            other = next(node for node in servers.nodes if node is not home)
+            outages.append(store.get_message(data, chat_id, answer_id).status)  # type: ignore[union-attr]
+            other.process.kill()
+            other.process.wait()
+            probe = plain(home)
+            wait_until(lambda: probe.cluster("info")["cluster_state"] == "fail", what="CLUSTERDOWN")
+            outages.append(str(probe.cluster("info")["cluster_state"]))
+            other.start()  # the same port and nodes.conf: it rejoins with its slots
+            wait_until(lambda: probe.cluster("info")["cluster_state"] == "ok", what="the cluster")
+
+        restarter = threading.Thread(target=restart_another_shard_when_partly_written)
+        restarter.start()
+        live = follow_to_the_end(client, chat_id, answer_id)  # told to come back meanwhile
+        restarter.join(timeout=60)
+        assert outages == ["streaming", "fail"]  # the cluster was down mid-answer
         stored = store.get_message(data, chat_id, answer_id)
         assert stored is not None and stored.status == "done", stored
         assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
