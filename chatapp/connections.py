@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from flask import Flask, current_app
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 from rq import Queue
@@ -69,14 +69,18 @@ def make_redis(url: str, config: dict | None = None, **overrides: object) -> red
 
 
 def make_cluster_client(url: str, options: dict[str, object]) -> redis.Redis:
-    """Return a Redis Cluster client (`url` names any node; it finds the rest), with a
-    blocking pool of `max_connections` per node.
+    """Return a Redis Cluster client (`url` names one node or several; it finds the rest
+    from the first that answers), with a blocking pool of `max_connections` per node.
 
     Typed as redis.Redis: it takes the same commands, and the store's keys keep each
     script and transaction within one chat's slot."""
     options = {k: v for k, v in options.items() if k != "health_check_interval"}  # not taken
+    first, nodes = split_cluster_url(url)
     cluster = RedisCluster.from_url(
-        url, connection_pool_class=redis.BlockingConnectionPool, **options
+        first,
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes[1:]],
+        connection_pool_class=redis.BlockingConnectionPool,
+        **options,
     )
     return cast(redis.Redis, cluster)
 
@@ -108,6 +112,24 @@ def make_hub(url: str, cluster: bool = False, **options: float) -> Hub:
     else:
         routes = OneServer(pubsub_client(url))
     return Hub(routes, **options)
+
+
+def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """Split a cluster's REDIS_URL, which may name several nodes (`redis://a:7000,b:7000/0`,
+    so that a process starts while one of them is down): return the URL with its first node
+    alone, and every node's (host, port)."""
+    parts = urlsplit(url)
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for address in hosts.split(","):
+        if address.startswith("["):  # [IPv6]:port
+            host, _, rest = address[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = address.partition(":")
+        nodes.append((host, int(port or 6379)))
+    first = urlunsplit(parts._replace(netloc=f"{credentials}{at}{hosts.split(',')[0]}"))
+    return first, nodes
 
 
 def _same_credentials(url: str, host: str, port: int) -> str:

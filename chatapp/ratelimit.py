@@ -13,6 +13,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from redis.connection import SSLConnection, parse_url
 
+from chatapp.connections import split_cluster_url
 from chatapp.owner import current_user
 
 # Counters live under this prefix, beside (not inside) the chat data.
@@ -54,6 +55,9 @@ def init_app(app: Flask) -> None:
         app.config["RATELIMIT_STORAGE_OPTIONS"] = {
             "connection_pool": app.extensions["redis"].connection_pool
         }
+    # The one Limiter merges every app's storage options into its own: start afresh, or an
+    # earlier app's (the tests make many in one process) would reach this one's storage.
+    limiter._storage_options = {}
     limiter.init_app(app)
 
 
@@ -61,12 +65,14 @@ def cluster_storage(url: str, max_connections: int) -> tuple[str, dict[str, Any]
     """Return the limits library's cluster storage URI (each counter is one key, on its own
     slot) and its options: the node, credentials and TLS settings of `url` as redis-py reads
     them (the library's own URI parser would keep a password percent-encoded)."""
-    options: dict[str, Any] = parse_url(url)
-    host, port = options.pop("host"), options.pop("port", 6379)
-    options.pop("db", None)
+    first, nodes = split_cluster_url(url)
+    options: dict[str, Any] = parse_url(first)
+    for name in ("host", "port", "db"):
+        options.pop(name, None)
     if options.pop("connection_class", None) is SSLConnection:
         options["ssl"] = True
     options.setdefault("socket_connect_timeout", 5)
     options.setdefault("socket_timeout", 10)
     options.setdefault("max_connections", max_connections)
-    return f"redis+cluster://{host}:{port}", options
+    addresses = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in nodes)
+    return "redis+cluster://" + ",".join(addresses), options

@@ -19,9 +19,11 @@ from chatapp import store
 from chatapp.connections import make_hub, make_redis
 from chatapp.frames import Cursor
 from chatapp.hub import REFILL, TICK, Hub, Subscription
+from tests.accounts import Person
 from tests.client import ChatClient, Event, blocks_of
+from tests.conftest import make_test_app
 from tests.following import deltas_text, seqs, watch
-from tests.servers import LocalCluster, RedisServer, running_stack, wait_until
+from tests.servers import LocalCluster, RedisServer, free_port, running_stack, wait_until
 from tests.storing import delta, new_answer
 
 
@@ -375,3 +377,16 @@ def test_an_answer_rides_out_a_cluster_that_is_down_while_another_shard_restarts
         stored = store.get_message(data, chat_id, answer_id)
         assert stored is not None and stored.status == "done", stored
         assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+
+
+def test_a_process_starts_while_the_first_node_it_names_is_down(
+    cluster: LocalCluster, r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    url = f"redis://{down},127.0.0.1:{cluster.nodes[1].port}/0"
+    app = make_test_app(url, tmp_path, REDIS_CLUSTER=True, REDIS_QUEUE_URL=redis_server.url)
+    person = Person(app)  # signs up and logs in: accounts and rate limits on the cluster
+    chat_id = person.new_chat()
+    assert store.get_chat(r, chat_id) is not None
+    assert person.client.get(f"/chats/{chat_id}").status_code == 200
+    assert app.test_client().get("/healthz").json["redis"] == "ok"  # type: ignore[index]

@@ -222,3 +222,8 @@ def test_on_a_cluster_the_limits_storage_gets_the_urls_credentials_and_tls() -> 
     assert options["max_connections"] == 50 and options["socket_timeout"] > 0
     uri, options = cluster_storage("redis://cache.internal/0", 50)
     assert uri == "redis+cluster://cache.internal:6379" and "ssl" not in options
+
+
+def test_on_a_cluster_the_limits_storage_gets_every_node_named() -> None:
+    uri, _ = cluster_storage("redis://a:7000,b:7001,[::1]:7002/0", 50)
+    assert uri == "redis+cluster://a:7000,b:7001,[::1]:7002"
