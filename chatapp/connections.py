@@ -94,7 +94,7 @@ def make_hub(url: str, cluster: bool = False, **options: float) -> Hub:
     from chatapp.hub import ClusterShards, Hub, OneServer, Routes
 
     def pubsub_client(node_url: str) -> redis.Redis:
-        # A short connect timeout: the hub's one thread serves every shard while it waits.
+        # A short connect timeout: a shard that does not answer is tried again soon.
         retry = Retry(NoBackoff(), 0)
         return make_redis(node_url, max_connections=2, retry=retry, socket_connect_timeout=2)
 
@@ -118,8 +118,7 @@ def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
     """Split a cluster's REDIS_URL, which may name several nodes (`redis://a:7000,b:7000/0`,
     so that a process starts while one of them is down): return the URL with its first node
     alone, and every node's (host, port)."""
-    parts = urlsplit(url)
-    credentials, at, hosts = parts.netloc.rpartition("@")
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
     nodes = []
     for address in hosts.split(","):
         if address.startswith("["):  # [IPv6]:port
@@ -128,17 +127,21 @@ def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
         else:
             host, _, port = address.partition(":")
         nodes.append((host, int(port or 6379)))
-    first = urlunsplit(parts._replace(netloc=f"{credentials}{at}{hosts.split(',')[0]}"))
-    return first, nodes
+    return _same_credentials(url, *nodes[0]), nodes
 
 
 def _same_credentials(url: str, host: str, port: int) -> str:
     """Return `url` (scheme, user, password, options) pointed at another node."""
     parts = urlsplit(url)
     credentials = parts.netloc.rpartition("@")[0]
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = node_address(host, port)
     netloc = f"{credentials}@{address}" if credentials else address
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def node_address(host: str, port: int) -> str:
+    """Return `host:port`, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def get_redis() -> redis.Redis:

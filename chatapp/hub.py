@@ -379,7 +379,8 @@ class Hub:
     def _serve(self) -> None:
         interval = min(self._ping_interval / 2, self._unsubscribe_delay / 2, self._tick_seconds)
         while not self._stopping:
-            self._adopt_connections()
+            if self._connecting:  # not on every message: most loops have none to adopt
+                self._adopt_connections()
             self._subscribe_pending()
             self._unsubscribe_idle()
             self._check_health()
@@ -399,15 +400,18 @@ class Hub:
             self._cut(server, exc)
 
     def _redirected(self, server: str, slot: int) -> None:
-        """Subscribe again, where they live now, to the channels of a slot that a server
-        said is not its own; its other channels are left alone."""
-        link = self._links.get(server)
-        moved = {c for c in link.channels if key_slot(c.encode()) == slot} if link else set()
+        """A server said a slot is not its own: follow that slot's channels only."""
         log.info("hub: slot %s is not on %s; subscribing to its channels again", slot, server)
+        link = self._links.get(server)
         if link is not None:
-            link.channels -= moved
+            self._moved(link, {c for c in link.channels if key_slot(c.encode()) == slot})
+
+    def _moved(self, link: _Link, channels: set[str]) -> None:
+        """These channels live on another server now: take them off `link`, read the slot
+        map again and subscribe to them where it says (their streams refill then)."""
+        link.channels -= channels
         self._refresh_needed = True
-        self._requeue(moved)
+        self._requeue(channels)
 
     def _cut(self, server: str, reason: object) -> None:
         """Drop a server's connection; its channels that still have streams are subscribed
@@ -609,7 +613,5 @@ class Hub:
                 return
             # Not asked for: the channel's slot moved to another shard. Follow it there.
             log.info("hub: %s moved to another shard; subscribing there", channel)
-            link.channels.discard(channel)
             self.reconnects += 1
-            self._refresh_needed = True
-            self._requeue({channel})
+            self._moved(link, {channel})

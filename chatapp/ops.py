@@ -20,6 +20,7 @@ from redis.cluster import RedisCluster
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
+from chatapp import store
 from chatapp.connections import get_queue, get_redis, hub_if_started
 from chatapp.metrics import entries_appended, outcomes, register_into
 from chatapp.owner import current_user
@@ -33,7 +34,7 @@ def healthz() -> tuple[Response, int]:
     report: dict[str, object] = {"redis": "ok", "workers": 0}
     try:
         r = get_redis()
-        if isinstance(r, RedisCluster):
+        if store.is_cluster(r):
             r.ping(target_nodes=RedisCluster.PRIMARIES)  # every shard must answer
         else:
             r.ping()

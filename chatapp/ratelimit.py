@@ -13,7 +13,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from redis.connection import SSLConnection, parse_url
 
-from chatapp.connections import split_cluster_url
+from chatapp.connections import node_address, split_cluster_url
 from chatapp.owner import current_user
 
 # Counters live under this prefix, beside (not inside) the chat data.
@@ -74,5 +74,4 @@ def cluster_storage(url: str, max_connections: int) -> tuple[str, dict[str, Any]
     options.setdefault("socket_connect_timeout", 5)
     options.setdefault("socket_timeout", 10)
     options.setdefault("max_connections", max_connections)
-    addresses = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in nodes)
-    return "redis+cluster://" + ",".join(addresses), options
+    return "redis+cluster://" + ",".join(node_address(*node) for node in nodes), options
