@@ -23,7 +23,7 @@ from tests.accounts import Person
 from tests.client import ChatClient, Event, blocks_of
 from tests.conftest import make_test_app
 from tests.following import deltas_text, seqs, watch
-from tests.servers import LocalCluster, RedisServer, free_port, running_stack, wait_until
+from tests.servers import LocalCluster, RedisServer, Stack, free_port, running_stack, wait_until
 from tests.storing import delta, new_answer
 
 
@@ -214,52 +214,70 @@ def test_a_viewer_keeps_every_entry_while_the_answers_slot_moves(
     assert seqs(results[0]) == [2, 3, 4, 5]  # each once, in order, then the end
 
 
+def answer_through_a_fault(
+    stack: Stack,
+    question: str,
+    fault: Callable[[LocalCluster, str], Any],
+    viewers: int = 1,
+) -> tuple[Any, str]:
+    """Send `question` and follow its answer to the end on `viewers` devices at once while
+    `fault(cluster, chat id)` runs, as soon as ten entries are written. Check that the
+    answer was running then, ended `done`, and that every viewer built it byte for byte.
+    Return what `fault` returned, and the answer's status right after it."""
+    assert stack.local_cluster is not None
+    servers = stack.local_cluster
+    client = ChatClient(stack.base)
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, question)
+    data = stack.redis()
+    faults: list[tuple[str, Any, str]] = []
+    seen: list[list[Event]] = []
+
+    def status() -> str:
+        return store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
+
+    def when_partly_written() -> None:
+        message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
+        wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
+        before = status()
+        result = fault(servers, chat_id)
+        faults.append((before, result, status()))
+
+    def view(device: ChatClient) -> None:
+        seen.append(follow_to_the_end(device, chat_id, answer_id))
+
+    devices = [client, *(client.another_device() for _ in range(viewers - 1))]
+    threads = [threading.Thread(target=when_partly_written)]
+    threads += [threading.Thread(target=view, args=(device,)) for device in devices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    [(before, result, after)] = faults  # the fault ran to its end
+    assert before == "streaming"  # it began mid-answer
+    stored = store.get_message(data, chat_id, answer_id)
+    assert stored is not None and stored.status == "done", stored
+    assert len(seen) == viewers
+    for live in seen:
+        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+    return result, after
+
+
 def test_an_answer_moved_between_shards_mid_stream_arrives_whole_through_either_process(
     tmp_path: Path,
 ) -> None:
+    def move(servers: LocalCluster, chat_id: str) -> tuple[RedisServer, RedisServer]:
+        key = store.chat_key(chat_id)
+        source = servers.node_of(key)
+        servers.move_slot_of(key, next(node for node in servers.nodes if node is not source))
+        return source, servers.node_of(key)
+
     settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "40", "CHATAPP_FLUSH_MS": "20"}
     with running_stack(tmp_path, cluster=True, web_workers=2, **settings) as stack:
-        assert stack.local_cluster is not None
-        servers = stack.local_cluster
-        client = ChatClient(stack.base)
-        chat_id = client.new_chat()
-        answer_id = client.send_ok(chat_id, "Tell me about resumable streams")
-        data, key = stack.redis(), store.chat_key(chat_id)
-
-        moves: list[tuple[RedisServer, RedisServer, str]] = []
-
-        def move_when_partly_written() -> None:
-            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
-            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
-            source = servers.node_of(key)
-            servers.move_slot_of(key, next(node for node in servers.nodes if node is not source))
-            status = store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
-            moves.append((source, servers.node_of(key), status))
-
-        mover = threading.Thread(target=move_when_partly_written)
-        mover.start()
-        viewers: list[list[Event]] = []
-
-        def view(device: ChatClient) -> None:
-            viewers.append(follow_to_the_end(device, chat_id, answer_id))
-
         # Two devices at once, on a two-process gunicorn.
-        watching = [
-            threading.Thread(target=view, args=(d,)) for d in (client, client.another_device())
-        ]
-        for thread in watching:
-            thread.start()
-        for thread in [*watching, mover]:
-            thread.join(timeout=60)
-        assert len(viewers) == 2
-        [(source, owner, status)] = moves  # the mover finished
-        assert owner is not source and status == "streaming"  # it moved mid-answer
-        stored = store.get_message(data, chat_id, answer_id)
-        assert stored is not None and stored.status == "done", stored
-        assert servers.node_of(key) is not None
-        for live in viewers:
-            assert live[-1].event == "end"
-            assert blocks_of(live) == stored.html  # byte for byte, across the move
+        question = "Tell me about resumable streams"
+        (source, owner), status = answer_through_a_fault(stack, question, move, viewers=2)
+    assert owner is not source and status == "streaming"  # it moved mid-answer
 
 
 def test_a_channel_subscribed_on_an_old_slot_map_is_redirected_alone(
@@ -279,104 +297,56 @@ def test_a_channel_subscribed_on_an_old_slot_map_is_redirected_alone(
 
 
 def test_an_answer_written_across_a_failover_arrives_whole(tmp_path: Path) -> None:
+    def fail_over(servers: LocalCluster, chat_id: str) -> tuple[RedisServer, RedisServer, str]:
+        key = store.chat_key(chat_id)
+        master = servers.node_of(key)
+        return master, servers.fail_over(master), key
+
     settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "40", "CHATAPP_FLUSH_MS": "20"}
     with running_stack(tmp_path, cluster=True, cluster_replicas=1, **settings) as stack:
+        question = "Tell me about failovers"
+        (master, promoted, key), status = answer_through_a_fault(stack, question, fail_over)
         assert stack.local_cluster is not None
-        servers = stack.local_cluster
-        client = ChatClient(stack.base)
-        chat_id = client.new_chat()
-        answer_id = client.send_ok(chat_id, "Tell me about failovers")
-        data, key = stack.redis(), store.chat_key(chat_id)
-        failovers: list[tuple[RedisServer, RedisServer, str]] = []
-
-        def fail_over_when_partly_written() -> None:
-            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
-            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
-            master = servers.node_of(key)
-            promoted = servers.fail_over(master)
-            status = store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
-            failovers.append((master, promoted, status))
-
-        mover = threading.Thread(target=fail_over_when_partly_written)
-        mover.start()
-        live = follow_to_the_end(client, chat_id, answer_id)
-        mover.join(timeout=60)
-        [(master, promoted, status)] = failovers
-        assert servers.node_of(key) is promoted is not master and status == "streaming"
-        stored = store.get_message(data, chat_id, answer_id)
-        assert stored is not None and stored.status == "done", stored
-        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+        owner = stack.local_cluster.node_of(key)  # every node knows by now
+    assert owner is promoted is not master and status == "streaming"
 
 
 def test_an_answer_written_across_a_master_crash_arrives_whole(tmp_path: Path) -> None:
+    def crash(servers: LocalCluster, chat_id: str) -> tuple[RedisServer, RedisServer]:
+        master = servers.node_of(store.chat_key(chat_id))
+        promoted = servers.crash(master)  # its replica takes over after the node timeout
+        # The web process follows the chat's channel to the promoted replica.
+        channel = store.channel(chat_id)
+        wait_until(lambda: plain(promoted).pubsub_shardnumsub(channel)[0][1], what="the hub")
+        return master, promoted
+
     settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "20", "CHATAPP_FLUSH_MS": "20"}
     with running_stack(tmp_path, cluster=True, cluster_replicas=1, **settings) as stack:
-        assert stack.local_cluster is not None
-        servers = stack.local_cluster
-        client = ChatClient(stack.base)
-        chat_id = client.new_chat()
-        answer_id = client.send_ok(chat_id, "Tell me about crashes")
-        data, key = stack.redis(), store.chat_key(chat_id)
-        crashes: list[tuple[RedisServer, RedisServer, str]] = []
-
-        def crash_when_partly_written() -> None:
-            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
-            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
-            master = servers.node_of(key)
-            status = store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
-            promoted = servers.crash(master)  # its replica takes over after the node timeout
-            # The web process follows the chat's channel to the promoted replica.
-            channel = store.channel(chat_id)
-            wait_until(lambda: plain(promoted).pubsub_shardnumsub(channel)[0][1], what="the hub")
-            crashes.append((master, promoted, status))
-
-        crasher = threading.Thread(target=crash_when_partly_written)
-        crasher.start()
-        live = follow_to_the_end(client, chat_id, answer_id)
-        crasher.join(timeout=60)
-        [(master, promoted, status)] = crashes
-        assert promoted is not master and status == "streaming"  # it crashed mid-answer
-        stored = store.get_message(data, chat_id, answer_id)
-        assert stored is not None and stored.status == "done", stored
-        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+        (master, promoted), _ = answer_through_a_fault(stack, "Tell me about crashes", crash)
+    assert promoted is not master
 
 
 def test_an_answer_rides_out_a_cluster_that_is_down_while_another_shard_restarts(
     tmp_path: Path,
 ) -> None:
     # No replicas: when a master dies, the whole cluster answers CLUSTERDOWN until it is back.
+    def restart_another_shard(servers: LocalCluster, chat_id: str) -> str:
+        home = servers.node_of(store.chat_key(chat_id))
+        other = next(node for node in servers.nodes if node is not home)
+        other.process.kill()
+        other.process.wait()
+        probe = plain(home)
+        wait_until(lambda: probe.cluster("info")["cluster_state"] == "fail", what="CLUSTERDOWN")
+        state = str(probe.cluster("info")["cluster_state"])
+        other.start()  # the same port and nodes.conf: it rejoins with its slots
+        wait_until(lambda: probe.cluster("info")["cluster_state"] == "ok", what="the cluster")
+        return state
+
     settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "20", "CHATAPP_FLUSH_MS": "20"}
     with running_stack(tmp_path, cluster=True, **settings) as stack:
-        assert stack.local_cluster is not None
-        servers = stack.local_cluster
-        client = ChatClient(stack.base)
-        chat_id = client.new_chat()
-        answer_id = client.send_ok(chat_id, "Tell me about outages")
-        data, key = stack.redis(), store.chat_key(chat_id)
-        outages: list[str] = []
-
-        def restart_another_shard_when_partly_written() -> None:
-            message = wait_until(lambda: store.get_message(data, chat_id, answer_id))
-            wait_until(lambda: store.log_length(data, chat_id, message.gen) >= 10, what="entries")
-            home = servers.node_of(key)
-            other = next(node for node in servers.nodes if node is not home)
-            outages.append(store.get_message(data, chat_id, answer_id).status)  # type: ignore[union-attr]
-            other.process.kill()
-            other.process.wait()
-            probe = plain(home)
-            wait_until(lambda: probe.cluster("info")["cluster_state"] == "fail", what="CLUSTERDOWN")
-            outages.append(str(probe.cluster("info")["cluster_state"]))
-            other.start()  # the same port and nodes.conf: it rejoins with its slots
-            wait_until(lambda: probe.cluster("info")["cluster_state"] == "ok", what="the cluster")
-
-        restarter = threading.Thread(target=restart_another_shard_when_partly_written)
-        restarter.start()
-        live = follow_to_the_end(client, chat_id, answer_id)  # told to come back meanwhile
-        restarter.join(timeout=60)
-        assert outages == ["streaming", "fail"]  # the cluster was down mid-answer
-        stored = store.get_message(data, chat_id, answer_id)
-        assert stored is not None and stored.status == "done", stored
-        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+        # Streams are told to come back meanwhile; the viewer resumes as a browser does.
+        state, _ = answer_through_a_fault(stack, "Tell me about outages", restart_another_shard)
+    assert state == "fail"  # the cluster was down mid-answer
 
 
 def test_a_process_starts_while_the_first_node_it_names_is_down(
