@@ -1,21 +1,29 @@
-"""The answer worker: a plain, forking RQ worker (not gevent-patched).
+"""The answer worker: one process writes many answers at once (see chatapp/worker.py).
 
-Run it with `python rq_worker.py`. Jobs run in RQ's forked work horse, inside the app
-context pushed here, so they reach settings and the Redis client like a request does.
+Run it with `python rq_worker.py`. The process is patched by gevent first, so each job's
+network waits (the model, Redis) let the others run.
 """
 
-from __future__ import annotations
+from gevent import monkey
 
-from chatapp import create_app
-from chatapp.connections import get_queue
-from chatapp.worker import AnswerWorker
+monkey.patch_all()
+
+from chatapp import create_app  # noqa: E402  (after patching: the clients' sockets are gevent's)
+from chatapp.connections import get_queue, get_small_queue  # noqa: E402
+from chatapp.worker import AnswerWorker  # noqa: E402
 
 
 def main() -> None:
     app = create_app()
     with app.app_context():
-        queue = get_queue()
-        AnswerWorker([queue], connection=queue.connection, app=app).work(with_scheduler=False)
+        worker = AnswerWorker(
+            get_queue(),
+            get_small_queue(),
+            app=app,
+            concurrency=app.config["WORKER_CONCURRENCY"],
+            drain_seconds=app.config["WORKER_DRAIN_SECONDS"],
+        )
+        worker.work()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_TTL_SECONDS": 15,  # a generation silent this long is dead
     "RETENTION_SECONDS": 86_400,  # a finished answer's log is kept this long
     "JOB_TIMEOUT_SECONDS": 600,
+    "WORKER_CONCURRENCY": 100,  # answers one worker process writes at once
     "WORKER_DRAIN_SECONDS": 20,  # on SIGTERM, a running answer gets this long to finish
     "QUEUE_WAIT_SECONDS": 600,  # an answer that no worker started by then ends with an error
     "PING_SECONDS": 15.0,  # SSE keep-alive

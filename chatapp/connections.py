@@ -41,9 +41,19 @@ def init_app(app: Flask) -> None:
         )
     app.extensions["redis"] = make_redis(config["REDIS_URL"], config)
     queue_url = config["REDIS_QUEUE_URL"] or config["REDIS_URL"]
-    # RQ stores pickled bytes: its client must not decode responses.
-    queue_redis = redis.Redis.from_url(queue_url, socket_connect_timeout=5, socket_timeout=30)
-    app.extensions["queue"] = Queue(app.config["QUEUE_NAME"], connection=queue_redis)
+    # RQ stores pickled bytes: its client must not decode responses. Its pool waits for a
+    # free connection (redis-py's default raises past 100, which a busy worker reaches).
+    queue_pool = redis.BlockingConnectionPool.from_url(
+        queue_url,
+        max_connections=config["REDIS_MAX_CONNECTIONS"],
+        timeout=20,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+    )
+    queue_redis = redis.Redis(connection_pool=queue_pool)
+    app.extensions["queue"] = Queue(config["QUEUE_NAME"], connection=queue_redis)
+    # Titles and other short jobs: a lane of their own, so they never wait behind answers.
+    app.extensions["small_queue"] = Queue(f"{config['QUEUE_NAME']}-small", connection=queue_redis)
     app.extensions["hub"] = None
 
 
@@ -153,6 +163,12 @@ def get_redis() -> redis.Redis:
 def get_queue() -> Queue:
     """Return the RQ queue that answer jobs go to."""
     queue: Queue = current_app.extensions["queue"]
+    return queue
+
+
+def get_small_queue() -> Queue:
+    """Return the RQ queue of short jobs (titles), which workers take beside answers."""
+    queue: Queue = current_app.extensions["small_queue"]
     return queue
 
 

@@ -13,11 +13,13 @@ from typing import Any
 import redis
 from flask import current_app
 from rq import Callback, Queue, get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from chatapp import metrics, prompt, providers, store, titles
-from chatapp.connections import get_queue, get_redis
+from chatapp.connections import get_redis, get_small_queue
+from chatapp.job_context import in_app_context
 from chatapp.producer import Fenced, Heartbeat, Producer
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def job_id(generation_id: str) -> str:
     return f"answer-{generation_id}"
 
 
+@in_app_context
 def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     """Stream the model's answer into the generation's log; return how it ended."""
     config = current_app.config
@@ -76,6 +79,11 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
                 progress.note("writing", producer.length)
             if heartbeat.fenced.is_set():
                 raise Fenced("ended", producer.length)
+            unfinished = why_unfinished(model, producer.length)
+            if unfinished:
+                producer.fail(unfinished)
+                progress.ended("failed", producer.length)
+                return "unfinished"
             producer.finish()
             progress.ended("done", producer.length)
         except Fenced as fenced:
@@ -135,7 +143,7 @@ def _enqueue_title(r: redis.Redis, chat_id: str) -> None:
     chat = store.get_chat(r, chat_id)
     try:
         if chat is not None:
-            titles.enqueue(get_queue(), chat_id, chat.title)
+            titles.enqueue(get_small_queue(), chat_id, chat.title)
     except Exception:
         log.exception("chat %s: could not queue its title", chat_id)
 
@@ -147,6 +155,7 @@ def timing_from(config: Any) -> store.Timing:
     )
 
 
+@in_app_context
 def on_answer_failure(
     job: Job,
     connection: Any,
@@ -161,6 +170,7 @@ def on_answer_failure(
     end_with_error(job, message)
 
 
+@in_app_context
 def on_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
     """RQ calls this when the work horse died (killed, out of memory): end its answer now."""
     end_with_error(job, store.DEAD_PRODUCER)
@@ -176,22 +186,60 @@ def end_with_error(job: Job, message: str) -> None:
     store.end(get_redis(), chat_id, message_id, generation_id, terminal, timing)
 
 
+def end_if_producer_dead(job: Job) -> None:
+    """End the answer that an answer job writes if its producer stopped beating (its worker
+    was killed): nothing happens while it is alive (other jobs: nothing)."""
+    if job.func_name != f"{__name__}.generate_answer":
+        return
+    chat_id, message_id, _ = job.args
+    r = get_redis()
+    message = store.get_message(r, chat_id, message_id)
+    if message is not None:
+        store.end_if_dead(r, chat_id, message, timing_from(current_app.config))
+
+
+INCOMPLETE = {
+    "length": "The answer was cut off: the model reached its length limit.",
+    "cut": "The answer was cut off: the model server closed the stream before the end.",
+    "content_filter": "The model server held back the rest of the answer (content filter).",
+}
+
+
+def why_unfinished(model: providers.Model, written: int) -> str:
+    """Return why a stream that ended is not a complete answer, or "" when it is one."""
+    if model.tool_calls and not written:
+        return "The model asked to use a tool instead of answering; chatapp runs no tools."
+    if model.ending in ("stop", "tool_calls"):
+        return ""
+    default = f"The model stopped before finishing the answer ({model.ending})."
+    return INCOMPLETE.get(model.ending, default)
+
+
 def describe_failure(exc: BaseException, config: Any) -> str:
     """Return what a person should read when an answer fails."""
+    if isinstance(exc, AbandonedJobError):  # its worker died (RQ found it in its registry)
+        return store.DEAD_PRODUCER
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):  # at maxmemory, with noeviction
+        return "The server's storage is full, so the answer could not be finished. Try later."
     if isinstance(exc, JobTimeoutException):
         return f"The answer took longer than the {config['JOB_TIMEOUT_SECONDS']} s limit."
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - openai is a dependency
-        openai = None  # type: ignore[assignment]
-    if openai is not None:
-        base = config.get("OPENAI_BASE_URL") or "the OpenAI API"
-        if isinstance(exc, openai.APIConnectionError):
-            return f"Could not reach the model server ({base})."
-        if isinstance(exc, openai.AuthenticationError):
-            return "The model server refused the API key."
-        if isinstance(exc, openai.RateLimitError):
-            return "The model server is rate limiting requests; try again in a moment."
-        if isinstance(exc, openai.APIStatusError):
-            return f"The model server answered with an error ({exc.status_code})."
+    import openai  # here: the web processes, which enqueue answers, never need it
+
+    from chatapp import openai_model
+
+    if isinstance(exc, openai_model.ModelError):
+        return f"The model server reported an error: {exc}"
+    if isinstance(exc, openai_model.ModelSilent | openai.APITimeoutError):
+        return f"The model server sent nothing for {config['MODEL_TIMEOUT_SECONDS']:g} s."
+    if isinstance(exc, openai.APIConnectionError):
+        return "Could not reach the model server."  # its address is the operator's business
+    if isinstance(exc, openai.AuthenticationError):
+        return "The model server refused the API key."
+    if isinstance(exc, openai.RateLimitError):
+        return "The model server is rate limiting requests; try again in a moment."
+    if isinstance(exc, openai.APIStatusError):
+        said = openai_model.error_text(exc.body) if exc.body else ""
+        return f"The model server answered with an error ({exc.status_code})" + (
+            f": {said}" if said else "."
+        )
     return f"The answer failed ({type(exc).__name__})."

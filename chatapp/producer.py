@@ -91,8 +91,12 @@ class Producer:
         entries = (
             [_delta(piece.text, piece.blocks, piece.tail)] if piece.text or piece.blocks else []
         )
+        terminal = store.Terminal("error", message=message)
         try:
-            self._append(entries, store.Terminal("error", message=message))
+            try:
+                self._append(entries, terminal)
+            except redis.exceptions.OutOfMemoryError:  # end without the last piece
+                self._append([], terminal)
         except Fenced:
             pass  # already ended by someone else: theirs is the one terminal entry
 

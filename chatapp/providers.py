@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import socket
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
+
+from flask import current_app
 
 OFFLINE_LABEL = "offline model"
 
 
 class Model(Protocol):
     name: str
+    ending: str  # once the stream is over: "stop" when complete (see openai_model.py)
+    tool_calls: bool  # the model asked for a tool instead of answering
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
         """Yield the answer's text in pieces, as the model produces them."""
@@ -34,62 +36,39 @@ def model_label(config: Mapping[str, Any]) -> str:
 
 
 def make_model(config: Mapping[str, Any]) -> Model:
-    """Return the configured model; call it in the job (after the worker's fork)."""
+    """Return the configured model for one answer; the client under it is the process's."""
     if uses_offline_model(config):
         return OfflineModel(tokens_per_second=float(config["OFFLINE_TOKENS_PER_SECOND"]))
-    return OpenAIModel(
-        api_key=config["OPENAI_API_KEY"],
-        base_url=config.get("OPENAI_BASE_URL"),
-        model=str(config["MODEL"]),
-        read_timeout=float(config["MODEL_TIMEOUT_SECONDS"]),
-    )
+    from chatapp.openai_model import OpenAIModel
+
+    return OpenAIModel(openai_client(), model=str(config["MODEL"]))
 
 
-class OpenAIModel:
-    """Streams chat completions from any OpenAI-compatible server."""
+def openai_client() -> Any:
+    """Return this process's `openai` client, built on first use: its HTTP connection pool
+    to the model server is shared by every answer the process writes."""
+    client = current_app.extensions.get("openai")
+    if client is None:
+        from chatapp.openai_model import make_client  # the web processes never import openai
 
-    def __init__(
-        self, api_key: str, base_url: str | None, model: str, read_timeout: float = 120.0
-    ) -> None:
-        import openai  # imported here: the client must be built after the worker forks
-
-        self.name = model
-        timeout = openai.Timeout(read_timeout, connect=10.0)  # read: the longest silence
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, max_retries=2, timeout=timeout
+        config = current_app.config
+        client = make_client(
+            config["OPENAI_API_KEY"],
+            config.get("OPENAI_BASE_URL"),
+            float(config["MODEL_TIMEOUT_SECONDS"]),
         )
-        self._chunks: Any = None
-        self._closed = False
-
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        chunks = self._client.chat.completions.create(
-            model=self.name, messages=cast(Any, messages), stream=True
-        )
-        self._chunks = chunks
-        if self._closed:
-            chunks.close()
-        with chunks:
-            for chunk in chunks:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
-
-    def close(self) -> None:
-        self._closed = True
-        if self._chunks is not None:
-            # Closing a socket does not wake a thread blocked reading it; shutting it down does.
-            network = self._chunks.response.extensions.get("network_stream")
-            sock = network.get_extra_info("socket") if network is not None else None
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        current_app.extensions["openai"] = client
+    return client
 
 
 class OfflineModel:
     """A built-in model that answers without any server, at a realistic pace."""
 
     name = OFFLINE_LABEL
+    tool_calls = False
 
     def __init__(self, tokens_per_second: float = 30.0) -> None:
+        self.ending = ""
         self._delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
         self._closed = threading.Event()
 
@@ -97,8 +76,10 @@ class OfflineModel:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         for token in tokenize(offline_answer(question)):
             if self._closed.wait(self._delay):
+                self.ending = "stopped"
                 return
             yield token
+        self.ending = "stop"
 
     def close(self) -> None:
         self._closed.set()

@@ -31,6 +31,9 @@ DEAD_QUEUED = "No worker picked this answer up in time. Send the message again."
 DEAD_PRODUCER = "The answer stopped unexpectedly: the worker writing it is gone."
 
 _APPEND = Script(None, (Path(__file__).parent / "append.lua").read_bytes())  # type: ignore[arg-type]
+# The same script for beats and endings (no new deltas), allowed to write when Redis is at
+# `maxmemory`: a full Redis refuses new text, but an answer can still end, with its error.
+_APPEND_SMALL = Script(None, b"#!lua flags=allow-oom\n" + _APPEND.script)  # type: ignore[arg-type,operator]
 _SEND = Script(None, (Path(__file__).parent / "send.lua").read_bytes())  # type: ignore[arg-type]
 _CHAT_EVENT = Script(None, (Path(__file__).parent / "chat_event.lua").read_bytes())  # type: ignore[arg-type]
 _DELETE_CHAT = Script(None, (Path(__file__).parent / "delete_chat.lua").read_bytes())  # type: ignore[arg-type]
@@ -456,7 +459,8 @@ def append(
         publish_command(r),
         *(json.dumps(entry, separators=(",", ":")) for entry in entries),
     ]
-    status, length = _APPEND(keys=keys, args=args, client=r)
+    script = _APPEND if entries else _APPEND_SMALL
+    status, length = script(keys=keys, args=args, client=r)
     if status == "ok" and terminal is not None:
         nudge(r, _owner(r, chat_id))  # the chat no longer has an answer running
     return AppendResult(status, int(length))

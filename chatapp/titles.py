@@ -11,6 +11,7 @@ from rq import Queue
 
 from chatapp import providers, store
 from chatapp.connections import get_redis
+from chatapp.job_context import in_app_context
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def enqueue(queue: Queue, chat_id: str, current_title: str) -> None:
     )
 
 
+@in_app_context
 def make_title(chat_id: str, current_title: str) -> str:
     """RQ job: ask the model for a title; set it unless the chat was renamed meanwhile."""
     r = get_redis()

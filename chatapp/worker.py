@@ -1,46 +1,323 @@
-"""The answer worker: RQ's forking worker with a deadline on its warm shutdown.
+"""The answer worker: one process writes many answers at once, each still an RQ job.
 
-On SIGTERM RQ stops taking jobs and waits for the running one, however long the model
-writes. After `WORKER_DRAIN_SECONDS` this worker ends the running answer with an `error`
-through the fenced script; the job's heartbeat learns of it within a beat, closes the
-model's stream and returns, and the worker exits. A second SIGTERM still stops at once.
+An answer job waits on the model's network almost all its life, so RQ's forking worker (one
+job per process, a fork and a fresh `openai` import per job) serves one person at a time.
+This worker runs each job in a greenlet of its own (`rq_worker.py` patches the process with
+gevent first), up to `WORKER_CONCURRENCY` answers at once, and small jobs (titles) in a lane
+of their own, so they never queue behind answers. Every job still goes through RQ's own
+`perform_job`: its execution record, the started/finished/failed registries, results and
+failure callbacks are RQ's, and the dashboard lists each running job.
+
+What differs from RQ's workers, and why:
+- a job's timeout is a gevent timer in its own greenlet (RQ's default is one SIGALRM per
+  process); it is a BaseException while it unwinds, so no `except Exception` in a library
+  (the `openai` client retries on those) can swallow it;
+- signals only set flags; a warm shutdown takes no new jobs and gives running answers
+  `WORKER_DRAIN_SECONDS`, then ends them through the fenced append (each job's heartbeat
+  hears of it and returns); a second signal ends them at once;
+- one heartbeat greenlet refreshes the worker and every running execution in one pipeline,
+  and every few seconds fails started jobs whose worker died (a SIGKILL leaves them
+  "started" until RQ's next maintenance, ten minutes later);
+- RQ's stop-job command ends the answer it names (RQ's own knows one job per worker).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from types import FrameType
+import signal
+import time
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
+import gevent
+import gevent.lock
+import redis
 from flask import Flask
-from rq import Worker
+from rq import Queue
+from rq.command import parse_payload
+from rq.exceptions import DequeueTimeout
+from rq.executions import Execution
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.timeouts import BaseDeathPenalty
+from rq.utils import current_timestamp
+from rq.worker import BaseWorker
+from rq.worker.base import WorkerStatus
 
-from chatapp.jobs import end_with_error, on_work_horse_killed
+from chatapp.jobs import end_if_producer_dead, end_with_error
 
 log = logging.getLogger(__name__)
 
 SHUT_DOWN = "The worker was shut down before the answer was finished. Send the message again."
+STOPPED_BY_ADMIN = "An administrator stopped this answer."
+BEAT_SECONDS = 5  # the worker's and its executions' heartbeat
+EXECUTION_TTL = 20  # a started job whose worker stopped beating this long is abandoned
+WORKER_TTL = 30  # a worker that stopped beating this long is gone (dashboard, /healthz)
+SWEEP_SECONDS = 5  # how often the jobs of dead workers are looked for
+SMALL_JOB_SLOTS = 10  # titles and other short jobs, beside the answers
+LAST_WORDS_SECONDS = 10.0  # after the drain deadline, answers get this long to end themselves
 
 
-class AnswerWorker(Worker):
-    def __init__(self, *args: Any, app: Flask, **kwargs: Any) -> None:
-        kwargs.setdefault("work_horse_killed_handler", on_work_horse_killed)
-        super().__init__(*args, **kwargs)
+class GreenletDeathPenalty(BaseDeathPenalty):
+    """A job's timeout as a gevent timer that interrupts only that job's greenlet, even
+    while it is blocked reading from the network."""
+
+    def setup_death_penalty(self) -> None:
+        self._timer = gevent.Timeout(self._timeout if self._timeout and self._timeout > 0 else None)
+        self._timer.start()
+
+    def cancel_death_penalty(self) -> None:
+        self._timer.close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel_death_penalty()
+        if exc is self._timer:
+            message = f"Task exceeded maximum timeout value ({self._timeout} seconds)"
+            raise self._exception(message) from None
+
+
+class AnswerWorker(BaseWorker):
+    """Runs up to `concurrency` answer jobs at once, and small jobs beside them."""
+
+    death_penalty_class = GreenletDeathPenalty
+
+    def __init__(
+        self,
+        answers: Queue,
+        small_jobs: Queue,
+        *,
+        app: Flask,
+        concurrency: int,
+        drain_seconds: float,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("job_monitoring_interval", BEAT_SECONDS)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        super().__init__([answers, small_jobs], connection=answers.connection, **kwargs)
         self.app = app
+        self.drain_seconds = drain_seconds
+        self.lanes = [(answers, concurrency), (small_jobs, SMALL_JOB_SLOTS)]
+        self._running: dict[str, tuple[gevent.Greenlet, Job]] = {}  # execution id ->
+        self._force_stop = False
 
-    def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        super().request_stop(signum, frame)  # raises StopRequested when idle
-        deadline = float(self.app.config["WORKER_DRAIN_SECONDS"])
-        log.info("worker: finishing the running answer (at most %s s)", deadline)
-        timer = threading.Timer(deadline, self._end_running_answer)
-        timer.daemon = True
-        timer.start()
+    # --- the loop -------------------------------------------------------------------------
 
-    def _end_running_answer(self) -> None:
-        job = self.get_current_job()
-        if job is None:
+    def work(
+        self, burst: bool = False, logging_level: str | None = "INFO", *_: Any, **__: Any
+    ) -> bool:
+        """Take jobs from each lane while it has a free slot; on a stop request, drain."""
+        self.bootstrap(logging_level)
+        self._install_signal_handlers()
+        self.set_state(WorkerStatus.IDLE)
+        beats = gevent.spawn(self._in_app(self._beat_forever))
+        lanes = [gevent.spawn(self._in_app(self._take_jobs), q, n, burst) for q, n in self.lanes]
+        try:
+            gevent.joinall(lanes)
+            self._drain()
+        finally:
+            beats.kill()
+            self.teardown()
+        return True
+
+    def _take_jobs(self, queue: Queue, slots: int, burst: bool) -> None:
+        free = gevent.lock.BoundedSemaphore(slots)
+        while not self._stop_requested:
+            if not free.acquire(timeout=1):
+                continue  # every slot busy: look at the stop flag now and then
+            job = self._dequeue(queue, burst)
+            if job is not None and self._start(job, queue, free):
+                continue
+            free.release()
+            if burst and job is None:
+                return
+
+    def _dequeue(self, queue: Queue, burst: bool) -> Job | None:
+        """Move one job off `queue` (RQ's intermediate list keeps it safe until it starts)."""
+        try:
+            self.check_for_suspension(burst)
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()
+            result = self.queue_class.dequeue_any(
+                [queue],
+                None if burst else 1,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+                death_penalty_class=self.death_penalty_class,
+            )
+        except DequeueTimeout:
+            return None
+        except redis.RedisError as exc:  # away, or full: the worker waits, it does not exit
+            log.warning("worker %s: Redis refused (%s); trying again", self.name, exc)
+            gevent.sleep(1)
+            return None
+        if result is None:
+            return None
+        job, _ = result
+        job.redis_server_version = self.get_redis_server_version()
+        log.info("worker %s: %s (%s)", self.name, job.description, job.id)
+        return job
+
+    def _start(self, job: Job, queue: Queue, free: gevent.lock.BoundedSemaphore) -> bool:
+        """Start `job` in a greenlet of its own; say whether it started."""
+        try:
+            execution = self.prepare_execution(job)  # its execution record; the worker is busy
+        except redis.RedisError as exc:
+            # It stays on RQ's intermediate list, which RQ's maintenance puts back in the queue.
+            log.warning("job %s: could not start (%s)", job.id, exc)
+            gevent.sleep(1)
+            return False
+        greenlet = gevent.spawn(self._in_app(self._perform), job, queue, execution, free)
+        self._running[execution.id] = (greenlet, job)
+        return True
+
+    def _perform(
+        self, job: Job, queue: Queue, execution: Execution, free: gevent.lock.BoundedSemaphore
+    ) -> None:
+        try:
+            self.perform_job(job, queue, execution)
+        except Exception:
+            log.exception("job %s: the worker could not record its end", job.id)
+        finally:
+            self._running.pop(execution.id, None)
+            self.executions.pop(execution.id, None)
+            free.release()
+            if not self._running:
+                try:
+                    self.set_state(WorkerStatus.IDLE)
+                except redis.RedisError:
+                    pass  # the next job sets it again
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # Each lane dequeues from one queue, through RQ's intermediate list: always clear it
+        # (RQ clears it only for a worker on a single queue).
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
+    def _in_app(self, function: Callable[..., None]) -> Callable[..., None]:
+        """Run `function` in an app context: a new greenlet does not inherit the caller's."""
+
+        def run(*args: Any) -> None:
+            with self.app.app_context():
+                function(*args)
+
+        return run
+
+    # --- stopping -------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            gevent.signal_handler(signum, self.request_stop, signum, None)
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """First signal: take no new jobs, drain. Second: end the running answers now."""
+        if self._stop_requested:
+            log.warning("worker %s: second signal; ending the running answers now", self.name)
+            self._force_stop = True
             return
-        with self.app.app_context():
-            end_with_error(job, SHUT_DOWN)
-        log.warning("worker: job %s ended at the shutdown deadline", job.id)
+        from rq.utils import now
+
+        self._shutdown_requested_date = now()
+        self._stop_requested = True
+        log.info("worker %s: stopping; %d jobs to finish", self.name, len(self._running))
+
+    def _drain(self) -> None:
+        """Wait for the running jobs, at most `drain_seconds`; then end their answers."""
+        if self._running:
+            self.set_shutdown_requested_date()
+            log.info(
+                "worker %s: finishing %d jobs (at most %s s)",
+                self.name,
+                len(self._running),
+                self.drain_seconds,
+            )
+        deadline = time.monotonic() + self.drain_seconds
+        while self._running and not self._force_stop and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        if not self._running:
+            return
+        running = len(self._running)
+        log.warning("worker %s: ending %d answers at the drain deadline", self.name, running)
+        for _, job in list(self._running.values()):
+            self._end_answer(job, SHUT_DOWN)
+        # Each job's heartbeat hears of its end within a beat and returns through RQ.
+        deadline = time.monotonic() + LAST_WORDS_SECONDS
+        while self._running and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        gevent.killall([greenlet for greenlet, _ in self._running.values()], timeout=5)
+
+    def _end_answer(self, job: Job, message: str) -> None:
+        try:
+            end_with_error(job, message)
+        except redis.RedisError:
+            log.exception("job %s: could not end its answer", job.id)
+
+    def handle_payload(self, message: dict[str, Any]) -> None:
+        """RQ's commands: stop-job and stop-execution end the answer they name."""
+        payload = parse_payload(message)
+        if payload.get("command") not in ("stop-job", "stop-execution"):
+            super().handle_payload(message)
+            return
+        for _, job in list(self._running.values()):
+            if job.id == payload.get("job_id"):
+                with self.app.app_context():
+                    self._end_answer(job, STOPPED_BY_ADMIN)
+
+    def unsubscribe(self) -> None:
+        # RQ's unsubscribe joins its command thread with no timeout while that thread waits
+        # up to 60 s for a message: every shutdown took a minute. Bound it.
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+            try:
+                self.pubsub.unsubscribe()
+            except redis.RedisError:
+                pass
+            self.pubsub_thread.join(timeout=1)
+
+    # --- liveness ---------------------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return EXECUTION_TTL
+
+    def _beat_forever(self) -> None:
+        swept_at = 0.0
+        while True:
+            try:
+                self._beat()
+                if time.monotonic() - swept_at >= SWEEP_SECONDS:
+                    swept_at = time.monotonic()
+                    self._sweep()
+            except redis.RedisError as exc:
+                log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
+            gevent.sleep(BEAT_SECONDS)
+
+    def _beat(self) -> None:
+        """Refresh the worker and every running execution, in one round trip."""
+        from rq.utils import now
+
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.heartbeat(WORKER_TTL, pipeline=pipe)
+            for execution in list(self.executions.values()):
+                job = execution._job
+                if job is not None:
+                    execution.heartbeat(job.started_job_registry, EXECUTION_TTL, pipeline=pipe)
+                    job.heartbeat(now(), EXECUTION_TTL, pipeline=pipe, xx=True)
+            pipe.execute()
+
+    def _sweep(self) -> None:
+        """Look after the jobs of workers that stopped beating (killed, or their host lost):
+        end their answers as soon as their producers' heartbeats expire, whether or not
+        anyone watches, and fail them in RQ once their executions expire (RQ's own check
+        runs every ten minutes)."""
+        missed_a_beat = current_timestamp() + EXECUTION_TTL - 2 * BEAT_SECONDS
+        for queue, _ in self.lanes:
+            registry = StartedJobRegistry(queue=queue)
+            for job_id in registry.get_expired_job_ids(missed_a_beat):
+                job = self.job_class.fetch(job_id, connection=self.connection)
+                end_if_producer_dead(job)
+            registry.cleanup()

@@ -13,10 +13,25 @@ from typing import Any, BinaryIO
 class FakeModel:
     """What the fake server answers, and what it was asked."""
 
-    def __init__(self, pieces: list[str], status: int = 200, first_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        pieces: list[str],
+        status: int = 200,
+        first_delay: float = 0.0,
+        finish: str | None = "stop",
+        done: bool = True,
+        extra: list[dict[str, Any]] | None = None,
+        error: str = "boom",
+        headers_delay: float = 0.0,
+    ) -> None:
         self.pieces = pieces
         self.status = status
         self.first_delay = first_delay  # seconds of silence before the first token
+        self.finish = finish  # the last chunk's finish_reason (None: no last chunk)
+        self.done = done  # `data: [DONE]` at the end
+        self.extra = extra or []  # raw chunks sent after the pieces
+        self.error = error  # the error message of a non-200 answer
+        self.headers_delay = headers_delay  # seconds of silence before the headers
         self.disconnected = threading.Event()  # the client hung up while we were silent
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str] = []
@@ -31,8 +46,11 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             model.requests.append(body)
             model.authorization.append(self.headers.get("Authorization", ""))
+            if model.headers_delay and self._client_hangs_up_within(model.headers_delay):
+                model.disconnected.set()
+                return
             if model.status != 200:
-                error = json.dumps({"error": {"message": "boom", "type": "server_error"}})
+                error = json.dumps({"error": {"message": model.error, "type": "server_error"}})
                 self.send_response(model.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(error)))
@@ -49,8 +67,12 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                 return
             for piece in model.pieces:
                 self._chunk({"content": piece})
-            self._chunk({}, finish="stop")
-            self.wfile.write(b"data: [DONE]\n\n")
+            for chunk in model.extra:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if model.finish:
+                self._chunk({}, finish=model.finish)
+            if model.done:
+                self.wfile.write(b"data: [DONE]\n\n")
 
         def _client_hangs_up_within(self, seconds: float) -> bool:
             self.connection.settimeout(seconds)

@@ -1,4 +1,4 @@
-"""Jobs that die or hang, with real RQ worker processes: every viewer sees a clear error."""
+"""Jobs that die or hang, with real `rq_worker.py` processes: every viewer sees a clear error."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq import Worker
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 
 from chatapp import store
 from tests.client import ChatClient, Event
-from tests.servers import Stack, children, running_stack, wait_until
+from tests.fake_openai import FakeModel, fake_openai_server
+from tests.servers import Stack, rq_worker, running_stack, wait_until
 
 SETTINGS = {
     "CHATAPP_OFFLINE_TOKENS_PER_SECOND": "10",  # answers that last half a minute
@@ -24,6 +27,8 @@ SETTINGS = {
     "CHATAPP_HEARTBEAT_SECONDS": "0.5",
     "CHATAPP_CHECK_SECONDS": "0.5",
 }
+ANSWERS = 20  # running at once in the worker that is killed
+RUNNING = ("queued", "streaming")
 
 
 @pytest.fixture
@@ -32,8 +37,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield running
 
 
-def start_answer(stack: Stack) -> tuple[ChatClient, str, str]:
-    client = ChatClient(stack.base)
+def start_answer(stack: Stack, client: ChatClient | None = None) -> tuple[ChatClient, str, str]:
+    client = client or ChatClient(stack.base)
     chat_id = client.new_chat()
     answer_id = client.send_ok(chat_id, "Take your time")
     r = stack.redis()
@@ -93,28 +98,91 @@ def report(capsys: pytest.CaptureFixture[str], what: str, viewers: int, seconds:
         print(f"\nkill to every viewer's end: {what}: {seconds:.2f} s ({viewers} viewers)")
 
 
-@pytest.mark.parametrize("whole_worker", [False, True], ids=["work-horse", "worker-and-horse"])
-def test_a_killed_producer_ends_the_answer_with_an_error_for_every_viewer(
-    stack: Stack, capsys: pytest.CaptureFixture[str], whole_worker: bool
+def test_a_killed_worker_ends_every_running_answer_and_the_next_worker_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client, chat_id, answer_id = start_answer(stack)
-    viewers = Viewers(client, chat_id, answer_id)
-    wait_until(
-        lambda: stack.redis().pubsub_numsub(store.channel(chat_id))[0][1] > 0,
-        what="the viewers to follow",
-    )
-    horses = children(stack.worker_pid)
-    killed_at = time.monotonic()
-    if whole_worker:  # nobody is left to report the horse's death: the heartbeat tells
-        os.kill(stack.worker_pid, signal.SIGKILL)
-    for horse in horses:
-        os.kill(horse, signal.SIGKILL)
-    ends = viewers.wait()
-    stored = store.get_message(stack.redis(), chat_id, answer_id)
-    assert stored is not None and (stored.status, stored.error) == ("error", store.DEAD_PRODUCER)
-    assert all(end.event == "end" and store.DEAD_PRODUCER in end.data for _, end in ends)
-    if not whole_worker:
-        job = job_of(stack, stored)  # RQ's records agree
-        wait_until(lambda: job.get_status() == JobStatus.FAILED, what="RQ to record the failure")
-    what = "worker and work horse SIGKILL" if whole_worker else "work horse SIGKILL"
-    report(capsys, what, len(ends), max(at for at, _ in ends) - killed_at)
+    settings = {**SETTINGS, "CHATAPP_JOB_TIMEOUT_SECONDS": "300"}
+    with running_stack(tmp_path, **settings) as stack:
+        client = ChatClient(stack.base)
+        answers = [start_answer(stack, client) for _ in range(ANSWERS)]
+        _, chat_id, answer_id = answers[0]
+        viewers = Viewers(client, chat_id, answer_id)
+        wait_until(
+            lambda: stack.redis().pubsub_numsub(store.channel(chat_id))[0][1] > 0,
+            what="the viewers to follow",
+        )
+        killed_at = time.monotonic()
+        os.kill(stack.worker_pid, signal.SIGKILL)  # nobody is left to report it: heartbeats tell
+        with rq_worker(stack.env):  # the next worker, as a process manager starts it
+            ends = viewers.wait()
+            report(capsys, "worker SIGKILL", len(ends), max(at for at, _ in ends) - killed_at)
+            assert all(end.event == "end" and store.DEAD_PRODUCER in end.data for _, end in ends)
+            r = stack.redis()
+            for _, chat, answer in answers:  # watched or not
+                stored = wait_until(
+                    lambda chat=chat, answer=answer: ended(r, chat, answer), timeout=30
+                )
+                assert (stored.status, stored.error) == ("error", store.DEAD_PRODUCER)
+            jobs = [job_of(stack, ended(r, chat, answer)) for _, chat, answer in answers]
+            wait_until(
+                lambda: all(job.get_status() == JobStatus.FAILED for job in jobs),
+                timeout=60,
+                what="RQ to record every failure",
+            )
+            started = StartedJobRegistry(jobs[0].origin, connection=jobs[0].connection)
+            assert started.get_job_ids() == []
+            _, chat_id, answer_id = start_answer(stack, client)
+            assert client.stream(chat_id, answer_id)[-1].event == "end"
+
+
+def ended(r: redis.Redis, chat_id: str, answer_id: str) -> store.Message | None:
+    """The answer, once it has ended."""
+    message = store.get_message(r, chat_id, answer_id)
+    return message if message is not None and message.status not in RUNNING else None
+
+
+def test_a_stop_before_the_model_answers_frees_the_job_at_once(tmp_path: Path) -> None:
+    hanging = FakeModel(["never sent"], headers_delay=600)  # the model server never answers
+    with (
+        fake_openai_server(hanging) as base_url,
+        running_stack(tmp_path, OPENAI_API_KEY="k", OPENAI_BASE_URL=base_url) as stack,
+    ):
+        client, chat_id, answer_id = start_answer(stack)
+        wait_until(lambda: hanging.requests, what="the model server to be asked")
+        stop = client.http.post(
+            f"/chats/{chat_id}/messages/{answer_id}/stop",
+            headers={"X-CSRFToken": client.token, "HX-Request": "true"},
+        )
+        assert stop.status_code == 204, stop.text
+        stored = store.get_message(stack.redis(), chat_id, answer_id)
+        assert stored is not None and stored.status == "stopped"
+        job = job_of(stack, stored)  # its slot is free: the job ended, not the model's timeout
+        wait_until(lambda: job.get_status() == JobStatus.FINISHED, timeout=30, what="the job")
+        assert hanging.disconnected.wait(timeout=30)  # the request to the model was dropped
+
+
+def test_a_full_redis_ends_the_answer_with_an_error_and_the_worker_goes_on(
+    tmp_path: Path,
+) -> None:
+    settings = {**SETTINGS, "CHATAPP_JOB_TIMEOUT_SECONDS": "300"}
+    with running_stack(tmp_path, **settings) as stack:
+        client, chat_id, answer_id = start_answer(stack)
+        r = stack.redis()
+        used = int(r.info("memory")["used_memory"])
+        r.config_set("maxmemory", used // 2)  # noeviction: every write that adds is refused
+        try:
+            stored = wait_until(lambda: ended(r, chat_id, answer_id), timeout=60)
+        finally:
+            r.config_set("maxmemory", 0)
+        assert stored.status == "error" and "storage is full" in stored.error
+        assert client.stream(chat_id, answer_id)[-1].event == "end"
+        chat_id = client.new_chat()
+        answer_id = client.send_ok(chat_id, "And now?")
+        wait_until(lambda: ended(r, chat_id, answer_id), timeout=60, what="the next answer")
+        assert status_of(r, chat_id, answer_id) == "done"  # the same worker wrote it
+        assert Worker.count(connection=redis.Redis.from_url(stack.queue_url)) == 1
+
+
+def status_of(r: redis.Redis, chat_id: str, answer_id: str) -> str:
+    message = store.get_message(r, chat_id, answer_id)
+    return message.status if message is not None else ""

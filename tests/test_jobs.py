@@ -66,7 +66,7 @@ def test_a_model_server_error_ends_the_answer_with_a_readable_error(
             run_job(app, sent, r)
     message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
     assert message is not None and message.status == "error"
-    assert message.error == "The model server answered with an error (500)."
+    assert message.error == "The model server answered with an error (500): boom"
 
 
 def test_an_unreachable_model_server_ends_the_answer_with_a_readable_error(
@@ -80,7 +80,100 @@ def test_an_unreachable_model_server_ends_the_answer_with_a_readable_error(
         run_job(app, sent, r)
     message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
     assert message is not None and message.status == "error"
-    assert message.error == "Could not reach the model server (http://127.0.0.1:9/v1)."
+    assert message.error == "Could not reach the model server."  # not its address
+
+
+def answer_from(
+    model: FakeModel, r: redis.Redis, redis_server: RedisServer, tmp_path: Path, **settings: object
+) -> store.Message:
+    """Run one answer job against `model`; return the stored answer."""
+    with fake_openai_server(model) as base_url:
+        app = make_test_app(
+            redis_server.url, tmp_path, OPENAI_API_KEY="k", OPENAI_BASE_URL=base_url, **settings
+        )
+        sent = new_answer(r)
+        try:
+            run_job(app, sent, r)
+        except Exception:
+            pass  # RQ records it; the answer must say what happened
+    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    assert message is not None
+    return message
+
+
+TOOL_CALL = {
+    "choices": [
+        {
+            "index": 0,
+            "delta": {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "search", "arguments": "{}"},
+                    }
+                ]
+            },
+            "finish_reason": None,
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        (FakeModel(["Half an ans"], finish=None, done=False), "closed the stream before the end"),
+        (FakeModel(["Half an ans"], finish=None, done=True), ""),  # [DONE] alone: complete
+        (FakeModel(["Half an ans"], finish="stop", done=False), ""),  # finish_reason alone
+        (FakeModel(["Half an ans"], finish="length"), "reached its length limit"),
+        (FakeModel(["Half an ans"], finish="content_filter"), "content filter"),
+        (FakeModel([], extra=[TOOL_CALL], finish="tool_calls"), "asked to use a tool"),
+        (
+            FakeModel(
+                ["Half"],
+                extra=[{"error": {"message": "Overloaded, try later"}}],
+                finish=None,
+                done=False,
+            ),
+            "reported an error: Overloaded, try later",
+        ),
+        (FakeModel([], status=400, error="Invalid model name"), "(400): Invalid model name"),
+    ],
+    ids=[
+        "cut",
+        "done-only",
+        "finish-only",
+        "length",
+        "filter",
+        "tool-calls",
+        "error-in-stream",
+        "status-400",
+    ],
+)
+def test_how_the_model_stream_ended_is_what_the_answer_says(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path, model: FakeModel, error: str
+) -> None:
+    message = answer_from(model, r, redis_server, tmp_path)
+    if not error:
+        assert (message.status, message.text) == ("done", "Half an ans")
+        return
+    assert message.status == "error" and error in message.error
+    assert "127.0.0.1" not in message.error
+    assert message.text == "".join(model.pieces)  # what was written is kept
+
+
+def test_a_silent_model_server_ends_the_answer_after_the_timeout_once(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    silent = FakeModel(["never sent"], headers_delay=30)  # reached, then nothing
+    message = answer_from(silent, r, redis_server, tmp_path, MODEL_TIMEOUT_SECONDS=0.5)
+    assert (message.status, message.error) == ("error", "The model server sent nothing for 0.5 s.")
+    assert len(silent.requests) == 1  # not asked again (the client's retries tripled the wait)
+    midway = FakeModel(["some text"], first_delay=30)
+    message = answer_from(midway, r, redis_server, tmp_path, MODEL_TIMEOUT_SECONDS=0.5)
+    assert (message.status, message.error) == ("error", "The model server sent nothing for 0.5 s.")
 
 
 def test_the_offline_model_answers_about_the_message(

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import redis
+from rq import Worker
 
 from chatapp import store
 from chatapp.worker import SHUT_DOWN
@@ -37,7 +38,9 @@ def test_sigterm_to_gunicorn_ends_each_stream_with_a_retry_hint(tmp_path: Path) 
     assert "event: end" not in raw
 
 
-def test_sigterm_to_the_worker_ends_a_long_answer_at_its_deadline(tmp_path: Path) -> None:
+def test_sigterm_to_the_worker_takes_no_new_answers_and_ends_the_running_ones_at_the_deadline(
+    tmp_path: Path,
+) -> None:
     server = RedisServer(tmp_path)
     env = stack_env(
         server.url,
@@ -45,22 +48,46 @@ def test_sigterm_to_the_worker_ends_a_long_answer_at_its_deadline(tmp_path: Path
         CHATAPP_OFFLINE_TOKENS_PER_SECOND="5",
         CHATAPP_WORKER_DRAIN_SECONDS="1",
     )
+    r = redis.Redis.from_url(server.url, decode_responses=True)
     try:
         with rq_worker(env) as worker, web_server(env) as (base, _):
             client = ChatClient(base)
-            chat_id = client.new_chat()
-            answer_id = client.send_ok(chat_id, "A very slow answer")
-            r = redis.Redis.from_url(server.url, decode_responses=True)
-            wait_until(
-                lambda: store.get_message(r, chat_id, answer_id).status == "streaming",  # type: ignore[union-attr]
-                what="the answer to start",
-            )
+            running = []
+            for number in range(RUNNING):
+                chat_id = client.new_chat()
+                running.append((chat_id, client.send_ok(chat_id, f"A very slow answer {number}")))
+            for chat_id, answer_id in running:
+                wait_until(
+                    lambda chat_id=chat_id, answer_id=answer_id: (
+                        status(r, chat_id, answer_id) == "streaming"
+                    ),
+                    what="the answers to start",
+                )
             worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0  # it did not wait for the whole answer
-            events = client.stream(chat_id, answer_id)
-            stored = store.get_message(r, chat_id, answer_id)
+            wait_until(lambda: shutdown_requested(server.url), what="the worker to hear it")
+            late_chat = client.new_chat()
+            late = client.send_ok(late_chat, "Sent while the worker stops")
+            assert worker.wait(timeout=60) == 0  # it did not wait for whole answers
+            ends = [client.stream(chat_id, answer_id)[-1] for chat_id, answer_id in running]
+            stored = [store.get_message(r, chat_id, answer_id) for chat_id, answer_id in running]
+            late_status = status(r, late_chat, late)
     finally:
         server.stop()
-    assert stored is not None and (stored.status, stored.error) == ("error", SHUT_DOWN)
-    assert stored.text  # what was written before the deadline is kept
-    assert events[-1].event == "end" and SHUT_DOWN in events[-1].data
+    for message, end in zip(stored, ends, strict=True):
+        assert message is not None and (message.status, message.error) == ("error", SHUT_DOWN)
+        assert message.text  # what was written before the deadline is kept
+        assert end.event == "end" and SHUT_DOWN in end.data
+    assert late_status == "queued"  # left for the next worker
+
+
+RUNNING = 5
+
+
+def status(r: redis.Redis, chat_id: str, answer_id: str) -> str:
+    message = store.get_message(r, chat_id, answer_id)
+    return message.status if message is not None else ""
+
+
+def shutdown_requested(queue_url: str) -> bool:
+    workers = Worker.all(connection=redis.Redis.from_url(queue_url))
+    return any(worker.shutdown_requested_date for worker in workers)

@@ -18,7 +18,7 @@ from tests.test_jobs import run_job
 
 def queued_titles(redis_server: RedisServer) -> list[tuple[str, ...]]:
     """The title jobs in the test queue: (chat id, the title it may replace)."""
-    queue = Queue("test", connection=redis.Redis.from_url(redis_server.url))
+    queue = Queue("test-small", connection=redis.Redis.from_url(redis_server.url))  # their lane
     return [tuple(job.args) for job in queue.jobs if job.func_name.endswith("make_title")]
 
 

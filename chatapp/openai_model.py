@@ -1,0 +1,170 @@
+"""An answer from any OpenAI-compatible server, read from the server's raw stream.
+
+The `openai` client makes the request (its settings, auth and typed errors), but its stream
+of typed chunk objects is not used: building them cost about half of the worker's CPU per
+token. The `data:` lines are read through the same client and parsed with `json`.
+
+How the stream ended is kept in `ending`: the chunk's `finish_reason` ("stop", "length",
+"tool_calls", ...), or "cut" when the stream closed before saying it was finished: a cut
+or length-limited answer is not a complete one.
+
+Retries: only a request that did not reach the server, or that it turned away as busy
+(429, 502, 503, 504), is tried again. A server that was reached and then went silent for
+`MODEL_TIMEOUT_SECONDS` ends the answer; the client's own retries would triple that wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import openai
+
+try:
+    from httpx2 import TimeoutException as ReadTimeout  # the HTTP client of openai 3
+except ImportError:  # pragma: no cover - openai 1 and 2
+    from httpx import TimeoutException as ReadTimeout  # type: ignore[assignment]
+
+ATTEMPTS = 3
+BUSY = (429, 502, 503, 504)
+LONGEST_ERROR = 300  # characters of the server's own error text shown to the user
+
+
+class ModelError(Exception):
+    """The model server reported an error inside its stream; `str()` is its own words."""
+
+
+class ModelSilent(Exception):
+    """The model server was reached, then sent nothing for the read timeout."""
+
+
+class Interrupted(BaseException):
+    """Thrown into a job waiting for the server's headers, when its answer is stopped.
+    A BaseException: the client's `except Exception` handlers must not swallow it."""
+
+
+def make_client(api_key: str, base_url: str | None, read_timeout: float) -> Any:
+    """Return an `openai` client (one per process: it holds the HTTP connection pool)."""
+    timeout = openai.Timeout(read_timeout, connect=10.0)  # read: the longest silence
+    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+
+
+class OpenAIModel:
+    """Streams one answer's chat completion."""
+
+    def __init__(self, client: Any, model: str) -> None:
+        self.name = model
+        self.ending = ""  # set when the stream is over: a finish_reason, or "cut"
+        self.tool_calls = False  # the model asked for a tool (chatapp runs none)
+        self._client = client
+        self._response: Any = None
+        self._waiting: Any = None  # the greenlet waiting for the server's headers
+        self._closed = False
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        try:
+            request, self._response = self._open(messages)
+        except Interrupted:
+            self.ending = "stopped"
+            return
+        try:
+            if not self._closed:
+                yield from self._read(self._response)
+        finally:
+            request.__exit__(None, None, None)
+
+    def _open(self, messages: list[dict[str, str]]) -> tuple[Any, Any]:
+        """Open the stream, trying again while the server could not be reached or was busy;
+        return the request (to close) and its response."""
+        for attempt in range(1, ATTEMPTS + 1):
+            request = self._client.chat.completions.with_streaming_response.create(
+                model=self.name, messages=cast(Any, messages), stream=True
+            )
+            self._waiting = _current_greenlet()
+            try:
+                return request, request.__enter__()
+            except (openai.APITimeoutError, openai.APIStatusError) as exc:
+                status = getattr(exc, "status_code", None)
+                if status not in BUSY or attempt == ATTEMPTS or self._closed:
+                    raise
+            except openai.APIConnectionError:
+                if attempt == ATTEMPTS or self._closed:
+                    raise
+            finally:
+                self._waiting = None
+            time.sleep(0.5 * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def _read(self, response: Any) -> Iterator[str]:
+        finish, done = "", False
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # comments, event names, blank lines
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                    break
+                chunk = json.loads(data)
+                if not isinstance(chunk, dict):
+                    continue
+                if chunk.get("error"):
+                    raise ModelError(error_text(chunk["error"]))
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        yield delta["content"]
+                    self.tool_calls |= bool(delta.get("tool_calls"))
+                    finish = choice.get("finish_reason") or finish
+        except ReadTimeout as exc:
+            raise ModelSilent() from exc
+        self.ending = finish or ("stop" if done else "cut")
+
+    def close(self) -> None:
+        """Stop the stream from another thread or greenlet (the answer was stopped)."""
+        self._closed = True
+        if self._response is not None:
+            # Closing a socket does not wake a thread blocked reading it; shutting it down does.
+            network = self._response.http_response.extensions.get("network_stream")
+            sock = network.get_extra_info("socket") if network is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        elif self._waiting is not None:
+            _interrupt(self._waiting, lambda: self._waiting)
+
+
+def error_text(error: object) -> str:
+    """The server's own words from an error object or body, shortened; never a traceback."""
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("error") or ""
+        if isinstance(error, dict):
+            error = error.get("message") or ""
+    text = " ".join(str(error).split())
+    return text[:LONGEST_ERROR] + ("…" if len(text) > LONGEST_ERROR else "")
+
+
+def _current_greenlet() -> Any:
+    """The greenlet running this job when the process is gevent's (the answer worker)."""
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        return None  # threads (tests, benchmarks): a stop waits for the server's headers
+    import gevent
+
+    return gevent.getcurrent()
+
+
+def _interrupt(greenlet: Any, still_waiting: Any) -> None:
+    """Throw `Interrupted` into `greenlet` if, when the hub gets to it, it still waits."""
+    import gevent
+
+    def throw() -> None:
+        if still_waiting() is greenlet:
+            greenlet.throw(Interrupted())
+
+    gevent.get_hub().loop.run_callback(throw)
