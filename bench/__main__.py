@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -31,19 +32,22 @@ from bench.load import Outcome, Plan, Watching, percentile
 from bench.paced_model import paced_model
 from bench.producers import run_publishers
 from bench.systems import FLUSH_MS, Running, start_answers, started
+from bench.worker import WorkerRun, worker_runs, worker_table, worker_targets
 from chatapp import store
+from chatapp.producer import delta_entry
 from chatapp.render import IncrementalRenderer, render_markdown
 from tests.accounts import sign_up
 from tests.servers import RedisServer, rq_worker, stack_env, web_server
 
-SIZES: dict[str, dict[str, int]] = {
+SIZES: dict[str, dict[str, Any]] = {
     "smoke": {
         "viewers": 20, "answers": 2, "held_viewers": 40, "held_answers": 4, "tokens": 60,
-        "catch_up_tokens": 300, "joins": 5, "cost_tokens": 60,
+        "catch_up_tokens": 300, "joins": 5, "cost_tokens": 60, "worker_rows": "smoke",
     },
     "default": {
         "viewers": 1000, "answers": 20, "held_viewers": 10_000, "held_answers": 100,
         "tokens": 300, "catch_up_tokens": 5000, "joins": 20, "cost_tokens": 300,
+        "worker_rows": "default",
     },
 }  # fmt: skip
 TOKENS_PER_SECOND = 30.0
@@ -154,7 +158,7 @@ def _wait_for(check, what: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def catch_up(size: dict[str, int], directory: Path, running_answer: bool) -> list[float]:
+def catch_up(size: dict[str, Any], directory: Path, running_answer: bool) -> list[float]:
     """Viewers joining one at a time an answer of `catch_up_tokens` log entries (one per
     token, as a 30 tokens/s answer writes them), finished or still being written: request
     to the last byte of what was written before (ms, each join)."""
@@ -190,9 +194,7 @@ def write_log(r: redis.Redis, chat_id: str, message_id: str, tokens: int, finish
         renderer.feed(token)
         text.append(token)
         piece = renderer.flush()
-        entries.append(
-            {"t": "delta", "text": piece.text, "blocks": piece.blocks, "tail": piece.tail}
-        )
+        entries.append(delta_entry(piece))
         if len(entries) == 100 or number == tokens - 1:
             length = store.append(r, chat_id, message_id, message.gen, entries, length).length
             entries = []
@@ -263,7 +265,7 @@ class CommandLog:
                     self.sent[name] += 1
 
 
-def redis_cost(size: dict[str, int], directory: Path) -> list[Cost]:
+def redis_cost(size: dict[str, Any], directory: Path) -> list[Cost]:
     """Redis commands one answer costs, with no viewers: chatapp's real RQ worker (the
     request that asks for the answer included) and the peer's per-token `sse.publish`."""
     tokens = size["cost_tokens"]
@@ -315,18 +317,25 @@ def _peer_cost(tokens: int, directory: Path) -> Cost:
 
 @dataclass
 class Report:
-    size: dict[str, int]
+    size: dict[str, Any]
     latency: list[Live]  # chatapp, chatapp page, floor, peer: `viewers` over `answers`
     held: list[Live]  # chatapp, floor: `held_viewers` over `held_answers`
     finished_catch_up: list[float]
     running_catch_up: list[float]
     costs: list[Cost]
+    workers: list[WorkerRun]
 
     def text(self) -> str:
         lines = [
             "Live: token emitted by the model -> byte read by a viewer (30 tokens/s per answer)"
         ]
         lines += ["", LIVE_HEADER, *(live.row() for live in self.latency + self.held)]
+        lines += [
+            "",
+            "Answers written at once by one worker process",
+            "",
+            worker_table(self.workers),
+        ]
         lines += ["", "Redis cost of one answer, no viewers", "", COST_HEADER]
         lines += [cost.row() for cost in self.costs]
         lines += ["", "Targets", "", *self.targets()]
@@ -377,6 +386,7 @@ class Report:
             f"{_ratio(chatapp.p(0.99), floor.p(0.99))} / "
             f"{_ratio(held_chatapp.p(0.99), held_floor.p(0.99))} | 1 | "
             f"{_ratio(peer.p(0.99), floor.p(0.99))} / - |",
+            *worker_targets(self.workers),
         ]
         return rows
 
@@ -424,7 +434,7 @@ def _ratio(value: float, floor: float) -> str:
     return f"{value / floor:.2f}x" if floor > 0 else "-"
 
 
-def run_all(size: dict[str, int], directory: Path) -> Report:
+def run_all(size: dict[str, Any], directory: Path) -> Report:
     """Every scenario, one after another, each on its own fresh servers."""
     latency = [
         live(system, size["viewers"], size["answers"], size["tokens"], directory / "live")
@@ -437,15 +447,23 @@ def run_all(size: dict[str, int], directory: Path) -> Report:
     finished = catch_up(size, directory / "finished", running_answer=False)
     running = catch_up(size, directory / "running", running_answer=True)
     costs = redis_cost(size, directory / "cost")
-    return Report(size, latency, held, finished, running, costs)
+    workers = worker_runs(size["worker_rows"], directory / "workers")
+    return Report(size, latency, held, finished, running, costs, workers)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it works")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where to write the plot")
+    parser.add_argument("--workers", action="store_true", help="only the answer-worker rows")
     args = parser.parse_args()
     size = SIZES["smoke" if args.smoke else "default"]
+    if args.workers:
+        with tempfile.TemporaryDirectory() as scratch:
+            runs = worker_runs(size["worker_rows"], Path(scratch))
+        print(worker_table(runs), "", "| target | goal | chatapp |", "|---|---|---|", sep="\n")
+        print(*worker_targets(runs), sep="\n")
+        return
     with tempfile.TemporaryDirectory() as scratch:
         report = run_all(size, Path(scratch))
     print(report.text())

@@ -7,6 +7,7 @@ was emitted, so a viewer can measure token-to-screen latency across the whole st
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +31,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        asked_at = time.time()
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        question = body["messages"][-1]["content"]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -42,6 +45,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if number >= self.server.burst:  # the first `burst` tokens come at once
                     next_at += interval
                     time.sleep(max(0.0, next_at - time.monotonic()))
+                if number == 0:
+                    self.server.asked[question] = (asked_at, time.time())
                 text = stamp() if number % STAMP_EVERY == 0 else "word "
                 if number % 40 == 39:
                     text += "\n\n"  # paragraphs: finished blocks, as a real answer has
@@ -62,6 +67,8 @@ class _PacedServer(ThreadingHTTPServer):
     tokens: int
     burst: int
     go: threading.Event
+    # question -> (when it was asked, when its first token was sent), epoch seconds
+    asked: dict[str, tuple[float, float]]
 
 
 @contextmanager
@@ -77,6 +84,20 @@ def paced_model(
     if go is None:
         go = threading.Event()
         go.set()
-    server.go = go
+    server.go, server.asked = go, {}
     with serving(server) as base_url:
         yield base_url
+
+
+@contextmanager
+def recorded_paced_model(
+    tokens_per_second: float, tokens: int
+) -> Iterator[tuple[str, dict[str, tuple[float, float]]]]:
+    """Like `paced_model`, starting at once; also yield what it records per question:
+    when it was asked and when it sent the first token (the model's own latency)."""
+    server = _PacedServer(("127.0.0.1", 0), _Handler)
+    server.tokens_per_second, server.tokens, server.burst = tokens_per_second, tokens, 0
+    server.go, server.asked = threading.Event(), {}
+    server.go.set()
+    with serving(server) as base_url:
+        yield base_url, server.asked

@@ -1,11 +1,7 @@
-"""The answers' producers, run as threads of the benchmark process.
+"""The floor's and the peer's producers, run as threads of the benchmark process
+(chatapp's answers are written by its own answer worker, `rq_worker.py`).
 
-chatapp: `chatapp.jobs.generate_answer`, the function its RQ job runs, taken off the RQ
-queue and called in a thread. One RQ worker process per answer would not fit beside
-10,000 viewers on 2 cores; the job's code is the same, only RQ's fork is left out. (The
-Redis-cost scenario runs a real RQ worker.)
-
-floor and peer: read the same paced model with the same openai client and publish every
+They read the same paced model with the same openai client and publish every
 token as it arrives, one event per token, each the way its server expects it.
 """
 
@@ -13,40 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 
 import openai
 import redis
 
-from chatapp import create_app
-from chatapp.config import from_environ
-from chatapp.connections import get_queue
-from chatapp.jobs import generate_answer
-
 Publish = Callable[[int, str], None]  # (seq, token); an empty token ends the stream
-
-
-def run_queued_answers(env: dict[str, str], count: int) -> list[threading.Thread]:
-    """Take the `count` queued answer jobs off chatapp's RQ queue; run each in a thread."""
-    settings = from_environ(env)
-    settings["REDIS_MAX_CONNECTIONS"] = 2 * count + 20  # a job and its heartbeat, each
-    app = create_app(settings)
-    with app.app_context():
-        queue = get_queue()
-        deadline = time.monotonic() + 30
-        while queue.count < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{queue.count} of {count} answers were queued")
-            time.sleep(0.05)
-        jobs = [queue.fetch_job(job_id) for job_id in queue.get_job_ids()]
-        queue.empty()
-
-    def run(args: tuple[str, str, str]) -> None:
-        with app.app_context():
-            generate_answer(*args)
-
-    return _started(run, [tuple(job.args) for job in jobs if job is not None])
 
 
 def run_publishers(kind: str, model_url: str, redis_url: str, count: int) -> list[threading.Thread]:

@@ -1,6 +1,7 @@
 """The systems under test, each started the same way on loopback.
 
-- chatapp: its gunicorn (gunicorn.conf.py, one gevent worker) and its answer job; viewers
+- chatapp: its gunicorn (gunicorn.conf.py, one gevent worker) and its answer worker
+  (`rq_worker.py`, one process writing every answer at once); viewers
   on each answer's own stream.
 - chatapp page: the same, with viewers on the chat page's one stream (`/chats/<id>/live`),
   which carries the chat's events beside the answer.
@@ -26,10 +27,18 @@ import httpx
 import psutil
 import redis
 
-from bench.producers import run_publishers, run_queued_answers
+from bench.producers import run_publishers
 from chatapp.config import DEFAULTS
 from tests.accounts import sign_up
-from tests.servers import PROJECT_DIR, RedisServer, children, free_port, stack_env, wait_until
+from tests.servers import (
+    PROJECT_DIR,
+    RedisServer,
+    children,
+    free_port,
+    rq_worker,
+    stack_env,
+    wait_until,
+)
 from tests.servers import web_server as chatapp_web_server
 
 SYSTEMS = ("chatapp", "chatapp page", "floor", "peer")
@@ -121,10 +130,14 @@ def _chatapp(
     with (
         chatapp_web_server(env) as (base, process),
         httpx.Client(base_url=base, timeout=30) as http,
+        ExitStack() as workers,
     ):
         token = sign_up(http)
         paths = start_answers(http, token, answers)
-        threads = run_queued_answers(env, answers) if produce else []
+        if produce:  # the answer worker that `make run` starts, writing them all at once
+            env["CHATAPP_WORKER_CONCURRENCY"] = str(max(100, answers))
+            workers.enter_context(rq_worker(env))
+        threads: list[threading.Thread] = []
         cookie = "; ".join(f"{key}={value}" for key, value in http.cookies.items())
         (pid,) = children(process.pid)
         try:

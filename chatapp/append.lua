@@ -5,10 +5,11 @@
 -- KEYS: 1 message hash, 2 generation log, 3 heartbeat, 4 chat hash, 5 chat events
 -- ARGV: 1 generation id, 2 expected log length ('' = any), 3 channel, 4 message id,
 --       5 heartbeat ms, 6 retention s, 7 terminal kind ('' | done | error | stopped),
---       8 error message, 9 final text (done), 10 final html (done),
+--       8 error message, 9 final text, 10 final html (done; error: optional),
 --       11 mode ('' | 'if-dead': only if the heartbeat has expired),
 --       12 the publish command (PUBLISH, or SPUBLISH on a Cluster), 13.. delta entries (JSON)
--- Delta entries: {"t": "delta", "text", "blocks", "tail"}; only the newest keeps its "tail".
+-- Delta entries: {"t": "delta", "text", "blocks", "tail"?, "more"?} (render.py). The log is
+-- append-only: an entry is never changed, so a position holds the same bytes for everyone.
 -- Returns {status, log length}; status: ok | stale (not the current generation) |
 --         ended (already has its terminal entry) | seq (expected length did not match) |
 --         alive (mode 'if-dead' and the producer's heartbeat is still there).
@@ -39,19 +40,23 @@ end
 
 if kind ~= '' then
   local text, html = ARGV[9], ARGV[10]
-  if kind ~= 'done' then
-    -- Stopped or failed: the answer is what the log holds so far (blocks, then the last tail).
-    local texts, blocks, tail = {}, {}, ''
+  if kind ~= 'done' and html == '' then
+    -- Stopped (or failed with no render given): the answer is what the log holds so far:
+    -- its blocks, the open block's last render, and the text that came after that render.
+    local texts, blocks, tail, more = {}, {}, '', {}
     local function take(raw)
       local entry = cjson.decode(raw)
       texts[#texts + 1] = entry.text or ''
       blocks[#blocks + 1] = entry.blocks or ''
-      if entry.tail ~= nil then tail = entry.tail end
+      if entry.tail ~= nil then tail, more = entry.tail, {} end
+      if entry.more ~= nil then more[#more + 1] = entry.more end
     end
     for _, raw in ipairs(redis.call('LRANGE', log, 0, -1)) do take(raw) end
     for _, raw in ipairs(entries) do take(raw) end
     text = table.concat(texts)
-    html = table.concat(blocks) .. tail
+    local after = table.concat(more)
+    if after ~= '' then after = '<p>' .. after .. '</p>\n' end
+    html = table.concat(blocks) .. tail .. after
   end
   local model = redis.call('HGET', msg, 'model') or ''
   entries[#entries + 1] = cjson.encode({t = kind, html = html, message = ARGV[8], model = model})
@@ -71,15 +76,6 @@ if #entries == 0 then
   return {'ok', length}
 end
 
--- Only the newest entry needs its tail (the open last block, re-rendered every flush):
--- drop the previous one's, or a long block would fill the log with copies of itself.
-if length > 0 then
-  local previous = cjson.decode(redis.call('LINDEX', log, -1))
-  if previous.tail ~= nil then
-    previous.tail = nil
-    redis.call('LSET', log, -1, cjson.encode(previous))
-  end
-end
 local new_length = redis.call('RPUSH', log, unpack(entries))
 local first = new_length - #entries + 1
 -- "at": Redis's clock (ms) as it appends, for the viewers' delivery latency (metrics.py).

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AnswerBody:
-    """A running answer as far as its log goes: finished blocks, then the open tail."""
+    """A running answer as far as its log goes: finished blocks, then the open block (its
+    last render and the text after it, frames.open_block)."""
 
     blocks: str
     tail: str
@@ -84,7 +85,7 @@ def answer_so_far(
     if entries and frames.is_terminal(entries[-1]):  # it ended just now
         return store.get_message(r, chat_id, message.id) or message, None, 0
     blocks = "".join(entry.get("blocks", "") for entry in entries)
-    tail = entries[-1].get("tail", "") if entries else ""
+    tail = frames.open_block(message.id, entries)
     return message, AnswerBody(blocks, tail), len(entries)
 
 

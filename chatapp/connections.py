@@ -160,6 +160,13 @@ def get_redis() -> redis.Redis:
     return client
 
 
+def get_append_client() -> redis.Redis:
+    """Return the client that answer jobs append through: the answer worker's batching one
+    (chatapp/batching.py) where it made one, else the process's client."""
+    client: redis.Redis = current_app.extensions.get("batched_redis") or get_redis()
+    return client
+
+
 def get_queue() -> Queue:
     """Return the RQ queue that answer jobs go to."""
     queue: Queue = current_app.extensions["queue"]

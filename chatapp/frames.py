@@ -42,12 +42,50 @@ def tail_element(message_id: str, tail_html: str, oob: bool = False) -> str:
     return f'<div class="tail" id="tail-{message_id}" hx-disable{swap}>{tail_html}</div>'
 
 
-def answer_body(message_id: str, blocks_html: str, tail_html: str) -> str:
+# The open block's last render ends with one of these: the text that arrives after it goes
+# inside, where it continues (a paragraph, an open code fence, a list's last item).
+_CONTINUED = ("</code></pre>\n", "</p>\n", "</li>\n</ul>\n", "</li>\n</ol>\n")
+
+
+def with_pending(message_id: str, tail_html: str, more: str = "") -> str:
+    """Return the open block's last render with the span that holds the (escaped) text that
+    came after it, where that text continues; later deltas append to the span."""
+    pending = f'<span class="pending" id="pending-{message_id}">{more}</span>'
+    for end in _CONTINUED:
+        if tail_html.endswith(end):
+            return tail_html[: -len(end)] + pending + end
+    return tail_html + pending
+
+
+def open_block(message_id: str, entries: list[dict[str, Any]]) -> str:
+    """Return the open block as `entries` leave it: its last render, then what came after."""
+    tail, more = "", list[str]()
+    for entry in entries:
+        if "tail" in entry:
+            tail, more = entry["tail"], []
+        if "more" in entry:
+            more.append(entry["more"])
+    return with_pending(message_id, tail, "".join(more))
+
+
+def open_block_swaps(message_id: str, entry: dict[str, Any]) -> str:
+    """Return the out-of-band swaps that update the open block for one entry: a new render
+    replaces it; new text alone is appended to its pending span."""
+    if "tail" in entry:
+        return tail_element(message_id, with_pending(message_id, entry["tail"]), oob=True)
+    if entry.get("more"):
+        return f'<div hx-swap-oob="beforeend:#pending-{message_id}">{entry["more"]}</div>'
+    return ""
+
+
+def answer_body(message_id: str, blocks_html: str, tail_html: str | None = None) -> str:
     """Return the inside of a running answer's body: its finished blocks, then its tail.
 
     Both parts are sanitized HTML from the producer; `hx-disable` keeps htmx out of them.
     """
     blocks = f'<div class="blocks" id="blocks-{message_id}" hx-disable>{blocks_html}</div>'
+    if tail_html is None:  # nothing written yet
+        tail_html = with_pending(message_id, "")
     return blocks + tail_element(message_id, tail_html)
 
 
@@ -68,13 +106,8 @@ def built_once(
 
 
 def delta_event(message_id: str, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
-    """Return the event that appends an entry's new blocks and replaces the tail.
-
-    Only the log's newest entry keeps its tail; an older one replayed leaves the tail alone.
-    """
-    data = entry.get("blocks", "")
-    if "tail" in entry:
-        data += tail_element(message_id, entry["tail"], oob=True)
+    """Return the event that appends an entry's new blocks and updates the open block."""
+    data = entry.get("blocks", "") + open_block_swaps(message_id, entry)
     return ServerSentEvent(data=data, event="delta", id=str(cursor))
 
 
@@ -83,8 +116,7 @@ def snapshot_event(
 ) -> ServerSentEvent:
     """Return the event that replaces the answer's body with everything up to `cursor`."""
     blocks = "".join(entry.get("blocks", "") for entry in entries)
-    tail = entries[-1].get("tail", "") if entries else ""
-    data = answer_body(message_id, blocks, tail)
+    data = answer_body(message_id, blocks, open_block(message_id, entries))
     return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
 
 
@@ -154,10 +186,9 @@ def answer_replace_event(cursor: ChatCursor, article_html: str, event: str) -> S
 
 
 def chat_delta_event(message_id: str, cursor: ChatCursor, entry: dict[str, Any]) -> ServerSentEvent:
-    """Append an entry's new blocks to the answer and replace its tail."""
+    """Append an entry's new blocks to the answer and update its open block."""
     data = f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{entry.get("blocks", "")}</div>'
-    if "tail" in entry:
-        data += tail_element(message_id, entry["tail"], oob=True)
+    data += open_block_swaps(message_id, entry)
     return ServerSentEvent(data=data, event="delta", id=str(cursor))
 
 

@@ -17,8 +17,8 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from chatapp import metrics, prompt, providers, store, titles
-from chatapp.connections import get_redis, get_small_queue
+from chatapp import metrics, prompt, providers, store, titles, waiting
+from chatapp.connections import get_append_client, get_queue, get_redis, get_small_queue
 from chatapp.job_context import in_app_context
 from chatapp.producer import Fenced, Heartbeat, Producer
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 def enqueue_answer(queue: Queue, chat_id: str, message_id: str, generation_id: str) -> Job:
     """Queue the job that writes one generation of an answer."""
     config = current_app.config
+    waiting.add(queue, job_id(generation_id), chat_id, message_id, generation_id)
     return queue.enqueue(
         generate_answer,
         chat_id,
@@ -52,11 +53,15 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     """Stream the model's answer into the generation's log; return how it ended."""
     config = current_app.config
     r = get_redis()
+    waiting.remove(get_queue(), job_id(generation_id), chat_id, message_id, generation_id)
     message = store.get_message(r, chat_id, message_id)
     if message is None or message.gen != generation_id or not message.running:
         return "skipped"  # stopped or replaced before the job started
     timing = timing_from(config)
-    producer = Producer(r, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing)
+    writer = get_append_client()  # appends of every answer of the process, batched
+    producer = Producer(
+        writer, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing
+    )
     history = store.get_messages(r, chat_id)
     context = prompt.build_context(
         history,
@@ -68,7 +73,7 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     progress = Progress(get_current_job())
     progress.note("waiting for the model", 0, last=True)
     heartbeat = Heartbeat(
-        r, chat_id, message_id, generation_id, config["HEARTBEAT_SECONDS"], timing, model.close
+        writer, chat_id, message_id, generation_id, config["HEARTBEAT_SECONDS"], timing, model.close
     )
     with heartbeat:
         try:
@@ -77,6 +82,7 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
                     raise Fenced("ended", producer.length)
                 producer.feed(piece)
                 progress.note("writing", producer.length)
+                producer.wait_for_window()  # the next read then takes all that came meanwhile
             if heartbeat.fenced.is_set():
                 raise Fenced("ended", producer.length)
             unfinished = why_unfinished(model, producer.length)

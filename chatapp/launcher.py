@@ -123,9 +123,9 @@ def _wait_then_stop(started: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
     """SIGTERM; if it is still running after a while, SIGTERM again; then SIGKILL.
 
-    The RQ worker takes a first SIGTERM as "finish the current answer, within
-    CHATAPP_WORKER_DRAIN_SECONDS" and a second as "stop now" (it then kills its work horse,
-    which runs in a process group of its own).
+    The answer worker takes a first SIGTERM as "take no new answers, and finish the running
+    ones within CHATAPP_WORKER_DRAIN_SECONDS" and a second as "end them now" (each then
+    ends with an error that says so).
     """
     for sig, grace in ((signal.SIGTERM, 30), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         if process.poll() is not None:

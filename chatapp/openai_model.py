@@ -100,29 +100,50 @@ class OpenAIModel:
         raise AssertionError("unreachable")
 
     def _read(self, response: Any) -> Iterator[str]:
-        finish, done = "", False
+        """Yield the text of each network read at once (a busy worker reads seldom, so one
+        read may hold several tokens: one piece, one flush)."""
+        finish, done, rest = "", False, b""
         try:
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue  # comments, event names, blank lines
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
+            for data in response.iter_bytes():
+                lines = (rest + data).split(b"\n")
+                rest = lines.pop()  # an incomplete line waits for the next read
+                text: list[str] = []
+                for line in lines:
+                    if done:
+                        break
+                    try:
+                        content, finish, done = self._parse(line.strip(), finish)
+                    except ModelError:
+                        yield "".join(text)  # what came before the error is kept
+                        raise
+                    text.append(content)
+                if any(text):
+                    yield "".join(text)
+                if done:
                     break
-                chunk = json.loads(data)
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):
-                    raise ModelError(error_text(chunk["error"]))
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        yield delta["content"]
-                    self.tool_calls |= bool(delta.get("tool_calls"))
-                    finish = choice.get("finish_reason") or finish
         except ReadTimeout as exc:
             raise ModelSilent() from exc
         self.ending = finish or ("stop" if done else "cut")
+
+    def _parse(self, line: bytes, finish: str) -> tuple[str, str, bool]:
+        """Return one line's text, the finish reason so far, and whether it is `[DONE]`."""
+        if not line.startswith(b"data:"):
+            return "", finish, False  # comments, event names, blank lines
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return "", finish, True
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            return "", finish, False
+        if chunk.get("error"):
+            raise ModelError(error_text(chunk["error"]))
+        text = ""
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text += delta.get("content") or ""
+            self.tool_calls |= bool(delta.get("tool_calls"))
+            finish = choice.get("finish_reason") or finish
+        return text, finish, False
 
     def close(self) -> None:
         """Stop the stream from another thread or greenlet (the answer was stopped)."""

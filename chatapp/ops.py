@@ -20,7 +20,7 @@ from redis.cluster import RedisCluster
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from chatapp import store
+from chatapp import store, waiting
 from chatapp.connections import get_queue, get_redis, hub_if_started
 from chatapp.metrics import entries_appended, outcomes, register_into
 from chatapp.owner import current_user
@@ -30,7 +30,8 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """200 when Redis answers and at least one answer worker is alive, else 503."""
+    """200 when Redis answers and at least one answer worker is alive, else 503; with how
+    many answers wait for a worker (with none alive, nobody will write them)."""
     report: dict[str, object] = {"redis": "ok", "workers": 0}
     try:
         r = get_redis()
@@ -41,6 +42,7 @@ def healthz() -> tuple[Response, int]:
         queue = get_queue()
         queue.connection.ping()
         report["workers"] = Worker.count(queue=queue)
+        report["waiting"] = waiting.count(queue)  # answers queued for a worker
     except redis.RedisError as exc:
         report["redis"] = f"unreachable ({type(exc).__name__})"
     healthy = report["redis"] == "ok" and report["workers"]

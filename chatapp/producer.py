@@ -17,11 +17,10 @@ import redis
 
 from chatapp import store
 from chatapp.connections import UNAVAILABLE
-from chatapp.render import IncrementalRenderer, render_markdown
+from chatapp.render import Flush, IncrementalRenderer, render_markdown
 
 log = logging.getLogger(__name__)
 
-TAIL_BYTES_PER_SECOND = 64_000
 REDIS_OUTAGE_SECONDS = 30.0  # a producer waits this long for Redis to come back
 
 
@@ -66,32 +65,27 @@ class Producer:
         if time.monotonic() >= self._next_flush:
             self.flush()
 
+    def wait_for_window(self) -> None:
+        """Sleep until the next flush may happen. Reading the model once per window, not
+        once per token, is what keeps a worker writing hundreds of answers within its CPU."""
+        delay = self._next_flush - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
     def flush(self) -> None:
         """Append what arrived since the last flush (raises Fenced if refused)."""
         if self._renderer.pending:
-            piece = self._renderer.flush()
-            self._append([_delta(piece.text, piece.blocks, piece.tail)])
-            # Every flush re-sends the open block to every viewer: a long one (a big code
-            # fence) widens the window so those re-sends stay under TAIL_BYTES_PER_SECOND.
-            wait = max(self.flush_seconds, len(piece.tail) / TAIL_BYTES_PER_SECOND)
-            self._next_flush = time.monotonic() + wait
+            self._append([delta_entry(self._renderer.flush())])
+            self._next_flush = time.monotonic() + self.flush_seconds
 
     def finish(self) -> None:
         """Append the rest and the `done` entry with the canonical render of the whole answer."""
-        piece = self._renderer.finish()
-        entries = (
-            [_delta(piece.text, piece.blocks, piece.tail)] if piece.text or piece.blocks else []
-        )
-        text = "".join(self._text)
-        self._append(entries, store.Terminal("done", text=text, html=render_markdown(text)))
+        self._append(self._last_entries(), store.Terminal("done", **self._whole()))
 
     def fail(self, message: str) -> None:
         """End the generation with an `error` a person can read, keeping the text so far."""
-        piece = self._renderer.finish()
-        entries = (
-            [_delta(piece.text, piece.blocks, piece.tail)] if piece.text or piece.blocks else []
-        )
-        terminal = store.Terminal("error", message=message)
+        entries = self._last_entries()
+        terminal = store.Terminal("error", message=message, **self._whole())
         try:
             try:
                 self._append(entries, terminal)
@@ -99,6 +93,16 @@ class Producer:
                 self._append([], terminal)
         except Fenced:
             pass  # already ended by someone else: theirs is the one terminal entry
+
+    def _last_entries(self) -> list[dict[str, str]]:
+        """The last delta, which closes every block (none if nothing is left)."""
+        piece = self._renderer.finish()
+        return [delta_entry(piece)] if piece.text or piece.blocks else []
+
+    def _whole(self) -> dict[str, str]:
+        """The whole answer so far and its canonical render (one render: linear in it)."""
+        text = "".join(self._text)
+        return {"text": text, "html": render_markdown(text)}
 
     def _append(
         self, entries: list[dict[str, str]], terminal: store.Terminal | None = None
@@ -108,8 +112,6 @@ class Producer:
             # Redis lost our newest entries (a crash inside its ~1 s AOF window). We still
             # have them: write them again at the same positions, then the new ones.
             lost = self._appended[result.length :]
-            if entries:
-                lost = [_without_tail(entry) for entry in lost]
             log.warning(
                 "answer %s: the log lost %d entries; writing them again", self.message_id, len(lost)
             )
@@ -155,12 +157,14 @@ class Producer:
             return result
 
 
-def _delta(text: str, blocks: str, tail: str) -> dict[str, str]:
-    return {"t": "delta", "text": text, "blocks": blocks, "tail": tail}
-
-
-def _without_tail(entry: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in entry.items() if key != "tail"}
+def delta_entry(piece: Flush) -> dict[str, str]:
+    """A log entry: the raw text, new blocks, and the open block re-rendered or its new text."""
+    entry = {"t": "delta", "text": piece.text, "blocks": piece.blocks}
+    if piece.tail is not None:
+        entry["tail"] = piece.tail
+    if piece.more:
+        entry["more"] = piece.more
+    return entry
 
 
 class Heartbeat:

@@ -1,17 +1,19 @@
 """Markdown to safe HTML, once, by the producer.
 
-Finished top-level blocks are rendered and sanitized once; only the open last block (the
-tail) is re-rendered per flush. A block is finished when the parser has started another
-top-level block after it: nothing appended later can change it (link reference definitions
-aside, which is why the final answer is the canonical render of the whole text).
+Finished top-level blocks are rendered and sanitized once; the open last block (the tail)
+is re-rendered now and then (see IncrementalRenderer), its new text escaped in between.
+A block is finished when the parser has started another top-level block after it:
+nothing appended later can change it (link reference definitions aside, which is why
+the final answer is the canonical render of the whole text).
 Raw HTML in markdown is off, and every piece of output is a complete block sanitized by an
 allowlist that has no `id`, `style`, event handler or htmx attribute.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from html import unescape
+from html import escape, unescape
 from typing import Any
 
 import nh3
@@ -86,21 +88,50 @@ def normalize(text: str) -> str:
 
 @dataclass(frozen=True)
 class Flush:
-    """What one flush adds: the raw text, the newly finished blocks, the whole open tail."""
+    """What one flush adds: the raw text, the newly finished blocks, and the open last block:
+    either re-rendered (`tail`, which replaces the page's) or only its new text (`more`,
+    escaped, which the page appends to its provisional text after the last render)."""
 
     text: str
     blocks: str
-    tail: str
+    tail: str | None
+    more: str = ""
+
+
+GROWTH = 0.25  # the open block is re-rendered when it has grown by this fraction...
+SMALL = 64  # ...or while it is this short (characters)
+FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
+# A line that may continue the block above it: indented, a list item, a table row.
+_CONTINUES = re.compile(r"[ \t]|[-*+|]|\d{1,9}[.)]")
 
 
 class IncrementalRenderer:
-    """Turns a growing markdown text into finished blocks (once each) and a re-rendered tail."""
+    """Turns a growing markdown text into finished blocks (rendered once each) and an open
+    last block, in CPU and bytes linear in the text whatever its shape.
+
+    Re-rendering the open block on every flush costs the square of its length (a 300-row
+    table: 71x the CPU per token of prose). So it is re-rendered only when it is short, has
+    grown by `GROWTH` since its last render, or a new line suggests it may have closed (a
+    closing fence; a blank line, then a line that cannot continue it). In between a flush
+    carries only the new text, escaped (`Flush.more`). Finished blocks are decided by the
+    same parse either way, so blocks and the final answer are the same as re-rendering on
+    every flush would give.
+    """
 
     def __init__(self) -> None:
         self._source = ""  # normalized text
         self._tail_start = 0  # offset in `_source` of the first unfinished block
         self._unflushed = ""  # raw text since the last flush
         self._held_cr = False  # a trailing "\r" may be the first half of "\r\n"
+        self._rendered = 0  # length of the open region at its last render
+        self._sent = 0  # offset in `_source` up to which the page has the text
+        self._checked = 0  # offset of the first line not yet looked at for hints
+        self._fence = ""  # the open block's opening fence, while it is an open fence
+        self._closed_fence = False  # the open block is a fence that has closed
+        self._blank_seen = False  # a blank line arrived since the last render
+        self._after_blank = False  # the last complete line looked at was blank
+        self.renders = 0
 
     @property
     def pending(self) -> bool:
@@ -117,21 +148,71 @@ class IncrementalRenderer:
         self._source += normalize(text)
 
     def flush(self) -> Flush:
-        """Return what changed since the last flush; the tail stays open."""
-        blocks = self._render_finished(keep_last_open=True)
-        tail = sanitize(_DRAFT.render(self._source[self._tail_start :]))
-        return self._take(blocks, tail)
+        """Return what changed since the last flush; the last block stays open."""
+        region = len(self._source) - self._tail_start
+        if region <= SMALL or region >= self._rendered * (1 + GROWTH) or self._may_have_closed():
+            return self._render(keep_open=True)
+        more = escape(self._source[self._sent :], quote=False)
+        self._sent = len(self._source)
+        return self._take("", None, more)
 
     def finish(self) -> Flush:
         """Close the text: every block is finished, and the tail is empty."""
         if self._held_cr:
             self._source += "\n"
             self._held_cr = False
-        return self._take(self._render_finished(keep_last_open=False), "")
+        return self._render(keep_open=False)
 
-    def _take(self, blocks: str, tail: str) -> Flush:
+    def _take(self, blocks: str, tail: str | None, more: str = "") -> Flush:
         text, self._unflushed = self._unflushed, ""
-        return Flush(text=text, blocks=blocks, tail=tail)
+        return Flush(text=text, blocks=blocks, tail=tail, more=more)
+
+    def _may_have_closed(self) -> bool:
+        """Look at the complete lines that arrived since the last look (only those: linear
+        overall): might the open block have ended?"""
+        end = self._source.rfind("\n")
+        if end < self._checked:
+            return False
+        lines = self._source[self._checked : end].split("\n")
+        self._checked = end + 1
+        if self._fence:  # an open fence ends only at a closing fence line
+            return any(_closes(line, self._fence) for line in lines)
+        if self._closed_fence:  # finished as soon as anything follows it
+            return True
+        # A blank line, then a line at column 0 that cannot continue a list or a table,
+        # almost always starts a new block. A blank line alone (a loose list, indented
+        # code): look once the block has grown by 1/16 since its last render.
+        starts_block = False
+        for line in lines:
+            blank = not line.strip()
+            if self._after_blank and not blank and not _CONTINUES.match(line):
+                starts_block = True
+            self._after_blank = blank
+            self._blank_seen |= blank
+        region = len(self._source) - self._tail_start
+        return starts_block or (self._blank_seen and region >= self._rendered * (1 + 1 / 16))
+
+    def _render(self, keep_open: bool) -> Flush:
+        self.renders += 1
+        blocks = self._render_finished(keep_last_open=keep_open)
+        open_text = self._source[self._tail_start :]
+        tail = sanitize(_DRAFT.render(open_text)) if keep_open else ""
+        self._rendered = len(open_text)
+        self._sent = len(self._source)
+        self._checked = self._source.rfind("\n") + 1
+        self._blank_seen = False
+        self._after_blank = self._checked >= 2 and self._source[self._checked - 2] == "\n"
+        self._fence, self._closed_fence = "", False
+        match = FENCE.match(open_text)
+        if match:
+            lines = open_text.split("\n")[1:]
+            if not open_text.endswith("\n"):
+                lines = lines[:-1]  # an incomplete last line cannot close it yet
+            if any(_closes(line, match.group(1)) for line in lines):
+                self._closed_fence = True
+            else:
+                self._fence = match.group(1)
+        return self._take(blocks, tail)
 
     def _render_finished(self, keep_last_open: bool) -> str:
         region = self._source[self._tail_start :]
@@ -152,6 +233,12 @@ class IncrementalRenderer:
         else:
             self._tail_start = len(self._source)
         return html
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Whether `line` closes a code fence opened with `fence`."""
+    match = _FENCE_LINE.fullmatch(line)
+    return match is not None and match[1][0] == fence[0] and len(match[1]) >= len(fence)
 
 
 def _top_level_blocks(tokens: list[Token]) -> list[list[Token]]:

@@ -45,7 +45,10 @@ from rq.utils import current_timestamp
 from rq.worker import BaseWorker
 from rq.worker.base import WorkerStatus
 
-from chatapp.jobs import end_if_producer_dead, end_with_error
+from chatapp import store, waiting
+from chatapp.batching import BatchedScripts
+from chatapp.connections import get_redis
+from chatapp.jobs import end_if_producer_dead, end_with_error, timing_from
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ class AnswerWorker(BaseWorker):
         super().__init__([answers, small_jobs], connection=answers.connection, **kwargs)
         self.app = app
         self.drain_seconds = drain_seconds
+        if not store.is_cluster(get_redis()):  # a cluster's client routes each call itself
+            app.extensions["batched_redis"] = BatchedScripts(get_redis())
         self.lanes = [(answers, concurrency), (small_jobs, SMALL_JOB_SLOTS)]
         self._running: dict[str, tuple[gevent.Greenlet, Job]] = {}  # execution id ->
         self._force_stop = False
@@ -310,10 +315,11 @@ class AnswerWorker(BaseWorker):
             pipe.execute()
 
     def _sweep(self) -> None:
-        """Look after the jobs of workers that stopped beating (killed, or their host lost):
-        end their answers as soon as their producers' heartbeats expire, whether or not
-        anyone watches, and fail them in RQ once their executions expire (RQ's own check
-        runs every ten minutes)."""
+        """End the answers whose job left the queue unrun (waiting.py). Look after the jobs
+        of workers that stopped beating (killed, or their host lost): end their answers as
+        soon as their producers' heartbeats expire, whether or not anyone watches, and fail
+        them in RQ once their executions expire (RQ's own check runs every ten minutes)."""
+        waiting.end_removed(self.lanes[0][0], get_redis(), timing_from(self.app.config))
         missed_a_beat = current_timestamp() + EXECUTION_TTL - 2 * BEAT_SECONDS
         for queue, _ in self.lanes:
             registry = StartedJobRegistry(queue=queue)

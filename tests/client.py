@@ -49,8 +49,10 @@ def blocks_of(events: list[Event]) -> str:
             html = re.match(
                 r'<div class="blocks"[^>]*>(.*?)</div><div class="tail"', event.data, re.S
             )[1]  # type: ignore[index]
-        elif event.event == "delta":
-            html += re.split(r'<div class="tail"', event.data, maxsplit=1)[0]
+        elif event.event == "delta":  # its blocks, then the open block's update (if any)
+            html += re.split(
+                r'<div class="tail"|<div hx-swap-oob="beforeend:#pending-', event.data, maxsplit=1
+            )[0]
     return html
 
 

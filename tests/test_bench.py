@@ -11,6 +11,7 @@ import pytest
 from bench.__main__ import SIZES, run_all
 
 
+@pytest.mark.timeout(900)  # every scenario, each on fresh servers, on a busy machine
 def test_the_benchmark_runs_and_every_viewer_gets_everything_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -37,5 +38,10 @@ def test_the_benchmark_runs_and_every_viewer_gets_everything_once(
     # One script call per log entry written (plus the send, the heartbeats and the rest).
     assert chatapp_cost.sent["evalsha"] >= chatapp_cost.entries > 0
     assert peer_cost.sent["publish"] == size["cost_tokens"] + 1  # every token, and the end
+    for run in report.workers:  # every answer written, by RQ's forking worker and by ours
+        assert len(run.burst_first_token_ms) == run.answers and run.append_ms, run.worker
+        assert run.cpu_seconds > 0
+    assert [run.worker for run in report.workers] == ["rq worker", "rq_worker.py"]
+    assert len(report.workers[1].added_first_token_ms) == 10  # the probes, one at a time
     report.plot(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")

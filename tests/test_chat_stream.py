@@ -23,6 +23,9 @@ def ended(events: list[Event]) -> bool:
     return any(e.event == "end" for e in events)
 
 
+PENDING_TEXT = re.compile(r'<div hx-swap-oob="beforeend:#pending-[0-9a-f]{16}">[^<]*</div>$')
+
+
 def page_after(events: list[Event]) -> dict[str, str]:
     """Apply the stream's out-of-band fragments the way the page does; return each
     message's article by id (what the page shows), with answers' bodies built up."""
@@ -51,7 +54,8 @@ def page_after(events: list[Event]) -> dict[str, str]:
             match = re.match(r'<div hx-swap-oob="beforeend:#blocks-([0-9a-f]{16})">', event.data)
             assert match, event.data[:200]
             answer_id = match.group(1)
-            blocks = event.data[match.end() :].split('</div><div class="tail"', 1)[0]
+            data = PENDING_TEXT.sub("", event.data)  # text for the open block, not a block
+            blocks = data[match.end() :].split('</div><div class="tail"', 1)[0]
             blocks = blocks.removesuffix("</div>")
             article = articles[answer_id]
             marker = f'id="blocks-{answer_id}" hx-disable>'

@@ -16,6 +16,7 @@ from rq import Queue
 from rq.job import Job
 
 from chatapp import store
+from chatapp.titles import make_title
 from tests.client import ChatClient, Event
 from tests.servers import PROJECT_DIR, RedisServer, running_stack, stack_env, wait_until, web_server
 
@@ -125,3 +126,23 @@ def test_rq_own_worker_command_writes_answers_too(tmp_path: Path) -> None:
         rq_cli.wait()
         server.stop()
     assert stored is not None and stored.status == "done"
+
+
+def test_a_title_is_written_while_every_answer_slot_is_busy(tmp_path: Path) -> None:
+    settings = {"CHATAPP_WORKER_CONCURRENCY": "1", "CHATAPP_OFFLINE_TOKENS_PER_SECOND": "5"}
+    with running_stack(tmp_path, **settings) as stack:
+        client = ChatClient(stack.base)
+        chat_id = client.new_chat()
+        answer_id = client.send_ok(chat_id, "A long answer takes the only slot")
+        r = stack.redis()
+        wait_until(lambda: _status(r, chat_id, answer_id) == "streaming", what="the answer")
+        queues = redis.Redis.from_url(stack.queue_url)
+        small = Queue(f"{stack.env['CHATAPP_QUEUE_NAME']}-small", connection=queues)
+        title = small.enqueue(make_title, chat_id, "A long answer takes the only slot")
+        wait_until(lambda: title.get_status() == "finished", timeout=60, what="the title job")
+        assert _status(r, chat_id, answer_id) == "streaming"  # it did not wait for the answer
+
+
+def _status(r: redis.Redis, chat_id: str, answer_id: str) -> str:
+    message = store.get_message(r, chat_id, answer_id)
+    return message.status if message is not None else ""

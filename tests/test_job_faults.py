@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from rq import Worker
@@ -16,6 +19,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from chatapp import store
+from chatapp.waiting import REMOVED
 from tests.client import ChatClient, Event
 from tests.fake_openai import FakeModel, fake_openai_server
 from tests.servers import Stack, rq_worker, running_stack, wait_until
@@ -186,3 +190,19 @@ def test_a_full_redis_ends_the_answer_with_an_error_and_the_worker_goes_on(
 def status_of(r: redis.Redis, chat_id: str, answer_id: str) -> str:
     message = store.get_message(r, chat_id, answer_id)
     return message.status if message is not None else ""
+
+
+def test_an_answer_whose_job_is_emptied_from_the_queue_ends_at_once(tmp_path: Path) -> None:
+    settings = {"CHATAPP_WORKER_CONCURRENCY": "1", "CHATAPP_OFFLINE_TOKENS_PER_SECOND": "5"}
+    with running_stack(tmp_path, **settings) as stack:
+        client, _, _ = start_answer(stack)  # it takes the worker's one slot
+        chat_id = client.new_chat()
+        waiting = client.send_ok(chat_id, "Will anyone write this?")
+        assert httpx.get(stack.base + "/healthz").json()["waiting"] == 1
+        queue = stack.env["CHATAPP_QUEUE_NAME"]
+        rq_empty = [sys.executable, "-m", "rq.cli", "empty", "--url", stack.queue_url, queue]
+        subprocess.run(rq_empty, check=True, capture_output=True, timeout=60)
+        r = stack.redis()
+        stored = wait_until(lambda: ended(r, chat_id, waiting), timeout=30, what="its end")
+        assert (stored.status, stored.error) == ("error", REMOVED)
+        assert httpx.get(stack.base + "/healthz").json()["waiting"] == 0

@@ -27,12 +27,12 @@ def test_healthz_is_ok_with_redis_and_a_worker_and_says_what_is_missing(app: Fla
     client = app.test_client()
     missing = client.get("/healthz")
     assert missing.status_code == 503
-    assert missing.json == {"redis": "ok", "workers": 0, "status": "unavailable"}
+    assert missing.json == {"redis": "ok", "workers": 0, "waiting": 0, "status": "unavailable"}
     worker = a_live_worker(app)
     try:
         ok = client.get("/healthz", environ_base=OUTSIDE)  # public: load balancers ask it
         assert ok.status_code == 200
-        assert ok.json == {"redis": "ok", "workers": 1, "status": "ok"}
+        assert ok.json == {"redis": "ok", "workers": 1, "waiting": 0, "status": "ok"}
     finally:
         worker.register_death()
 

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from html import escape
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chatapp.providers import tokenize
 from chatapp.render import IncrementalRenderer, render_markdown, sanitize
 from tests.html_safety import unsafe_parts
 
@@ -40,7 +44,8 @@ def render_in_pieces(text: str, cuts: list[int]) -> tuple[str, list[str]]:
         start = cut
         piece = renderer.flush()
         blocks.append(piece.blocks)
-        tails.append(piece.tail)
+        tails.append(piece.tail or "")
+        tails.append(piece.more)
     blocks.append(renderer.finish().blocks)
     return "".join(blocks), tails
 
@@ -81,9 +86,53 @@ def test_a_block_is_not_finished_while_the_next_one_starts_on_an_incomplete_line
 def test_an_open_code_fence_is_highlighted_only_when_it_closes() -> None:
     renderer = IncrementalRenderer()
     renderer.feed("```python\nx = 1\n")
-    assert "<span" not in renderer.flush().tail
+    assert "<span" not in (renderer.flush().tail or "")
     renderer.feed("```\n\nafter\n")
     assert '<span class="n">x</span>' in renderer.flush().blocks
+
+
+def page_text(renderer: IncrementalRenderer, pieces: list[str]) -> tuple[str, int]:
+    """Feed `pieces`, a flush after each, as a page applies them: return the open block as
+    the page shows it at the end (last render, then the text after it) and the bytes read."""
+    tail, more, read = "", "", 0
+    for piece in pieces:
+        renderer.feed(piece)
+        flush = renderer.flush()
+        read += len(flush.blocks) + len(flush.tail or "") + len(flush.more)
+        if flush.tail is not None:
+            tail, more = flush.tail, ""
+        more += flush.more
+    return tail + more, read
+
+
+SHAPES = {
+    "prose": ["word "] * 4000,
+    "code block": ["```python\n"] + [f"x_{n} = {n}\n" for n in range(2000)],
+    "table": ["| a | b |\n|---|---|\n"] + [f"| row {n} | {n * 7} |\n" for n in range(300)],
+    "list": [f"- item number {n}\n" for n in range(500)],
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_open_block_costs_linear_bytes_and_renders_whatever_its_shape(shape: str) -> None:
+    pieces = tokenize("".join(SHAPES[shape]))  # as a model streams it
+    renderer = IncrementalRenderer()
+    shown, read = page_text(renderer, pieces)
+    whole = "".join(pieces)
+    final = render_markdown(whole)
+    assert read <= len(final) + 100 * len(pieces)  # what a viewer reads (the issue's bound)
+    assert read <= 8 * len(final)  # re-renders grow geometrically, not with every token
+    assert renderer.renders <= 60  # about log1.25(length): not one per token
+    assert escape(pieces[-1].strip(), quote=False) in shown  # the newest text is on the page
+
+
+def test_a_closing_fence_is_rendered_at_once() -> None:
+    renderer = IncrementalRenderer()
+    page_text(renderer, ["```\n"] + ["line of code\n"] * 400)
+    renderer.feed("```\n")
+    assert renderer.flush().tail is not None  # the hint: it may have closed
+    renderer.feed("\nAfter it.\n")
+    assert "<pre><code>line of code" in renderer.flush().blocks
 
 
 def test_crlf_split_between_pieces_is_one_line_break() -> None:

@@ -195,16 +195,25 @@ def test_a_chat_is_titled_by_its_first_message(r: redis.Redis) -> None:
     assert title.startswith("How do tides work? xxx") and title.endswith("…") and len(title) == 60
 
 
-def test_only_the_newest_entry_keeps_its_tail(r: redis.Redis) -> None:
+def test_the_log_is_append_only_and_a_stop_keeps_the_open_block_as_shown(r: redis.Redis) -> None:
     sent = new_answer(r)
     chat_id = chat_of(r, sent.answer_id)
-    long_tail = "<pre><code>" + "line\n" * 2000 + "</code></pre>"
-    for i in range(20):
-        entry = {"t": "delta", "text": "line\n" * 100, "blocks": "", "tail": long_tail}
-        append(r, sent, [entry], expected=i)
-    log = [json.loads(e) for e in store.read_log(r, chat_id, sent.generation_id)]
-    assert ["tail" in entry for entry in log] == [False] * 19 + [True]
-    assert log[-1]["tail"] == long_tail
+    entries = [
+        {
+            "t": "delta",
+            "text": "# Hi\n\nA para",
+            "blocks": "<h1>Hi</h1>\n",
+            "tail": "<p>A para</p>\n",
+        },
+        {"t": "delta", "text": "graph goes", "blocks": "", "more": "graph goes"},
+        {"t": "delta", "text": " on &", "blocks": "", "more": " on &amp;"},
+    ]
+    for number, entry in enumerate(entries):
+        append(r, sent, [entry], expected=number)
+    raw = store.read_log(r, chat_id, sent.generation_id)
+    assert [json.loads(e) for e in raw] == entries  # every entry as it was appended
     assert append(r, sent, [], expected=None, terminal=Terminal("stopped")).ok
+    assert store.read_log(r, chat_id, sent.generation_id)[:3] == raw  # still the same bytes
     message = store.get_message(r, chat_id, sent.answer_id)
-    assert message is not None and message.html == long_tail  # the stopped answer keeps it
+    assert message is not None and message.text == "# Hi\n\nA paragraph goes on &"
+    assert message.html == "<h1>Hi</h1>\n<p>A para</p>\n<p>graph goes on &amp;</p>\n"
