@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,6 +18,34 @@ from typing import Any
 from tests.fake_openai import serving, write_chunk
 
 STAMP_EVERY = 5
+
+
+def _paragraphs(number: int, text: str) -> str:
+    return text + "\n\n" if number % 40 == 39 else text  # blocks finish, as in real answers
+
+
+def _code(number: int, text: str) -> str:
+    return ("```python\n" if number == 0 else "") + text + ("\n" if number % 8 == 7 else "")
+
+
+def _table(number: int, text: str) -> str:
+    head = "| a | b | c | d |\n|---|---|---|---|\n" if number == 0 else ""
+    return head + "| " + text + (" |\n" if number % 4 == 3 else "")
+
+
+def _items(number: int, text: str) -> str:
+    return ("- " if number % 6 == 0 else "") + text + ("\n" if number % 6 == 5 else "")
+
+
+# What the answers look like (every token keeps its text: stamps stay measurable). The
+# shapes whose last block never closes are the ones a renderer pays the square of.
+SHAPES: dict[str, Callable[[int, str], str]] = {
+    "paragraphs": _paragraphs,
+    "one paragraph": lambda number, text: text,
+    "code block": _code,
+    "table": _table,
+    "list": _items,
+}
 
 
 def stamp() -> str:
@@ -48,9 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if number == 0:
                     self.server.asked[question] = (asked_at, time.time())
                 text = stamp() if number % STAMP_EVERY == 0 else "word "
-                if number % 40 == 39:
-                    text += "\n\n"  # paragraphs: finished blocks, as a real answer has
-                self._chunk({"content": text})
+                self._chunk({"content": SHAPES[self.server.shape](number, text)})
             self._chunk({}, finish="stop")
             self.wfile.write(b"data: [DONE]\n\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -66,6 +92,7 @@ class _PacedServer(ThreadingHTTPServer):
     tokens_per_second: float
     tokens: int
     burst: int
+    shape: str
     go: threading.Event
     # question -> (when it was asked, when its first token was sent), epoch seconds
     asked: dict[str, tuple[float, float]]
@@ -81,6 +108,7 @@ def paced_model(
     `burst` tokens come at once, the rest at the pace."""
     server = _PacedServer(("127.0.0.1", 0), _Handler)
     server.tokens_per_second, server.tokens, server.burst = tokens_per_second, tokens, burst
+    server.shape = "paragraphs"
     if go is None:
         go = threading.Event()
         go.set()
@@ -91,12 +119,13 @@ def paced_model(
 
 @contextmanager
 def recorded_paced_model(
-    tokens_per_second: float, tokens: int
+    tokens_per_second: float, tokens: int, shape: str = "paragraphs"
 ) -> Iterator[tuple[str, dict[str, tuple[float, float]]]]:
     """Like `paced_model`, starting at once; also yield what it records per question:
     when it was asked and when it sent the first token (the model's own latency)."""
     server = _PacedServer(("127.0.0.1", 0), _Handler)
     server.tokens_per_second, server.tokens, server.burst = tokens_per_second, tokens, 0
+    server.shape = shape
     server.go, server.asked = threading.Event(), {}
     server.go.set()
     with serving(server) as base_url:

@@ -35,7 +35,7 @@ import redis
 from rq import Queue, Worker
 
 from bench.load import percentile
-from bench.paced_model import recorded_paced_model
+from bench.paced_model import SHAPES, recorded_paced_model
 from chatapp import create_app, store
 from chatapp.config import DEFAULTS, from_environ
 from chatapp.connections import get_queue
@@ -64,6 +64,7 @@ class WorkerRun:
     rss_growth_kb: float
     seconds: float
     tokens_written: int
+    shape: str = "paragraphs"
     load: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     @property
@@ -80,7 +81,7 @@ class WorkerRun:
             f"{percentile(first, 0.5):.0f} | {percentile(first, 0.99):.0f}" if first else "- | -"
         )
         return (
-            f"| {self.worker} | {self.answers} | {self.tokens} | {added} | "
+            f"| {self.worker} | {self.answers} | {self.tokens} | {self.shape} | {added} | "
             f"{max(self.burst_first_token_ms, default=0) / 1000:.1f} | "
             f"{percentile(append, 0.99):.1f} | "
             f"{self.cpu_us_per_token:.0f} | {self.kb_per_answer:.0f} | "
@@ -89,33 +90,42 @@ class WorkerRun:
 
 
 HEADER = (
-    "| worker | answers at once | tokens each | added first token p50 ms | p99 ms "
+    "| worker | answers at once | tokens each | shape | added first token p50 ms | p99 ms "
     "| last of the burst to see a first token s | token → Redis p99 ms | worker CPU µs/token "
     "| worker KB per running answer | s to write all | load average 1/5/15 min |\n"
-    + "|---" * 11
+    + "|---" * 12
     + "|"
 )
 
 
-def worker_run(worker: str, answers: int, tokens: int, directory: Path) -> WorkerRun:
+def worker_run(
+    worker: str,
+    answers: int,
+    tokens: int,
+    directory: Path,
+    shape: str = "paragraphs",
+    tokens_per_second: float = TOKENS_PER_SECOND,
+) -> WorkerRun:
     """Queue `answers` questions at once for one `worker` process ("rq_worker.py", or
     "rq worker" for RQ's forking one); measure it writing them all."""
     directory.mkdir(parents=True, exist_ok=True)
     server = RedisServer(directory)
     try:
-        with recorded_paced_model(TOKENS_PER_SECOND, tokens) as (model_url, asked):
+        with recorded_paced_model(tokens_per_second, tokens, shape) as (model_url, asked):
             env = stack_env(
                 server.url,
                 directory,
                 OPENAI_API_KEY="bench",
                 OPENAI_BASE_URL=model_url,
                 CHATAPP_AUTO_TITLES="off",
-                CHATAPP_WORKER_CONCURRENCY=str(max(answers, 100)),
+                CHATAPP_WORKER_CONCURRENCY=str(max(answers + PROBES, 100)),  # a slot each
                 CHATAPP_QUEUE_WAIT_SECONDS="3600",
                 CHATAPP_JOB_TIMEOUT_SECONDS="3600",
             )
             with _worker_process(worker, env) as process:
-                return _measure(worker, answers, tokens, env, process, asked)
+                run = _measure(worker, answers, tokens, env, process, asked)
+                run.shape = shape
+                return run
     finally:
         server.stop()
 
@@ -300,14 +310,31 @@ ROWS = {
         ("rq_worker.py", 500, 300),
     ],
 }
+# Answers of 20,000 characters in one block each, whose open block a renderer pays the square
+# of (and plain paragraphs): worker CPU per token for each shape. Faster than people read
+# (200 tokens/s), so that each row takes seconds, not minutes.
+SHAPE_ANSWERS, SHAPE_TOKENS, SHAPE_TOKENS_PER_SECOND = 10, 4000, 200.0
 
 
 def worker_runs(size: str, directory: Path) -> list[WorkerRun]:
-    """Every row of `ROWS[size]`, one after another, each on fresh servers."""
-    return [
+    """Every row of `ROWS[size]`, then (default size) every shape, each on fresh servers."""
+    runs = [
         worker_run(worker, answers, tokens, directory / f"{number}")
         for number, (worker, answers, tokens) in enumerate(ROWS[size])
     ]
+    if size == "default":
+        runs += [
+            worker_run(
+                "rq_worker.py",
+                SHAPE_ANSWERS,
+                SHAPE_TOKENS,
+                directory / shape,
+                shape=shape,
+                tokens_per_second=SHAPE_TOKENS_PER_SECOND,
+            )
+            for shape in SHAPES
+        ]
+    return runs
 
 
 def worker_table(runs: list[WorkerRun]) -> str:
@@ -316,6 +343,8 @@ def worker_table(runs: list[WorkerRun]) -> str:
 
 def worker_targets(runs: list[WorkerRun]) -> list[str]:
     """The issue's goals, as rows of the targets table (chatapp's column only)."""
+    shaped = {run.shape: run for run in runs if run.tokens == SHAPE_TOKENS}
+    runs = [run for run in runs if run.tokens != SHAPE_TOKENS]
     ours = [run for run in runs if run.worker == "rq_worker.py"]
     most = max(ours, key=lambda run: run.answers)
     fork = next(run for run in runs if run.worker == "rq worker")
@@ -337,7 +366,18 @@ def worker_targets(runs: list[WorkerRun]) -> list[str]:
         f"| last of {fork.answers} people to see a first token: RQ's forking worker vs this "
         f"one (baseline, same run) | - | {_last_first_s(fork):.1f} s vs "
         f"{_last_first_s(same):.1f} s |",
+        *_shape_targets(shaped),
     ]
+
+
+def _shape_targets(shaped: dict[str, WorkerRun]) -> list[str]:
+    if "one paragraph" not in shaped:
+        return []
+    prose = shaped["one paragraph"].cpu_us_per_token
+    ratios = ", ".join(
+        f"{shape} {run.cpu_us_per_token / prose:.2f}x" for shape, run in shaped.items()
+    )
+    return [f"| worker CPU per token by shape, vs one paragraph | ≤ 3x | {ratios} |"]
 
 
 def _last_first_s(run: WorkerRun) -> float:

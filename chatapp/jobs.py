@@ -59,8 +59,9 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
         return "skipped"  # stopped or replaced before the job started
     timing = timing_from(config)
     writer = get_append_client()  # appends of every answer of the process, batched
+    running = current_app.extensions.get("answers_running", lambda: 1)  # the worker's load
     producer = Producer(
-        writer, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing
+        writer, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing, running
     )
     history = store.get_messages(r, chat_id)
     context = prompt.build_context(

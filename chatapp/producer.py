@@ -22,6 +22,7 @@ from chatapp.render import Flush, IncrementalRenderer, render_markdown
 log = logging.getLogger(__name__)
 
 REDIS_OUTAGE_SECONDS = 30.0  # a producer waits this long for Redis to come back
+FULL_SPEED_ANSWERS = 50  # answers a process writes with the configured window; more widen it
 
 
 class Fenced(Exception):
@@ -34,7 +35,12 @@ class Fenced(Exception):
 
 
 class Producer:
-    """Writes one generation's answer: deltas every `flush_seconds`, then one terminal entry."""
+    """Writes one generation's answer: deltas every `flush_seconds`, then one terminal entry.
+
+    `running` tells how many answers the process is writing. Past `FULL_SPEED_ANSWERS` the
+    window widens in proportion: a worker whose CPU would not keep up with a flush per
+    token for each of hundreds of answers writes fewer, larger flushes instead of falling
+    behind (each flush costs about the same whatever its size)."""
 
     def __init__(
         self,
@@ -44,12 +50,14 @@ class Producer:
         generation_id: str,
         flush_seconds: float,
         timing: store.Timing,
+        running: Callable[[], int] = lambda: 1,
     ) -> None:
         self.r = r
         self.chat_id = chat_id
         self.message_id = message_id
         self.generation_id = generation_id
         self.flush_seconds = flush_seconds
+        self._running = running
         self.timing = timing
         self.length = 0  # the log length this producer expects
         self.flushes = 0
@@ -65,18 +73,23 @@ class Producer:
         if time.monotonic() >= self._next_flush:
             self.flush()
 
+    def window(self) -> float:
+        """The coalescing window now: `flush_seconds`, wider while the process is busy."""
+        return self.flush_seconds * max(1.0, self._running() / FULL_SPEED_ANSWERS)
+
     def wait_for_window(self) -> None:
-        """Sleep until the next flush may happen. Reading the model once per window, not
-        once per token, is what keeps a worker writing hundreds of answers within its CPU."""
+        """If text waits for the next flush, sleep until then: the model's output that
+        arrives meanwhile is then read at once, and written in one flush. (Tokens that come
+        slower than the window are each flushed as they come, with no sleep.)"""
         delay = self._next_flush - time.monotonic()
-        if delay > 0:
+        if self._renderer.pending and delay > 0:
             time.sleep(delay)
 
     def flush(self) -> None:
         """Append what arrived since the last flush (raises Fenced if refused)."""
         if self._renderer.pending:
             self._append([delta_entry(self._renderer.flush())])
-            self._next_flush = time.monotonic() + self.flush_seconds
+            self._next_flush = time.monotonic() + self.window()
 
     def finish(self) -> None:
         """Append the rest and the `done` entry with the canonical render of the whole answer."""

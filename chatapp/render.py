@@ -98,8 +98,8 @@ class Flush:
     more: str = ""
 
 
-GROWTH = 0.25  # the open block is re-rendered when it has grown by this fraction...
-SMALL = 64  # ...or while it is this short (characters)
+GROWTH = 0.5  # the open block is re-rendered when it has grown by this fraction...
+MIN_GROWTH = 48  # ...and by at least this many characters (a short block: not every token)
 FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
 # A line that may continue the block above it: indented, a list item, a table row.
@@ -111,12 +111,12 @@ class IncrementalRenderer:
     last block, in CPU and bytes linear in the text whatever its shape.
 
     Re-rendering the open block on every flush costs the square of its length (a 300-row
-    table: 71x the CPU per token of prose). So it is re-rendered only when it is short, has
-    grown by `GROWTH` since its last render, or a new line suggests it may have closed (a
-    closing fence; a blank line, then a line that cannot continue it). In between a flush
-    carries only the new text, escaped (`Flush.more`). Finished blocks are decided by the
-    same parse either way, so blocks and the final answer are the same as re-rendering on
-    every flush would give.
+    table: 71x the CPU per token of prose). So it is re-rendered only when it has grown by
+    `GROWTH` (and `MIN_GROWTH` characters) since its last render, or a new line suggests it
+    may have closed (a closing fence; a blank line, then a line that cannot continue it).
+    In between a flush carries only the new text, escaped (`Flush.more`). Finished blocks
+    are decided by the same parse either way, so blocks and the final answer are the same
+    as re-rendering on every flush would give.
     """
 
     def __init__(self) -> None:
@@ -150,7 +150,8 @@ class IncrementalRenderer:
     def flush(self) -> Flush:
         """Return what changed since the last flush; the last block stays open."""
         region = len(self._source) - self._tail_start
-        if region <= SMALL or region >= self._rendered * (1 + GROWTH) or self._may_have_closed():
+        grown = region >= self._rendered * (1 + GROWTH) and region >= self._rendered + MIN_GROWTH
+        if grown or self._may_have_closed():
             return self._render(keep_open=True)
         more = escape(self._source[self._sent :], quote=False)
         self._sent = len(self._source)
@@ -193,10 +194,36 @@ class IncrementalRenderer:
         return starts_block or (self._blank_seen and region >= self._rendered * (1 + 1 / 16))
 
     def _render(self, keep_open: bool) -> Flush:
+        """Parse the unfinished region once: render its finished blocks for good and (if
+        `keep_open`) its open block as a draft, from the same tokens."""
         self.renders += 1
-        blocks = self._render_finished(keep_last_open=keep_open)
-        open_text = self._source[self._tail_start :]
-        tail = sanitize(_DRAFT.render(open_text)) if keep_open else ""
+        region = self._source[self._tail_start :]
+        env: dict[str, object] = {}
+        groups = _top_level_blocks(_FINAL.parse(region, env))
+        open_count = 0
+        if keep_open and groups:
+            # The last block stays open. So does the one before it while the last block's
+            # first line is incomplete: "#" may become "#include" and join the paragraph.
+            open_count = 2 if _first_line(groups[-1]) >= region.count("\n") else 1
+        finished, still_open = (
+            groups[: len(groups) - open_count],
+            groups[len(groups) - open_count :],
+        )
+        blocks = "".join(sanitize(_FINAL.renderer.render(g, _FINAL.options, env)) for g in finished)
+        if finished and keep_open:
+            next_line = finished[-1][0].map[1] if finished[-1][0].map else 0
+            self._tail_start += _line_offset(region, next_line)
+        elif not keep_open:
+            self._tail_start = len(self._source)
+        tail = ""
+        if keep_open:  # a code fence is highlighted only once it is finished
+            draft = [token for group in still_open for token in group]
+            tail = sanitize(_FINAL.renderer.render(draft, _DRAFT.options, env))
+        self._note_open_block(self._source[self._tail_start :])
+        return self._take(blocks, tail)
+
+    def _note_open_block(self, open_text: str) -> None:
+        """Remember what the open block looked like at this render, for the next flushes."""
         self._rendered = len(open_text)
         self._sent = len(self._source)
         self._checked = self._source.rfind("\n") + 1
@@ -212,27 +239,6 @@ class IncrementalRenderer:
                 self._closed_fence = True
             else:
                 self._fence = match.group(1)
-        return self._take(blocks, tail)
-
-    def _render_finished(self, keep_last_open: bool) -> str:
-        region = self._source[self._tail_start :]
-        env: dict[str, object] = {}
-        tokens = _FINAL.parse(region, env)
-        groups = _top_level_blocks(tokens)
-        if keep_last_open:
-            # The last block stays open. So does the one before it while the last block's
-            # first line is incomplete: "#" may become "#include" and join the paragraph.
-            last_starts_on_partial_line = groups and _first_line(groups[-1]) >= region.count("\n")
-            groups = groups[: -2 if last_starts_on_partial_line else -1]
-        if not groups:
-            return ""
-        html = "".join(sanitize(_FINAL.renderer.render(g, _FINAL.options, env)) for g in groups)
-        if keep_last_open:
-            next_line = groups[-1][0].map[1] if groups[-1][0].map else 0
-            self._tail_start += _line_offset(region, next_line)
-        else:
-            self._tail_start = len(self._source)
-        return html
 
 
 def _closes(line: str, fence: str) -> bool:

@@ -91,7 +91,16 @@ def user_lock_key(user_id: str) -> str:
 
 
 def is_cluster(r: redis.Redis) -> bool:
-    return isinstance(r, RedisCluster)
+    # Asked on every append: isinstance() against RedisCluster (a Protocol in redis-py 8)
+    # costs tens of microseconds, so the answer is kept per client class.
+    kind = type(r)
+    cluster = _CLUSTER_CLASSES.get(kind)
+    if cluster is None:
+        cluster = _CLUSTER_CLASSES[kind] = issubclass(kind, RedisCluster)
+    return cluster
+
+
+_CLUSTER_CLASSES: dict[type, bool] = {}
 
 
 def publish_command(r: redis.Redis) -> str:

@@ -107,6 +107,7 @@ class AnswerWorker(BaseWorker):
         self.drain_seconds = drain_seconds
         if not store.is_cluster(get_redis()):  # a cluster's client routes each call itself
             app.extensions["batched_redis"] = BatchedScripts(get_redis())
+        app.extensions["answers_running"] = lambda: len(self._running)  # producer.py
         self.lanes = [(answers, concurrency), (small_jobs, SMALL_JOB_SLOTS)]
         self._running: dict[str, tuple[gevent.Greenlet, Job]] = {}  # execution id ->
         self._force_stop = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -60,3 +61,21 @@ def test_an_append_refused_for_a_longer_log_is_not_retried(r: redis.Redis) -> No
         producer.flush()
     assert refused.value.status == "seq"
     assert store.log_length(r, chat_id, sent.generation_id) == 2
+
+
+@pytest.mark.parametrize(("running", "flushes"), [(1, 3), (5_000, 1)])
+def test_a_busy_worker_writes_fewer_larger_flushes(
+    r: redis.Redis, running: int, flushes: int
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    # A 20 ms window; with 5,000 answers running it widens to 2 s.
+    producer = Producer(
+        r, chat_id, sent.answer_id, sent.generation_id, 0.02, store.Timing(), lambda: running
+    )
+    for word in ["one ", "two ", "three "]:
+        time.sleep(0.05)  # longer than the plain window, far shorter than the wide one
+        producer.feed(word)
+    assert len(log_of(r, sent)) == flushes
+    producer.finish()
+    assert "".join(entry.get("text", "") for entry in log_of(r, sent)) == "one two three "
