@@ -59,7 +59,8 @@ def with_pending(message_id: str, tail_html: str, more: str = "") -> str:
 
 def open_block(message_id: str, entries: list[dict[str, Any]]) -> str:
     """Return the open block as `entries` leave it: its last render, then what came after."""
-    tail, more = "", list[str]()
+    tail = ""  # the open block's last render
+    more: list[str] = []  # the text that came after it
     for entry in entries:
         if "tail" in entry:
             tail, more = entry["tail"], []

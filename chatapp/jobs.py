@@ -177,12 +177,6 @@ def on_answer_failure(
     end_with_error(job, message)
 
 
-@in_app_context
-def on_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
-    """RQ calls this when the work horse died (killed, out of memory): end its answer now."""
-    end_with_error(job, store.DEAD_PRODUCER)
-
-
 def end_with_error(job: Job, message: str) -> None:
     """End the answer that an answer job writes with an `error` (other jobs: nothing)."""
     if job.func_name != f"{__name__}.generate_answer":

@@ -147,8 +147,6 @@ class AnswerWorker(BaseWorker):
         """Move one job off `queue` (RQ's intermediate list keeps it safe until it starts)."""
         try:
             self.check_for_suspension(burst)
-            if self.should_run_maintenance_tasks:
-                self.run_maintenance_tasks()
             result = self.queue_class.dequeue_any(
                 [queue],
                 None if burst else 1,
@@ -295,6 +293,8 @@ class AnswerWorker(BaseWorker):
         while True:
             try:
                 self._beat()
+                if self.should_run_maintenance_tasks:  # RQ's own, every ten minutes
+                    self.run_maintenance_tasks()
                 if time.monotonic() - swept_at >= SWEEP_SECONDS:
                     swept_at = time.monotonic()
                     self._sweep()
