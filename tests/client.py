@@ -98,6 +98,24 @@ class ChatClient:
                     return events
         return [e for e in parse_events(raw) if e.event not in skip]
 
+    def page_shows_ended(self, chat_id: str, answer_id: str) -> Event:
+        """Follow the chat page's stream, as a tab does (resuming with its cursor after any
+        close), until it shows the answer ended (its `end`, or a snapshot of it); return
+        that event."""
+        ended = re.compile(rf'id="answer-{answer_id}" data-status="(done|error|stopped)"')
+
+        def shown(events: list[Event]) -> bool:
+            return any(ended.search(e.data) for e in events)
+
+        cursor = None
+        for _ in range(100):
+            events = self.live(chat_id, until=shown, last_event_id=cursor)
+            hit = next((e for e in events if ended.search(e.data)), None)
+            if hit is not None:
+                return hit
+            cursor = next((e.id for e in reversed(events) if e.id), cursor)
+        raise AssertionError(f"the page never showed answer {answer_id} ended")
+
     def new_chat(self) -> str:
         response = self.http.post("/chats", data={"csrf_token": self.token})
         assert response.status_code == 303, response.text

@@ -69,14 +69,16 @@ def test_sigterm_to_the_worker_takes_no_new_answers_and_ends_the_running_ones_at
             late = client.send_ok(late_chat, "Sent while the worker stops")
             assert worker.wait(timeout=60) == 0  # it did not wait for whole answers
             ends = [client.stream(chat_id, answer_id)[-1] for chat_id, answer_id in running]
+            shown = [client.page_shows_ended(chat_id, answer_id) for chat_id, answer_id in running]
             stored = [store.get_message(r, chat_id, answer_id) for chat_id, answer_id in running]
             late_status = status(r, late_chat, late)
     finally:
         server.stop()
-    for message, end in zip(stored, ends, strict=True):
+    for message, end, page in zip(stored, ends, shown, strict=True):
         assert message is not None and (message.status, message.error) == ("error", SHUT_DOWN)
         assert message.text  # what was written before the deadline is kept
         assert end.event == "end" and SHUT_DOWN in end.data
+        assert SHUT_DOWN in page.data  # the chat page shows why too (a snapshot of it)
     assert late_status == "queued"  # left for the next worker
 
 
