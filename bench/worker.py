@@ -197,11 +197,12 @@ def _wait_answered(r: redis.Redis, queued: list[tuple[str, str, float]]) -> None
     def all_done() -> bool:
         with r.pipeline(transaction=False) as pipe:
             for chat_id, answer_id, _ in queued:
-                pipe.hget(store.message_key(chat_id, answer_id), "status")
-            statuses = pipe.execute()
-        failed = [status for status in statuses if status in ("error", "stopped")]
+                pipe.hmget(store.message_key(chat_id, answer_id), "status", "error")
+            replies = pipe.execute()
+        statuses = [status for status, _ in replies]
+        failed = [error for status, error in replies if status in ("error", "stopped")]
         if failed:
-            raise RuntimeError(f"{len(failed)} answers did not finish")
+            raise RuntimeError(f"{len(failed)} answers did not finish: {failed[0]!r}")
         return all(status == "done" for status in statuses)
 
     wait_until(all_done, timeout=3600, interval=0.5, what="every answer")
