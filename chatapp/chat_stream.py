@@ -128,6 +128,10 @@ class _ChatStream:
         self.shown: set[str] = set()  # messages this connection has added
         self.ended: set[str] = set()  # generations this connection has ended
         self.resumed_at: Cursor | None = None  # the answer entry the page's cursor names
+        # An `answer_ended` event being sent as the rest of its answer's log: the page has
+        # the event only once the `end` arrives, so the entries before it carry the cursor
+        # of the event before (a page cut off among them hears of the end again).
+        self.ending: str | None = None  # its generation
 
     def run(self) -> Iterator[bytes]:
         # Something at once, so the response (and the browser's `open`) starts now even when
@@ -320,7 +324,11 @@ class _ChatStream:
         if self.answer is None and at is not None and at.generation_id == generation_id:
             self._pick_up(message_id, at)
         if self.answer and self.answer.generation_id == generation_id:
-            yield from self._refill_answer()  # its terminal entry, in order
+            self.ending = generation_id
+            try:
+                yield from self._refill_answer()  # its terminal entry, in order
+            finally:
+                self.ending = None
             return
         message = store.get_message(self.r, self.chat_id, message_id)
         if message is not None and not message.running:
@@ -339,8 +347,11 @@ class _ChatStream:
             if answer is None or self.answer is not answer:
                 return
             answer.sent += 1
+            terminal = frames.is_terminal(entry)
+            if terminal:
+                self.ending = None  # with its `end`, the page has the answer_ended event
             cursor = self._cursor()  # `end` too says which entry it is: the terminal one
-            if frames.is_terminal(entry):
+            if terminal:
                 self.answer = None
                 self.ended.add(answer.generation_id)
                 # The answer as it ended, read and rendered once per process (the entry is
@@ -384,7 +395,8 @@ class _ChatStream:
 
     def _cursor(self) -> ChatCursor:
         answer = Cursor(self.answer.generation_id, self.answer.sent) if self.answer else None
-        return ChatCursor(self.events_sent, answer)
+        events = self.events_sent - 1 if self.ending else self.events_sent
+        return ChatCursor(events, answer)
 
     def _read_log(self, generation_id: str, after: int) -> list[dict[str, Any]]:
         raw = store.read_log(self.r, self.chat_id, generation_id, after)

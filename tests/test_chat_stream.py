@@ -134,6 +134,32 @@ def test_a_reconnect_resumes_both_cursors_without_doubling(stack: Stack) -> None
     assert f'hx-disable>{logged}</div><div class="tail"' in built
 
 
+def ended_or_quiet(events: list[Event]) -> bool:
+    """The page got its `end`, or heard a keep-alive instead (nothing more is coming)."""
+    return any(e.event in ("end", "ping") for e in events)
+
+
+def test_a_page_cut_anywhere_in_a_finished_answer_resumes_to_its_end(stack: Stack) -> None:
+    """Cut after any event of a resume into an answer that has since finished, and resumed
+    with that event's id: the page gets the rest and the `end`, never stays "Writing..."."""
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    answer_id = device.send_ok(chat_id, "Tell me a long story")
+    live = device.live(chat_id, until=ended, after="c0")
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.status == "done"
+    deltas = [e.id for e in live if e.event == "delta"]  # cursors taken while it ran
+    assert len(deltas) >= 6
+    for first in deltas[-6:-1]:  # late in the answer: its end comes with the next events
+        resumed = device.live(chat_id, until=ended_or_quiet, last_event_id=first, skip=("chats",))
+        assert ended(resumed), first
+        for cut in [e.id for e in resumed if e.event == "delta"]:
+            again = device.live(chat_id, until=ended_or_quiet, last_event_id=cut, skip=("chats",))
+            assert ended(again), f"resumed from {first}, cut after {cut}: no end"
+            end = next(e for e in again if e.event == "end")
+            assert f'id="answer-{answer_id}"' in end.data and stored.html in end.data
+
+
 def test_a_page_with_no_usable_cursor_gets_the_whole_chat(stack: Stack) -> None:
     device = ChatClient(stack.base)
     chat_id = device.new_chat()
