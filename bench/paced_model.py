@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fake_openai import serving, write_chunk
+from tests.fake_openai import chunk_event, http_chunk, serving
 
 STAMP_EVERY = 5
 
@@ -53,7 +53,11 @@ def stamp() -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Streams over HTTP/1.1 in chunks, keeping the connection for the next request, as
+    model servers (vLLM, llama.cpp, OpenAI's API) do."""
+
     server: _PacedServer
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -64,6 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
         question = body["messages"][-1]["content"]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         interval = 1.0 / self.server.tokens_per_second
         next_at = time.monotonic()
@@ -78,12 +83,18 @@ class _Handler(BaseHTTPRequestHandler):
                 text = stamp() if number % STAMP_EVERY == 0 else "word "
                 self._chunk({"content": SHAPES[self.server.shape](number, text)})
             self._chunk({}, finish="stop")
-            self.wfile.write(b"data: [DONE]\n\n")
+            self._write(b"data: [DONE]\n\n")
+            self._write(b"")  # the last chunk: the connection stays open for the next answer
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            self.close_connection = True
 
     def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
-        write_chunk(self.wfile, delta, finish)
+        self._write(chunk_event(delta, finish))
+
+    def _write(self, data: bytes) -> None:
+        """Send `data` as one HTTP/1.1 chunk, as model servers stream."""
+        self.wfile.write(http_chunk(data))
+        self.wfile.flush()
 
 
 class _PacedServer(ThreadingHTTPServer):

@@ -25,9 +25,9 @@ from typing import Any, cast
 import openai
 
 try:
-    from httpx2 import TimeoutException as ReadTimeout  # the HTTP client of openai 3
+    import httpx2 as http  # the HTTP client of openai 3
 except ImportError:  # pragma: no cover - openai 1 and 2
-    from httpx import TimeoutException as ReadTimeout  # type: ignore[assignment]
+    import httpx as http  # type: ignore[no-redef]
 
 ATTEMPTS = 3
 BUSY = (429, 502, 503, 504)
@@ -121,8 +121,10 @@ class OpenAIModel:
                     yield "".join(text)
                 if done:
                     break
-        except ReadTimeout as exc:
+        except http.TimeoutException as exc:
             raise ModelSilent() from exc
+        except (http.RemoteProtocolError, http.ReadError):
+            pass  # the connection closed mid-body (a chunked stream cut short): "cut" below
         self.ending = finish or ("stop" if done else "cut")
 
     def _parse(self, line: bytes, finish: str) -> tuple[str, str, bool]:

@@ -22,6 +22,9 @@ from chatapp.render import Flush, IncrementalRenderer, render_markdown
 log = logging.getLogger(__name__)
 
 REDIS_OUTAGE_SECONDS = 30.0  # a producer waits this long for Redis to come back
+# A piece that came sooner than this after it was asked for was already received (no
+# network wait): more may be waiting behind it.
+BUFFERED_SECONDS = 0.001
 FULL_SPEED_ANSWERS = 50  # answers a process writes with the configured window; more widen it
 
 
@@ -65,9 +68,12 @@ class Producer:
         self._renderer = IncrementalRenderer()
         self._text: list[str] = []
         self._next_flush = 0.0  # the first piece is written at once: the time to first token
+        self._asked_at = 0.0  # when the caller went back to the model for more
+        self._caught_up = False  # the last piece had to be waited for: none is buffered
 
     def feed(self, text: str) -> None:
         """Take model output; flush if the coalescing window has passed."""
+        self._caught_up = time.monotonic() - self._asked_at > BUFFERED_SECONDS
         self._renderer.feed(text)
         self._text.append(text)
         if time.monotonic() >= self._next_flush:
@@ -78,14 +84,20 @@ class Producer:
         return self.flush_seconds * max(1.0, self._running() / FULL_SPEED_ANSWERS)
 
     def wait_for_window(self) -> None:
-        """Sleep until the coalescing window ends, before reading the model again: all that
-        arrived meanwhile is then read at once and written in one flush. Each network read
+        """Called after each `feed`, before reading the model again. Once the model's output
+        is read up to what has arrived, sleep until the coalescing window ends: all that
+        arrives meanwhile is then read at once and written in one flush. Each network read
         costs the worker about as much CPU as a flush (tens of µs in gevent's loop and the
-        HTTP client), so a busy worker reads once per window, not once per token. A token
-        that comes after the window is read and flushed as soon as it comes."""
+        HTTP client), so a busy worker reads once per window, not once per token.
+
+        Output already received is read on without sleeping: a server that streams in
+        HTTP chunks hands over one chunk (one token) per piece, and sleeping a window after
+        each would read slower than the model writes. A token that comes after the window
+        is read and flushed as soon as it comes."""
         delay = self._next_flush - time.monotonic()
-        if delay > 0:
+        if self._caught_up and delay > 0:
             time.sleep(delay)
+        self._asked_at = time.monotonic()
 
     def flush(self) -> None:
         """Append what arrived since the last flush (raises Fenced if refused)."""

@@ -109,6 +109,7 @@ class AnswerWorker(BaseWorker):
             app.extensions["batched_redis"] = BatchedScripts(get_redis())
         app.extensions["answers_running"] = lambda: len(self._running)  # producer.py
         self.lanes = [(answers, concurrency), (small_jobs, SMALL_JOB_SLOTS)]
+        self._suspension_checked_at = 0.0
         self._running: dict[str, tuple[gevent.Greenlet, Job]] = {}  # execution id ->
         self._force_stop = False
 
@@ -146,7 +147,7 @@ class AnswerWorker(BaseWorker):
     def _dequeue(self, queue: Queue, burst: bool) -> Job | None:
         """Move one job off `queue` (RQ's intermediate list keeps it safe until it starts)."""
         try:
-            self.check_for_suspension(burst)
+            self._check_for_suspension(burst)
             result = self.queue_class.dequeue_any(
                 [queue],
                 None if burst else 1,
@@ -167,6 +168,12 @@ class AnswerWorker(BaseWorker):
         job.redis_server_version = self.get_redis_server_version()
         log.info("worker %s: %s (%s)", self.name, job.description, job.id)
         return job
+
+    def _check_for_suspension(self, burst: bool) -> None:
+        """RQ's suspension check (`rq suspend`), at most once a second, not once per job."""
+        if time.monotonic() - self._suspension_checked_at >= 1.0:
+            self.check_for_suspension(burst)
+            self._suspension_checked_at = time.monotonic()
 
     def _start(self, job: Job, queue: Queue, free: gevent.lock.BoundedSemaphore) -> bool:
         """Start `job` in a greenlet of its own; say whether it started."""

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any
 
 
 class FakeModel:
@@ -23,6 +23,7 @@ class FakeModel:
         extra: list[dict[str, Any]] | None = None,
         error: str = "boom",
         headers_delay: float = 0.0,
+        chunked: bool = False,
     ) -> None:
         self.pieces = pieces
         self.status = status
@@ -32,6 +33,9 @@ class FakeModel:
         self.extra = extra or []  # raw chunks sent after the pieces
         self.error = error  # the error message of a non-200 answer
         self.headers_delay = headers_delay  # seconds of silence before the headers
+        # HTTP/1.1 chunks on a kept-alive connection, as model servers stream (else the body
+        # ends when the connection closes, as HTTP/1.0 has it)
+        self.chunked = chunked
         self.disconnected = threading.Event()  # the client hung up while we were silent
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str] = []
@@ -39,6 +43,8 @@ class FakeModel:
 
 def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if model.chunked else "HTTP/1.0"
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
@@ -59,20 +65,29 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
+            if model.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(b": thinking\n\n")
-            self.wfile.flush()
+            self._send(b": thinking\n\n")
             if model.first_delay and self._client_hangs_up_within(model.first_delay):
                 model.disconnected.set()
                 return
             for piece in model.pieces:
-                self._chunk({"content": piece})
+                self._send(chunk_event({"content": piece}))
             for chunk in model.extra:
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self._send(f"data: {json.dumps(chunk)}\n\n".encode())
             if model.finish:
-                self._chunk({}, finish=model.finish)
+                self._send(chunk_event({}, finish=model.finish))
             if model.done:
-                self.wfile.write(b"data: [DONE]\n\n")
+                self._send(b"data: [DONE]\n\n")
+            if model.chunked and (model.done or model.finish):
+                self._send(b"")  # the last chunk: the body is complete
+            else:
+                self.close_connection = True  # cut: closed with no end to the body
+
+        def _send(self, data: bytes) -> None:
+            self.wfile.write(http_chunk(data) if model.chunked else data)
+            self.wfile.flush()
 
         def _client_hangs_up_within(self, seconds: float) -> bool:
             self.connection.settimeout(seconds)
@@ -81,14 +96,16 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             except TimeoutError:
                 return False
 
-        def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
-            write_chunk(self.wfile, delta, finish)
-
     return Handler
 
 
-def write_chunk(out: BinaryIO, delta: dict[str, str], finish: str | None = None) -> None:
-    """Write one streamed chat-completion chunk, as OpenAI's API sends it."""
+def http_chunk(data: bytes) -> bytes:
+    """`data` framed as one HTTP/1.1 chunk (an empty one ends the body)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def chunk_event(delta: dict[str, str], finish: str | None = None) -> bytes:
+    """One streamed chat-completion chunk's server-sent event."""
     chunk = {
         "id": "chatcmpl-test",
         "object": "chat.completion.chunk",
@@ -96,8 +113,7 @@ def write_chunk(out: BinaryIO, delta: dict[str, str], finish: str | None = None)
         "model": "fake",
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
-    out.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    out.flush()
+    return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
 @contextmanager

@@ -242,7 +242,7 @@ def web_server(
 
 @contextmanager
 def rq_worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `rq_worker.py` (a real forking RQ worker)."""
+    """Run `rq_worker.py`, the answer worker, as `make run` starts it."""
     command = [sys.executable, "rq_worker.py"]
     process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, start_new_session=True)
     try:

@@ -152,9 +152,18 @@ TOOL_CALL = {
         "status-400",
     ],
 )
+@pytest.mark.parametrize("chunked", [False, True], ids=["until-close", "http-chunks"])
 def test_how_the_model_stream_ended_is_what_the_answer_says(
-    r: redis.Redis, redis_server: RedisServer, tmp_path: Path, model: FakeModel, error: str
+    r: redis.Redis,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    model: FakeModel,
+    error: str,
+    chunked: bool,
 ) -> None:
+    """Both ways a server may frame its stream: a body that ends when the connection
+    closes, and HTTP/1.1 chunks (where a cut stream is a body with no last chunk)."""
+    model.chunked = chunked
     message = answer_from(model, r, redis_server, tmp_path)
     if not error:
         assert (message.status, message.text) == ("done", "Half an ans")

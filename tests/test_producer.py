@@ -79,3 +79,46 @@ def test_a_busy_worker_writes_fewer_larger_flushes(
     assert len(log_of(r, sent)) == flushes
     producer.finish()
     assert "".join(entry.get("text", "") for entry in log_of(r, sent)) == "one two three "
+
+
+class _Clock:
+    """The producer's clock: time passes only when it sleeps or when told."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 3))
+        self.now += seconds
+
+
+def test_output_already_received_is_read_on_without_waiting_for_the_window(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server streaming in HTTP chunks hands over one token per piece: the producer
+    sleeps out its window only once it has read all that came, never between pieces that
+    were already there (which read slower than the model writes)."""
+    clock = _Clock()
+    monkeypatch.setattr("chatapp.producer.time", clock)
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    producer = Producer(r, chat_id, sent.answer_id, sent.generation_id, 0.2, store.Timing())
+    producer.feed("one ")  # the first token, waited for: written at once
+    producer.wait_for_window()  # then nothing more has come: sleep out the window
+    assert clock.slept == [0.2]
+    for word in ["two ", "three ", "four "]:  # came during the sleep: read at once
+        producer.feed(word)
+        producer.wait_for_window()
+    assert clock.slept == [0.2]
+    clock.now += 0.05  # the next token is waited for: then the window is slept out
+    producer.feed("five ")
+    producer.wait_for_window()
+    assert clock.slept == [0.2, 0.15]
+    producer.finish()
+    texts = [entry.get("text", "") for entry in log_of(r, sent)]
+    # One flush per window: "two " was due at once; the rest waited for the next window.
+    assert texts == ["one ", "two ", "three four five ", ""]
