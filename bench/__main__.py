@@ -37,6 +37,7 @@ from chatapp import store
 from chatapp.producer import delta_entry
 from chatapp.render import IncrementalRenderer, render_markdown
 from tests.accounts import sign_up
+from tests.client import page_after, parse_events
 from tests.servers import RedisServer, rq_worker, stack_env, web_server
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -66,6 +67,8 @@ class Live:
     cpu_seconds: float
     redis_connections: tuple[int, int]  # the web process's: pub/sub ones, all
     connect_seconds: float  # until every viewer was on (a process start included)
+    final_html_bytes: float = 0.0  # chatapp: an answer's stored markup, on average
+    pages_right: tuple[int, int] | None = None  # chat page: (pages as stored, pages checked)
 
     def p(self, fraction: float) -> float:
         return percentile(self.outcome.latencies_ms, fraction)
@@ -79,6 +82,19 @@ class Live:
         """Server CPU per token delivered to a viewer: the cost of what people read."""
         return self.cpu_seconds * 1e6 / max(1, self.tokens * self.viewers)
 
+    @property
+    def kb_per_viewer(self) -> float:
+        """What one viewer read of its one answer's stream, keep-alives included."""
+        return self.outcome.bytes_read / max(1, self.viewers) / 1024
+
+    def bytes_goal_kb(self) -> float:
+        """The stream issue's bound: the answer's final HTML plus 100 bytes per token."""
+        return (self.final_html_bytes + 100 * self.tokens) / 1024
+
+    @property
+    def pages(self) -> str:
+        return f"{self.pages_right[0]} of {self.pages_right[1]}" if self.pages_right else "-"
+
     def row(self) -> str:
         o = self.outcome
         return (
@@ -87,7 +103,7 @@ class Live:
             f"{o.events} | {o.losses} | {o.duplicates} | {o.unfinished} | {o.reconnects} | "
             f"{self.cpu_us_per_event:.1f} | {self.cpu_us_per_token:.2f} | "
             f"{_connections(self)} | {self.connect_seconds:.1f} | "
-            f"{percentile(o.client_lag_ms, 0.99):.1f} |"
+            f"{percentile(o.client_lag_ms, 0.99):.1f} | {self.kb_per_viewer:.1f} | {self.pages} |"
         )
 
 
@@ -95,7 +111,7 @@ LIVE_HEADER = (
     "| system | viewers | answers | p50 ms | p90 ms | p99 ms | max ms | events delivered "
     "| losses | dups | unfinished | reconnects | server CPU µs/event "
     "| server CPU µs/token read | web→Redis connections | s to connect all "
-    "| client lag p99 ms |\n" + "|---" * 17 + "|"
+    "| client lag p99 ms | KB read per viewer | pages as stored |\n" + "|---" * 19 + "|"
 )
 
 
@@ -127,7 +143,28 @@ def live(system: str, viewers: int, answers: int, tokens: int, directory: Path) 
         cpu = running.server_cpu_seconds() - cpu_before
         for thread in running.producers:
             thread.join(timeout=30)
-    return Live(system, viewers, answers, tokens, outcome, cpu, connections, connect_seconds)
+        result = Live(system, viewers, answers, tokens, outcome, cpu, connections, connect_seconds)
+        if system.startswith("chatapp"):
+            stored = running.stored_answers()
+            result.final_html_bytes = sum(len(m.html.encode()) for m in stored) / len(stored)
+            if system == "chatapp page":
+                result.pages_right = _pages_right(outcome.bodies, running.paths, stored)
+    return result
+
+
+def _pages_right(
+    bodies: dict[str, bytes], paths: list[str], stored: list[store.Message]
+) -> tuple[int, int]:
+    """Apply every event a viewer of each chat page read, as the page does; count the
+    pages whose answer then shows exactly its stored markup."""
+    right = 0
+    for path, message in zip(paths, stored, strict=True):
+        try:
+            page = page_after(parse_events(bodies[path].decode()))
+        except (AssertionError, KeyError, ValueError):  # a message twice, a broken event...
+            continue
+        right += message.html in page.get(message.id, "")
+    return right, len(paths)
 
 
 @contextmanager
@@ -382,6 +419,11 @@ class Report:
             f"viewers | - | {_ratio(chatapp.cpu_us_per_token, floor.cpu_us_per_token)} / "
             f"{_ratio(held_chatapp.cpu_us_per_token, held_floor.cpu_us_per_token)} | 1 | "
             f"{_ratio(peer.cpu_us_per_token, floor.cpu_us_per_token)} / - |",
+            f"| bytes a viewer reads of a {chatapp.tokens}-token answer | ≤ its final HTML + "
+            f"100 B per token ({chatapp.bytes_goal_kb():.1f} KB) | {chatapp.kb_per_viewer:.1f} KB "
+            f"(chat page: {page.kb_per_viewer:.1f} KB; pages showing the stored answer: "
+            f"{page.pages}) | {floor.kb_per_viewer:.1f} KB "
+            f"| {peer.kb_per_viewer:.1f} KB |",
             f"| p99 vs floor, {chatapp.viewers} / {held_chatapp.viewers} viewers | ≤ 1.5x | "
             f"{_ratio(chatapp.p(0.99), floor.p(0.99))} / "
             f"{_ratio(held_chatapp.p(0.99), held_floor.p(0.99))} | 1 | "

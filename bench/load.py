@@ -52,11 +52,20 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     client_lag_ms: list[float] = field(default_factory=list)
     catch_up_ms: list[float] = field(default_factory=list)  # request to snapshot or end
+    bytes_read: int = 0  # response bodies, all viewers
+    # Every event body the first viewer of each path read, in order (its connections
+    # joined): what its page applied, to compare with the stored answers afterwards.
+    bodies: dict[str, bytes] = field(default_factory=dict)
 
 
 class _Viewer(asyncio.Protocol):
-    def __init__(self, plan: Plan, path: str, ready: asyncio.Event, count_ready) -> None:
+    def __init__(
+        self, plan: Plan, path: str, ready: asyncio.Event, count_ready, keep: bool = False
+    ) -> None:
         self.plan, self.path, self.count_ready = plan, path, count_ready
+        self.keep = keep  # keep every body byte (else only counted)
+        self.body = bytearray()
+        self.bytes_read = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ready = ready
         self.buffer = b""
@@ -79,6 +88,9 @@ class _Viewer(asyncio.Protocol):
         headers = f"Host: {self.plan.host}\r\n"
         if self.plan.cookie:
             headers += f"Cookie: {self.plan.cookie}\r\n"
+        if self.keep and not self.body.endswith(b"\n\n"):  # an event cut off: never applied
+            cut = self.body.rfind(b"\n\n")
+            del self.body[cut + 2 if cut >= 0 else 0 :]
         if self.last_id:  # as a browser's EventSource does when it reconnects
             headers += f"Last-Event-ID: {self.last_id.decode()}\r\n"
         transport.write(f"GET {self.path} HTTP/1.0\r\n{headers}\r\n".encode())
@@ -98,8 +110,12 @@ class _Viewer(asyncio.Protocol):
                 return
             self.buffer = self.buffer[end + 4 :]
             self.in_head = False
+            data = self.buffer  # the body's first bytes
             if self.plan.ready_on_headers and not self.reconnects:
                 self.count_ready()
+        self.bytes_read += len(data)
+        if self.keep:
+            self.body += data
         if b"\n\n" not in self.buffer:
             return
         *blocks, self.buffer = self.buffer.split(b"\n\n")
@@ -191,11 +207,14 @@ async def _watch(plan: Plan, connected: Event | None) -> Outcome:
 
     async def open_viewer(number: int) -> _Viewer:
         path = plan.paths[number % len(plan.paths)]
+        keep = number < len(plan.paths)  # the first viewer of each path
         async with gate:
             for attempt in range(5):
                 try:
                     _, viewer = await loop.create_connection(
-                        lambda: _Viewer(plan, path, ready, count_ready), plan.host, plan.port
+                        lambda: _Viewer(plan, path, ready, count_ready, keep),
+                        plan.host,
+                        plan.port,
                     )
                     return viewer
                 except OSError:
@@ -232,6 +251,9 @@ async def _watch(plan: Plan, connected: Event | None) -> Outcome:
             outcome.errors.append(viewer.error)
         if viewer.caught_up_ms is not None:
             outcome.catch_up_ms.append(viewer.caught_up_ms)
+        outcome.bytes_read += viewer.bytes_read
+        if viewer.keep:
+            outcome.bodies[viewer.path] = bytes(viewer.body)
     return outcome
 
 

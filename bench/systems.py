@@ -28,6 +28,7 @@ import psutil
 import redis
 
 from bench.producers import run_publishers
+from chatapp import store
 from chatapp.config import DEFAULTS
 from tests.accounts import sign_up
 from tests.servers import (
@@ -57,6 +58,14 @@ class Running:
     paths: list[str]
     cookie: str = ""
     producers: list[threading.Thread] = field(default_factory=list)
+    answers: list[tuple[str, str]] = field(default_factory=list)  # chatapp: (chat, answer)
+
+    def stored_answers(self) -> list[store.Message]:
+        """chatapp's answers as stored once written (the viewers' pages are checked
+        against them), in the order of `paths`."""
+        r = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        stored = [store.get_message(r, chat_id, answer_id) for chat_id, answer_id in self.answers]
+        return [message for message in stored if message is not None]
 
     def server_cpu_seconds(self) -> float:
         times = psutil.Process(self.worker_pid).cpu_times()
@@ -99,6 +108,9 @@ def started(
             running = exits.enter_context(
                 _chatapp(server.url, directory, model_url, answers, flush_ms, produce)
             )
+            running.answers = [
+                (path.split("/")[2], path.split("/")[4]) for path in running.paths
+            ]  # /chats/<chat>/messages/<answer>/stream
             if name == "chatapp page":  # the chat page's one stream, not the answer's
                 running.name = name
                 running.paths = [path.split("/messages/")[0] + "/live" for path in running.paths]

@@ -78,6 +78,26 @@
     holder.dataset.cursor = native.lastEventId;
   });
 
+  // An answer's new text in the stream's short form (frames.chat_delta_event): its id, a
+  // line break, then the text, HTML-escaped. It goes at the end of the open block's
+  // pending span, as text; htmx finds no markup in it to swap.
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    var native = event.detail;
+    if (event.defaultPrevented || !native || native.type !== "delta") return;
+    var data = native.data || "";
+    var lineBreak = data.indexOf("\n");
+    if (data.charAt(0) === "<" || lineBreak < 0) return;  // markup: htmx swaps it
+    var pending = document.getElementById("pending-" + data.slice(0, lineBreak));
+    if (pending) pending.append(unescapeHtml(data.slice(lineBreak + 1)));
+  });
+
+  // The inverse of the server's escaping: html.escape(text, quote=False), and a space or
+  // tab that starts a line as a character reference (frames.chat_delta_event).
+  function unescapeHtml(text) {
+    return text.replace(/&#(9|32);/g, function (_, code) { return String.fromCharCode(+code); })
+      .replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+  }
+
   // A message the page shows already is never added twice (a snapshot, which replaces
   // #messages as a whole, is not an addition).
   document.addEventListener("htmx:oobBeforeSwap", function (event) {

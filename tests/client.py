@@ -56,6 +56,57 @@ def blocks_of(events: list[Event]) -> str:
     return html
 
 
+ARTICLE_ID = re.compile(
+    r'<article class="message (?:user|answer)" id="(?:message|answer)-([0-9a-f]{16})"'
+)
+DELTA_TARGET = re.compile(r'(?:#blocks-|#pending-|id="tail-)([0-9a-f]{16})')
+PENDING_TEXT = re.compile(r'<div hx-swap-oob="beforeend:#pending-[0-9a-f]{16}">[^<]*</div>$')
+
+
+def page_after(events: list[Event]) -> dict[str, str]:
+    """Apply the stream's out-of-band fragments the way the page does; return each
+    message's article by id (what the page shows), with answers' bodies built up."""
+    articles: dict[str, str] = {}
+    for event in events:
+        if event.event == "snapshot":
+            articles = {}
+            body = event.data.removeprefix(
+                '<div id="messages" class="messages" hx-swap-oob="true">'
+            )
+            for chunk in re.split(r"(?=<article )", body.removesuffix("</div>")):
+                if match := ARTICLE_ID.match(chunk.strip()):
+                    assert match.group(1) not in articles, "a message twice in a snapshot"
+                    articles[match.group(1)] = chunk.strip()
+        elif event.event == "message":
+            article = event.data.removeprefix('<div hx-swap-oob="beforeend:#messages">')
+            match = ARTICLE_ID.match(article.strip())
+            assert match, event.data[:200]
+            assert match.group(1) not in articles, "a message added twice"
+            articles[match.group(1)] = article.removesuffix("</div>").strip()
+        elif event.event in ("answer", "end"):
+            match = ARTICLE_ID.match(event.data.strip())
+            assert match and 'hx-swap-oob="true"' in event.data
+            articles[match.group(1)] = event.data.strip()
+        elif event.event == "delta":  # new blocks (if any), then the open block's update
+            if not event.data.startswith("<"):
+                continue  # new text for the open block, in the short form: not a block
+            match = DELTA_TARGET.search(event.data)
+            assert match, event.data[:200]
+            answer_id = match.group(1)
+            data = PENDING_TEXT.sub("", event.data)  # text for the open block, not a block
+            opened = f'<div hx-swap-oob="beforeend:#blocks-{answer_id}">'
+            if not data.startswith(opened):
+                continue
+            blocks = data[len(opened) :].split('</div><div class="tail"', 1)[0]
+            blocks = blocks.removesuffix("</div>")
+            article = articles[answer_id]
+            marker = f'id="blocks-{answer_id}" hx-disable>'
+            at = article.index(marker) + len(marker)
+            end = article.index('</div><div class="tail"', at)
+            articles[answer_id] = article[:end] + blocks + article[end:]
+    return articles
+
+
 class ChatClient:
     """One device of one user: a new account, or (`same_user_as`) another login to one."""
 

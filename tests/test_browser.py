@@ -14,12 +14,13 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
+from html import unescape
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from chatapp import store
+from chatapp import frames, store
 from tests.accounts import sign_up_in_browser
 from tests.servers import Stack, stack_behind_nginx
 
@@ -53,6 +54,14 @@ window.addEventListener("htmx:sseBeforeMessage", function (event) {
     if (!element.classList.length) element.removeAttribute("class");
   });
   window.blocksBeforeEnd.push({answer: article.id, html: blocks.innerHTML});
+});
+// What the answer's open block shows once each delta is applied (its text: the last render
+// and the text that came after it).
+window.tailAfterDelta = [];
+window.addEventListener("htmx:sseMessage", function (event) {
+  if (event.detail.type !== "delta") return;
+  var tail = document.querySelector("article.answer .tail");
+  window.tailAfterDelta.push({id: event.detail.lastEventId, text: tail && tail.textContent});
 });
 """
 
@@ -192,6 +201,11 @@ class Tab:
         return [text for text, _ in self.errors].count(SSE_ERROR)
 
 
+def text_of(html: str) -> str:
+    """The text a browser shows for sanitized `html` (its textContent)."""
+    return unescape(re.sub(r"<[^>]*>", "", html))
+
+
 def seq(event_id: str | None) -> int:
     match = CURSOR.fullmatch(event_id or "")
     assert match, f"not a cursor: {event_id!r}"
@@ -234,6 +248,14 @@ def assert_shown_exactly_once(tab: Tab, stack: Stack, chat_id: str, answer_id: s
     built = tab.page.evaluate("window.blocksBeforeEnd")
     assert [b["answer"] for b in built] == [f"answer-{answer_id}"]
     assert built[0]["html"] == tab.as_browser_html("".join(blocks[:built_up_to]))
+
+    # After each delta, the open block shows its last render and the text since, as the
+    # log has them (new text comes in the stream's short form, appended by app.js).
+    shown = tab.page.evaluate("window.tailAfterDelta")
+    assert len(shown) == sum(e["type"] == "delta" for e in events) > 0
+    for applied in shown:
+        expected_tail = frames.open_block(answer_id, log[: seq(applied["id"])])
+        assert applied["text"] == text_of(expected_tail), applied["id"]
 
     expected = tab.as_browser_html(stored.html)
     assert tab.as_browser_html("".join(blocks)) == expected

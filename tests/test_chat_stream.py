@@ -10,59 +10,14 @@ import threading
 import pytest
 
 from chatapp import store
-from tests.client import ChatClient, Event, parse_events
+from tests.client import ChatClient, Event, page_after, parse_events
 from tests.servers import Stack, wait_until
 
-ARTICLE_ID = re.compile(
-    r'<article class="message (?:user|answer)" id="(?:message|answer)-([0-9a-f]{16})"'
-)
 CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
 
 
 def ended(events: list[Event]) -> bool:
     return any(e.event == "end" for e in events)
-
-
-PENDING_TEXT = re.compile(r'<div hx-swap-oob="beforeend:#pending-[0-9a-f]{16}">[^<]*</div>$')
-
-
-def page_after(events: list[Event]) -> dict[str, str]:
-    """Apply the stream's out-of-band fragments the way the page does; return each
-    message's article by id (what the page shows), with answers' bodies built up."""
-    articles: dict[str, str] = {}
-    for event in events:
-        if event.event == "snapshot":
-            articles = {}
-            body = event.data.removeprefix(
-                '<div id="messages" class="messages" hx-swap-oob="true">'
-            )
-            for chunk in re.split(r"(?=<article )", body.removesuffix("</div>")):
-                if match := ARTICLE_ID.match(chunk.strip()):
-                    assert match.group(1) not in articles, "a message twice in a snapshot"
-                    articles[match.group(1)] = chunk.strip()
-        elif event.event == "message":
-            article = event.data.removeprefix('<div hx-swap-oob="beforeend:#messages">')
-            match = ARTICLE_ID.match(article.strip())
-            assert match, event.data[:200]
-            assert match.group(1) not in articles, "a message added twice"
-            articles[match.group(1)] = article.removesuffix("</div>").strip()
-        elif event.event in ("answer", "end"):
-            match = ARTICLE_ID.match(event.data.strip())
-            assert match and 'hx-swap-oob="true"' in event.data
-            articles[match.group(1)] = event.data.strip()
-        elif event.event == "delta":
-            match = re.match(r'<div hx-swap-oob="beforeend:#blocks-([0-9a-f]{16})">', event.data)
-            assert match, event.data[:200]
-            answer_id = match.group(1)
-            data = PENDING_TEXT.sub("", event.data)  # text for the open block, not a block
-            blocks = data[match.end() :].split('</div><div class="tail"', 1)[0]
-            blocks = blocks.removesuffix("</div>")
-            article = articles[answer_id]
-            marker = f'id="blocks-{answer_id}" hx-disable>'
-            at = article.index(marker) + len(marker)
-            end = article.index('</div><div class="tail"', at)
-            articles[answer_id] = article[:end] + blocks + article[end:]
-    return articles
 
 
 def assert_ids_advance(events: list[Event]) -> None:
@@ -160,6 +115,31 @@ def test_a_page_cut_anywhere_in_a_finished_answer_resumes_to_its_end(stack: Stac
             assert f'id="answer-{answer_id}"' in end.data and stored.html in end.data
 
 
+def test_a_page_cut_after_any_event_resumes_to_the_same_page(stack: Stack) -> None:
+    """For every event of a chat's stream (its messages, each delta, the end), a page cut
+    off right after it and resumed with its id ends up showing what the stored chat holds,
+    with no message or block twice."""
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    start = device.live(chat_id, until=lambda events: len(events) >= 1)
+    answer_id = device.send_ok(chat_id, "Tell me a story")
+    live = start + device.live(chat_id, until=ended, last_event_id=start[0].id)
+    stored = store.get_messages(stack.redis(), chat_id)
+    finished = re.compile(rf'id="answer-{answer_id}" data-status="done"')
+
+    def shows_it_finished(events: list[Event]) -> bool:
+        return any(finished.search(e.data) for e in events)
+
+    assert len(live) >= 6
+    for cut in range(len(live) - 1):
+        rest = device.live(chat_id, until=shows_it_finished, last_event_id=live[cut].id)
+        assert shows_it_finished(rest), f"cut after {live[cut].id}: never finished"
+        shown = page_after(live[: cut + 1] + rest)  # asserts nothing was added twice
+        assert list(shown) == [message.id for message in stored], live[cut].id
+        for message in stored:
+            assert message.html in shown[message.id], live[cut].id
+
+
 def test_a_page_with_no_usable_cursor_gets_the_whole_chat(stack: Stack) -> None:
     device = ChatClient(stack.base)
     chat_id = device.new_chat()
@@ -171,6 +151,10 @@ def test_a_page_with_no_usable_cursor_gets_the_whole_chat(stack: Stack) -> None:
         shown = page_after(events[:1])
         assert len(shown) == 2 and 'data-status="done"' in shown[answer_id]
         assert events[0].id == "c4"  # titled, message added, answer started, answer ended
+    # Look-alikes of a usable cursor: other scripts' digits, spaces. Unknown, not "c2".
+    for cursor in ("c\u0662", "c\uff12", "c2 ", " c2", "c+2", "c2\n"):
+        events = device.live(chat_id, until=lambda e: len(e) >= 1, after=cursor)
+        assert events[0].event == "snapshot", repr(cursor)
     # A cursor into the chat's events, naming an answer that is not running: the events
     # after it, and the answer as it is now.
     events = device.live(chat_id, until=lambda e: len(e) >= 1, after="c2.0123456789abcdef:5")

@@ -9,7 +9,7 @@ import redis
 
 from chatapp import store
 from chatapp.chat_stream import FollowChat, Pages, follow_chat
-from chatapp.frames import ChatCursor
+from chatapp.frames import ChatCursor, Cursor, parse_chat_cursor, parse_cursor
 from chatapp.hub import DRAIN, Hub, Subscription
 from tests.client import parse_events
 from tests.servers import wait_until
@@ -61,3 +61,15 @@ def test_a_stopping_process_is_heard_even_by_a_stream_that_fell_behind() -> None
     subscription.deliver(DRAIN)  # the inbox is full: it overflows
     assert subscription.get(timeout=0) == DRAIN
     assert subscription.get(timeout=0) == DRAIN
+
+
+def test_a_cursor_is_exactly_one_the_server_sent() -> None:
+    """Both streams' cursors: ASCII digits, nothing around them; anything else is unknown
+    (and the stream starts over with a snapshot), never read as a nearby position."""
+    generation = "0123456789abcdef"
+    assert parse_chat_cursor(f"c2.{generation}:5") == ChatCursor(2, Cursor(generation, 5))
+    assert parse_cursor(f"{generation}:5") == Cursor(generation, 5)
+    for look_alike in ("\u0662", "\uff12", "2 ", " 2", "+2", "2\n", "\t2", "2\x00"):
+        assert parse_chat_cursor(f"c{look_alike}") is None, repr(look_alike)
+        assert parse_chat_cursor(f"c1.{generation}:{look_alike}") is None, repr(look_alike)
+        assert parse_cursor(f"{generation}:{look_alike}") is None, repr(look_alike)

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from chatapp import store
-from tests.client import ChatClient, Event, blocks_of, parse_events
+from tests.client import ChatClient, Event, blocks_of, page_after, parse_events
 from tests.servers import RedisServer, running_stack, wait_until
-from tests.test_chat_stream import page_after
 
 
 def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str, seen: list[Event]) -> None:

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import re
+from html import escape, unescape
+
 import pytest
 
+from chatapp.frames import ChatCursor, chat_delta_event
 from chatapp.sse import ServerSentEvent
 
 
@@ -30,3 +34,17 @@ from chatapp.sse import ServerSentEvent
 )
 def test_event_encodes_to_exact_bytes(event: ServerSentEvent, wire: bytes) -> None:
     assert event.encode() == wire
+
+
+def test_no_data_line_of_an_answers_new_text_starts_with_a_blank() -> None:
+    """Some SSE clients strip every space that starts a data line (the format allows one):
+    the chat stream's short deltas carry indentation and word breaks as references."""
+    more = escape(" indented\n    code & <b>\n\ttab\nend ", quote=False)
+    event = chat_delta_event("0123456789abcdef", ChatCursor(1), {"text": "", "more": more})
+    lines = event.encode().decode().split("\n")
+    data = [line.removeprefix("data: ") for line in lines if line.startswith("data:")]
+    assert data[0] == "0123456789abcdef"
+    assert all(not line.startswith((" ", "\t")) for line in data)
+    # What app.js does with it: the references back to blanks, then the HTML escapes.
+    text = re.sub(r"&#(9|32);", lambda ref: chr(int(ref[1])), "\n".join(data[1:]))
+    assert unescape(text) == " indented\n    code & <b>\n\ttab\nend "

@@ -539,13 +539,15 @@ SENTINEL = r"""
   window.__midStreamScans = 0;
   window.__blocksBeforeEnd = {};
   // The chat stream's events name their answer at the start (frames.py): a delta targets
-  // its blocks, a new or replaced answer is its article. A user message names none.
-  const ANSWER_OF = new RegExp(`^<div hx-swap-oob="beforeend:#blocks-(${ID})">|` +
+  // its blocks, its pending text or its open block; a new or replaced answer is its
+  // article. A user message names none.
+  const ANSWER_OF = new RegExp(`^<div hx-swap-oob="beforeend:#(?:blocks|pending)-(${ID})">|` +
+    `^<div class="tail" id="tail-(${ID})"|^(${ID})\\n|` +
     `^(?:<div hx-swap-oob="beforeend:#messages">)?\\s*` +
     `<article class="message answer" id="answer-(${ID})"`);
   const answerOf = (data) => {
     const match = ANSWER_OF.exec(data || "");
-    return match ? "answer-" + (match[1] || match[2]) : "";
+    return match ? "answer-" + (match[1] || match[2] || match[3] || match[4]) : "";
   };
   window.addEventListener("htmx:sseBeforeMessage", (event) => {
     const native = event.detail;
