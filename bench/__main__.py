@@ -87,6 +87,12 @@ class Live:
         """What one viewer read of its one answer's stream, keep-alives included."""
         return self.outcome.bytes_read / max(1, self.viewers) / 1024
 
+    @property
+    def kb_per_viewer_answer(self) -> float:
+        """The same without the chat list, which a chat page's stream also carries."""
+        bytes_read = self.outcome.bytes_read - self.outcome.chat_list_bytes
+        return bytes_read / max(1, self.viewers) / 1024
+
     def bytes_goal_kb(self) -> float:
         """The stream issue's bound: the answer's final HTML plus 100 bytes per token."""
         return (self.final_html_bytes + 100 * self.tokens) / 1024
@@ -421,7 +427,8 @@ class Report:
             f"{_ratio(peer.cpu_us_per_token, floor.cpu_us_per_token)} / - |",
             f"| bytes a viewer reads of a {chatapp.tokens}-token answer | ≤ its final HTML + "
             f"100 B per token ({chatapp.bytes_goal_kb():.1f} KB) | {chatapp.kb_per_viewer:.1f} KB "
-            f"(chat page: {page.kb_per_viewer:.1f} KB; pages showing the stored answer: "
+            f"(chat page: {page.kb_per_viewer_answer:.1f} KB, and {page.kb_per_viewer:.1f} KB "
+            f"with the chat list; pages showing the stored answer: "
             f"{page.pages}) | {floor.kb_per_viewer:.1f} KB "
             f"| {peer.kb_per_viewer:.1f} KB |",
             f"| p99 vs floor, {chatapp.viewers} / {held_chatapp.viewers} viewers | ≤ 1.5x | "

@@ -53,6 +53,7 @@ class Outcome:
     client_lag_ms: list[float] = field(default_factory=list)
     catch_up_ms: list[float] = field(default_factory=list)  # request to snapshot or end
     bytes_read: int = 0  # response bodies, all viewers
+    chat_list_bytes: int = 0  # of which the chat list (a chat page's `chats` events)
     # Every event body the first viewer of each path read, in order (its connections
     # joined): what its page applied, to compare with the stored answers afterwards.
     bodies: dict[str, bytes] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class _Viewer(asyncio.Protocol):
         self.plan, self.path, self.count_ready = plan, path, count_ready
         self.keep = keep  # keep every body byte (else only counted)
         self.body = bytearray()
-        self.bytes_read = 0
+        self.bytes_read = self.chat_list_bytes = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ready = ready
         self.buffer = b""
@@ -133,6 +134,8 @@ class _Viewer(asyncio.Protocol):
                 event_id = line[3:].strip()
             elif line.startswith(b"retry:"):
                 self.retry_ms = int(line[6:])
+        if kind == b"chats":
+            self.chat_list_bytes += len(block) + 2
         if not event_id and kind != b"end":
             return  # `retry:` and the like
         self.events += 1
@@ -252,6 +255,7 @@ async def _watch(plan: Plan, connected: Event | None) -> Outcome:
         if viewer.caught_up_ms is not None:
             outcome.catch_up_ms.append(viewer.caught_up_ms)
         outcome.bytes_read += viewer.bytes_read
+        outcome.chat_list_bytes += viewer.chat_list_bytes
         if viewer.keep:
             outcome.bodies[viewer.path] = bytes(viewer.body)
     return outcome

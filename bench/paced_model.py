@@ -8,6 +8,7 @@ was emitted, so a viewer can measure token-to-screen latency across the whole st
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -99,6 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _PacedServer(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that closed a kept-alive connection is no error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     request_queue_size = 1024  # a hundred answers connect at once (socketserver's default: 5)
     tokens_per_second: float
     tokens: int
