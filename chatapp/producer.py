@@ -73,10 +73,11 @@ class Producer:
 
     def feed(self, text: str) -> None:
         """Take model output; flush if the coalescing window has passed."""
-        self._caught_up = time.monotonic() - self._asked_at > BUFFERED_SECONDS
+        now = time.monotonic()
+        self._caught_up = now - self._asked_at > BUFFERED_SECONDS
         self._renderer.feed(text)
         self._text.append(text)
-        if time.monotonic() >= self._next_flush:
+        if now >= self._next_flush:
             self.flush()
 
     def window(self) -> float:
