@@ -189,7 +189,7 @@ def _queue(
     chat_id = chat_id or store.create_chat(r, "0" * 16, time.time()).id
     sent = store.send_message(r, chat_id, store.new_id(), question, "", "bench", time.time())
     queued_at = time.time()
-    enqueue_answer(queue, chat_id, sent.answer_id, sent.generation_id)
+    enqueue_answer(queue, chat_id, sent.answer_id, sent.generation_id, "bench", "benchmark")
     return chat_id, sent.answer_id, queued_at
 
 

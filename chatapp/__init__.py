@@ -41,10 +41,23 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
-    from chatapp import auth, connections, dashboard, errors, ops, ratelimit, views, web
+    from chatapp import (
+        auth,
+        bodies,
+        connections,
+        dashboard,
+        errors,
+        ops,
+        ratelimit,
+        stream_share,
+        views,
+        web,
+    )
 
     connections.init_app(app)
+    stream_share.init_app(app)
     errors.init_app(app)
+    bodies.init_app(app)  # before anything reads a form
     auth.init_app(app)  # first: a logged-out request hears "log in", not "bad token"
     web.init_app(app)
     ratelimit.init_app(app)

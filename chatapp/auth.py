@@ -19,7 +19,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from chatapp import users
 from chatapp.connections import get_redis
 from chatapp.errors import error_response
-from chatapp.owner import current_user, log_in, log_out
+from chatapp.jobs import timing_from
+from chatapp.owner import current_session_id, current_user, log_in, log_out
 from chatapp.ratelimit import limiter, per_address
 from chatapp.web import is_htmx
 
@@ -99,6 +100,9 @@ def login() -> BaseResponse | tuple[str, int] | str:
     if user is None:
         error = "Wrong user name or password."
         return render_template("login.html", next=next_url, name=name, error=error), 401
+    if user.disabled:
+        error = "This account is disabled. Ask the admin of this chatapp."
+        return render_template("login.html", next=next_url, name=name, error=error), 403
     log_in(user)
     return redirect(next_url or url_for("chat.index"), code=303)
 
@@ -143,10 +147,70 @@ def add_user() -> BaseResponse:
     return redirect(url_for("auth.admin"), code=303)
 
 
-def _require_admin() -> None:
+@bp.get("/account")
+def account() -> str:
+    user, r = current_user(), get_redis()
+    assert user is not None  # the login gate
+    others = len(users.live_sessions(r, user.id)) - 1
+    return render_template("account.html", others=max(others, 0), done=request.args.get("done"))
+
+
+@bp.post("/account/password")
+def change_password() -> BaseResponse | tuple[str, int]:
+    """Change one's password (the current one proves it is you); other sessions end."""
+    user, r = current_user(), get_redis()
+    assert user is not None
+    if not users.password_matches(r, user.id, request.form.get("current", "")):
+        return _account_error("Your current password is not right.", 403)
+    try:
+        users.set_password(r, user.id, request.form.get("password", ""))
+    except users.AccountError as exc:
+        return _account_error(str(exc), 400)
+    users.end_sessions(r, user.id, keep=current_session_id())
+    return redirect(url_for("auth.account", done="password"), code=303)
+
+
+@bp.post("/account/sessions")
+def end_other_sessions() -> BaseResponse:
+    """Log out everywhere else: every other session ends, and its open pages say so."""
+    user = current_user()
+    assert user is not None
+    users.end_sessions(get_redis(), user.id, keep=current_session_id())
+    return redirect(url_for("auth.account", done="sessions"), code=303)
+
+
+def _account_error(message: str, status: int) -> tuple[str, int]:
+    user = current_user()
+    others = len(users.live_sessions(get_redis(), user.id)) - 1 if user else 0
+    return render_template("account.html", others=max(others, 0), error=message), status
+
+
+@bp.post("/admin/users/<user_id>/<action>")
+def change_user(user_id: str, action: str) -> BaseResponse:
+    """The admin disables, enables or deletes an account (never their own)."""
+    admin, r = _require_admin(), get_redis()
+    user = users.get_user(r, user_id)
+    if user is None:
+        abort(404, "There is no such account.")
+    if user.id == admin.id:
+        abort(409, "You cannot disable or delete your own account.")
+    if action in ("disable", "enable"):
+        users.set_disabled(r, user.id, action == "disable")
+    elif action == "delete":
+        users.delete_user(r, user, timing_from(current_app.config))
+    else:
+        abort(404, "There is no such action: disable, enable or delete.")
+    response = redirect(url_for("auth.admin"), code=303)
+    if is_htmx():  # the delete button, which asks first
+        response = BaseResponse("", 204, headers={"HX-Redirect": url_for("auth.admin")})
+    return response
+
+
+def _require_admin() -> users.User:
     user = current_user()
     if user is None or not user.is_admin:
         abort(403, "Only the admin can open this page.")
+    return user
 
 
 def _page_asked_for() -> str:

@@ -48,6 +48,7 @@ class Pages:
     article: Callable[[Message, AnswerBody | None, bool], str]
     chat_list: Callable[[], str]  # the user's chat list (the sidebar), out of band
     deleted: Callable[[], str]  # what a page shows when its chat is deleted
+    signed_out: Callable[[], str]  # what it shows when its session ended elsewhere
 
 
 RenderChats = Callable[[], str]
@@ -65,6 +66,7 @@ class FollowChat:
     max_streams: int = 900
     max_seconds: float = 600.0
     timing: store.Timing = field(default_factory=store.Timing)
+    session_id: str = ""  # the page's login: when it ends, the stream says so and stops
 
 
 @dataclass
@@ -121,6 +123,7 @@ class _ChatStream:
         self.render = pages.article
         self.render_chats = pages.chat_list
         self.render_deleted = pages.deleted
+        self.render_signed_out = pages.signed_out
         self.deleted = False
         self.closing = False  # the process is stopping
         self.events_sent = 0  # sequence number of the last chat event sent
@@ -250,7 +253,10 @@ class _ChatStream:
             yield from self._refill_answer()
 
     def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
-        if "u" in payload:
+        if self.request.session_id in payload.get("out", ()):
+            self.deleted = True  # nothing more for this page: it is logged out
+            yield frames.chat_gone_event(self.render_signed_out()).encode()
+        elif "u" in payload:
             yield self._chats(nudge=payload)
         elif "c" in payload:
             first = int(payload["c"])
@@ -426,9 +432,12 @@ def follow_chat_list(
     ping_seconds: float,
     max_seconds: float,
     max_streams: int,
+    session_id: str = "",
+    signed_out: Callable[[], str] = str,
 ) -> Iterator[bytes]:
     """Yield the SSE bytes of a page that shows only the owner's chat list (the front page):
-    the list now, then again whenever it changes, until the server closes the stream."""
+    the list now, then again whenever it changes, until the server closes the stream or
+    the page's session (`session_id`) ends (then `signed_out()` is its last event)."""
 
     def run(subscription: Subscription) -> Iterator[bytes]:
         yield frames.chats_event(None, render_chats()).encode()
@@ -442,6 +451,9 @@ def follow_chat_list(
                 if time.monotonic() - last_ping >= ping_seconds:
                     last_ping = time.monotonic()
                     yield frames.ping_event().encode()
+            elif isinstance(item, dict) and session_id in item.get("out", ()):
+                yield frames.chat_gone_event(signed_out()).encode()
+                return
             else:  # a nudge, or a refill after a reconnect: read the list again
                 nudge = item if isinstance(item, dict) else None
                 yield frames.chats_event(None, shared_render(nudge, "", render_chats)).encode()

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "PING_SECONDS": 15.0,  # SSE keep-alive
     "CHECK_SECONDS": 5.0,  # an idle stream re-reads its log this often
     "SSE_MAX_PER_PROCESS": 900,  # below gunicorn's worker_connections, so pages still load
+    "STREAMS_PER_USER": 60,  # streams one user may hold in a web process (a tab holds one)
     "STREAM_MAX_SECONDS": 600.0,  # a stream is closed after this long; the browser resumes it
     "QUEUE_NAME": "chatapp",
     # Accounts and limits

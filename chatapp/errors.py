@@ -38,6 +38,19 @@ def error_response(status: int, message: str) -> Response:
 
 
 def _csrf_error(exc: CSRFError) -> Response:
+    # Over HTTPS, Flask-WTF also wants the Referer to name this site.
+    reason = exc.description or ""
+    if "referrer does not match" in reason:
+        return error_response(
+            400,
+            "This form was sent from another site, so it was refused. Send it from this site.",
+        )
+    if "referrer header is missing" in reason:
+        return error_response(
+            400,
+            "Your browser sent no Referer, which this site needs over HTTPS to know that a form "
+            "comes from its own pages. Allow it for this site, then send again.",
+        )
     return error_response(400, "This page is out of date (its security token expired). Reload it.")
 
 

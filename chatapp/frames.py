@@ -188,21 +188,17 @@ def answer_replace_event(cursor: ChatCursor, article_html: str, event: str) -> S
     return ServerSentEvent(data=article_html, event=event, id=str(cursor))
 
 
-_LEADING_BLANK = re.compile(r"^[ \t]", re.MULTILINE)
-
-
 def chat_delta_event(message_id: str, cursor: ChatCursor, entry: dict[str, Any]) -> ServerSentEvent:
     """Append an entry's new blocks to the answer and update its open block.
 
     Most entries only add text to the open block: those go in a short form, the answer's
     id, a line break, then the text (escaped, as the log has it), which app.js appends to
     the open block's pending span as text. It costs a third of the bytes of the
-    out-of-band swaps, which carried more markup than text for a token. A space or tab
-    that starts a line of the text goes as a character reference: some SSE clients strip
-    every space at the start of a data line, not just the one the format allows."""
+    out-of-band swaps, which carried more markup than text for a token (a blank that
+    starts a line goes as a character reference: see sse.py)."""
     blocks = entry.get("blocks", "")
     if not blocks and "tail" not in entry:
-        text = _LEADING_BLANK.sub(lambda blank: f"&#{ord(blank[0])};", entry.get("more", ""))
+        text = entry.get("more", "")
         return ServerSentEvent(data=f"{message_id}\n{text}", event="delta", id=str(cursor))
     data = f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{blocks}</div>' if blocks else ""
     data += open_block_swaps(message_id, entry)

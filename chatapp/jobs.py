@@ -24,10 +24,17 @@ from chatapp.producer import Fenced, Heartbeat, Producer
 
 log = logging.getLogger(__name__)
 
+TITLE_SHOWN = 60  # characters of a chat's title in its answer jobs' descriptions
+MODEL_NOTE = " · model: "  # how a job's description names the model that wrote it
 
-def enqueue_answer(queue: Queue, chat_id: str, message_id: str, generation_id: str) -> Job:
-    """Queue the job that writes one generation of an answer."""
+
+def enqueue_answer(
+    queue: Queue, chat_id: str, message_id: str, generation_id: str, asker: str, title: str
+) -> Job:
+    """Queue the job that writes one generation of an answer. Its description, shown on the
+    job dashboard, names who asked in which chat; the worker adds the model it uses."""
     config = current_app.config
+    short = title if len(title) <= TITLE_SHOWN else title[: TITLE_SHOWN - 1] + "…"
     waiting.add(queue, job_id(generation_id), chat_id, message_id, generation_id)
     return queue.enqueue(
         generate_answer,
@@ -36,7 +43,7 @@ def enqueue_answer(queue: Queue, chat_id: str, message_id: str, generation_id: s
         generation_id,
         job_id=job_id(generation_id),
         job_timeout=config["JOB_TIMEOUT_SECONDS"],
-        description=f"answer {message_id} in chat {chat_id} ({providers.model_label(config)})",
+        description=f"answer for {asker} in “{short}” (chat {chat_id}, message {message_id})",
         on_failure=Callback(on_answer_failure),
         result_ttl=3600,
         failure_ttl=86_400,
@@ -48,6 +55,20 @@ def job_id(generation_id: str) -> str:
     return f"answer-{generation_id}"
 
 
+def not_run_because(message: store.Message | None, generation_id: str) -> str:
+    """Why a job will not write its answer: it was stopped, deleted or written again
+    before the job ran, or it is a requeued job (dashboard, `rq requeue`) of an answer
+    that ended. Its chat's Regenerate writes it again, live on every screen."""
+    if message is None:
+        return "not run: the chat or the answer was deleted"
+    if message.gen != generation_id:
+        return "not run: the answer was written again since; a newer job writes it"
+    return (
+        f"not run: this answer already ended ({message.status}); "
+        "use Regenerate in the chat to write it again"
+    )
+
+
 @in_app_context
 def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     """Stream the model's answer into the generation's log; return how it ended."""
@@ -56,7 +77,7 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     waiting.remove(get_queue(), job_id(generation_id), chat_id, message_id, generation_id)
     message = store.get_message(r, chat_id, message_id)
     if message is None or message.gen != generation_id or not message.running:
-        return "skipped"  # stopped or replaced before the job started
+        return not_run_because(message, generation_id)  # shown as the job's result
     timing = timing_from(config)
     writer = get_append_client()  # appends of every answer of the process, batched
     running = current_app.extensions.get("answers_running", lambda: 1)  # the worker's load
@@ -72,6 +93,7 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     )
     model = providers.make_model(config)
     progress = Progress(get_current_job())
+    progress.name_model(providers.model_label(config))  # this worker's, which may not be the web's
     progress.note("waiting for the model", 0, last=True)
     heartbeat = Heartbeat(
         writer, chat_id, message_id, generation_id, config["HEARTBEAT_SECONDS"], timing, model.close
@@ -120,6 +142,19 @@ class Progress:
         self.job = job  # None outside an RQ worker (tests, the benchmark's threads)
         self.saved_at = 0.0
         self.counted = 0  # entries added to the install's count (metrics.py)
+
+    def name_model(self, label: str) -> None:
+        """Say in the job's description and meta which model writes the answer (saved with
+        the next note)."""
+        if self.job is None:
+            return
+        self.job.meta["model"] = label
+        asked = (self.job.description or "").split(MODEL_NOTE)[0]  # a requeued job had one
+        self.job.description = asked + MODEL_NOTE + label  # RQ saves it again at the end
+        try:
+            self.job.connection.hset(self.job.key, "description", self.job.description)
+        except redis.RedisError as exc:
+            log.warning("job %s: could not name its model (%s)", self.job.id, exc)
 
     def note(self, state: str, entries: int, last: bool = False) -> None:
         now = time.monotonic()

@@ -47,11 +47,17 @@ def log_in(user: User) -> None:
 
 def log_out() -> None:
     """End this session on the server, so even a copy of its cookie no longer works."""
-    session_id = session.get("sid")
-    if isinstance(session_id, str):
-        users.end_session(get_redis(), session_id)
+    user_id, session_id = session.get("uid"), session.get("sid")
+    if isinstance(user_id, str) and isinstance(session_id, str):
+        users.end_session(get_redis(), user_id, session_id)
     session.clear()
     g.user = None
+
+
+def current_session_id() -> str:
+    """The id of the logged-in session ("" when logged out)."""
+    session_id = session.get("sid")
+    return session_id if isinstance(session_id, str) else ""
 
 
 def find_chat(chat_id: str) -> Chat | None:

@@ -65,6 +65,10 @@ class Producer:
         self.length = 0  # the log length this producer expects
         self.flushes = 0
         self._appended: list[dict[str, str]] = []  # every entry written, in log order
+        # Entries of an append that failed (Redis unavailable past REDIS_OUTAGE_SECONDS):
+        # written first by the next append, so the log's text never misses a flush that
+        # later blocks were rendered from.
+        self._unwritten: list[dict[str, str]] = []
         self._renderer = IncrementalRenderer()
         self._text: list[str] = []
         self._next_flush = 0.0  # the first piece is written at once: the time to first token
@@ -117,7 +121,8 @@ class Producer:
         try:
             try:
                 self._append(entries, terminal)
-            except redis.exceptions.OutOfMemoryError:  # end without the last piece
+            except redis.exceptions.OutOfMemoryError:  # end without the last pieces
+                self._unwritten = []
                 self._append([], terminal)
         except Fenced:
             pass  # already ended by someone else: theirs is the one terminal entry
@@ -135,7 +140,13 @@ class Producer:
     def _append(
         self, entries: list[dict[str, str]], terminal: store.Terminal | None = None
     ) -> None:
-        result = self._write(entries, self.length, terminal)
+        entries = [*self._unwritten, *entries]
+        try:
+            result = self._write(entries, self.length, terminal)
+        except UNAVAILABLE:
+            self._unwritten = entries
+            raise
+        self._unwritten = []
         if result.status == "seq" and result.length < self.length:
             # Redis lost our newest entries (a crash inside its ~1 s AOF window). We still
             # have them: write them again at the same positions, then the new ones.

@@ -117,7 +117,8 @@ exactly where it was, with nothing lost and nothing doubled.
 ```python
 message = {question!r}
 words = message.split()
-print(f"{{len(words)}} words, longest: {{max(words, key=len, default='')}}")
+if words:
+    print(f"{{len(words)}} words, longest: {{max(words, key=len)}}")
 ```
 
 ### Next steps

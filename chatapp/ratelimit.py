@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter
 from redis.connection import SSLConnection, parse_url
 
@@ -38,6 +38,13 @@ def per_address() -> str:
 def per_user() -> str:
     user = current_user()
     return f"user:{user.id}" if user else f"address:{per_address()}"
+
+
+def done(response: Response) -> bool:
+    """Whether a request counts against a user's limit: one that did what it asked. A
+    refused one (a bad form, a missing chat, a busy chat, a cap) changed nothing, so
+    costs nothing; logins count every try, against guessing."""
+    return response.status_code < 400
 
 
 limiter = Limiter(key_func=per_address, key_prefix=KEY_PREFIX, headers_enabled=True)

@@ -192,15 +192,18 @@ def create_chat(r: redis.Redis, owner: str, now: float, title: str = "New chat")
     return Chat(chat_id, owner, title, now, now, "")
 
 
-def nudge(r: redis.Redis, owner: str) -> None:
-    """Tell the owner's open pages that their chat list changed (they read it again).
+def nudge(r: redis.Redis, owner: str, signed_out: list[str] | None = None) -> None:
+    """Tell the owner's open pages that their chat list changed (they read it again), and
+    which sessions ended (`signed_out`: the pages of those stop following).
 
-    A nudge carries no data and may be lost: a page reads the list on every (re)connect.
+    A nudge may be lost: a page reads the list on every (re)connect, and a stream of a
+    session that ended is refused when it reconnects.
     """
+    payload = json.dumps({"u": 1, "out": signed_out}) if signed_out else '{"u":1}'
     if is_cluster(r):
-        r.spublish(user_channel(owner), '{"u":1}')
+        r.spublish(user_channel(owner), payload)
     else:
-        r.publish(user_channel(owner), '{"u":1}')
+        r.publish(user_channel(owner), payload)
 
 
 def get_chat(r: redis.Redis, chat_id: str) -> Chat | None:

@@ -20,6 +20,7 @@ import redis
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from chatapp import store
+from chatapp.store import user_chats_key
 
 T = TypeVar("T")
 
@@ -77,6 +78,7 @@ class User:
     name: str
     is_admin: bool
     created: float
+    disabled: bool = False  # by the admin: it cannot log in, and its sessions ended
 
 
 def user_key(user_id: str) -> str:
@@ -124,11 +126,43 @@ def authenticate(r: redis.Redis, name: str, password: str) -> User | None:
     user_id: str | None = None
     if NAME_PATTERN.fullmatch(name):
         user_id = r.hget(NAMES_KEY, name.lower())  # type: ignore[assignment]
+    return _with_password(r, user_id, password)
+
+
+def password_matches(r: redis.Redis, user_id: str, password: str) -> bool:
+    return _with_password(r, user_id, password) is not None
+
+
+def _with_password(r: redis.Redis, user_id: str | None, password: str) -> User | None:
     stored: str | None = r.hget(user_key(user_id), "password") if user_id else None  # type: ignore[assignment]
     matches = _hash(check_password_hash, stored or _dummy_hash(), password[:MAX_PASSWORD])
     if not (matches and stored and user_id and len(password) <= MAX_PASSWORD):
         return None
     return get_user(r, user_id)
+
+
+def set_password(r: redis.Redis, user_id: str, password: str) -> None:
+    password_hash = _hash(generate_password_hash, check_password(password))
+    r.hset(user_key(user_id), "password", password_hash)
+
+
+def set_disabled(r: redis.Redis, user_id: str, disabled: bool) -> None:
+    """Disable an account (its sessions end; it cannot log in) or enable it again."""
+    if disabled:
+        r.hset(user_key(user_id), "disabled", "1")
+        end_sessions(r, user_id)
+    else:
+        r.hdel(user_key(user_id), "disabled")
+
+
+def delete_user(r: redis.Redis, user: User, timing: store.Timing) -> None:
+    """Delete an account and its chats (their pages say so); its sessions end first."""
+    end_sessions(r, user.id)
+    while chats := store.list_chats(r, user.id):  # 200 at a time; each leaves the list
+        for chat in chats:
+            store.delete_chat(r, chat, timing)
+    r.hdel(NAMES_KEY, user.name.lower())
+    r.delete(user_key(user.id), user_chats_key(user.id), sessions_key(user.id))
 
 
 def get_user(r: redis.Redis, user_id: str) -> User | None:
@@ -142,9 +176,15 @@ def get_user(r: redis.Redis, user_id: str) -> User | None:
 
 
 def _user(user_id: str, fields: dict[str, str], admin_id: str | None) -> User | None:
-    if not fields:
+    if not fields or "name" not in fields:
         return None
-    return User(user_id, fields["name"], admin_id == user_id, float(fields["created"]))
+    return User(
+        user_id,
+        fields["name"],
+        admin_id == user_id,
+        float(fields["created"]),
+        disabled=bool(fields.get("disabled")),
+    )
 
 
 def list_users(r: redis.Redis) -> list[User]:
@@ -172,21 +212,50 @@ def set_registration(r: redis.Redis, is_open: bool) -> None:
 
 # -- sessions -------------------------------------------------------------------------
 # The cookie names a session kept here, so that logging out ends it for good (a copy of
-# the cookie is worth nothing after), and sessions expire on the server too.
+# the cookie is worth nothing after), and sessions expire on the server too. Each user's
+# set of session ids lets them (or the admin) end every other one; the set may hold ids
+# that expired, which are dropped when it is read.
 
 
 def session_key(session_id: str) -> str:
     return f"{PREFIX}:session:{session_id}"
 
 
+def sessions_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:sessions"
+
+
 def start_session(r: redis.Redis, user_id: str, lifetime_seconds: int) -> str:
     session_id = secrets.token_urlsafe(24)
     r.set(session_key(session_id), user_id, ex=lifetime_seconds)
+    r.sadd(sessions_key(user_id), session_id)
+    r.expire(sessions_key(user_id), lifetime_seconds)  # as long as its newest session
     return session_id
 
 
-def end_session(r: redis.Redis, session_id: str) -> None:
+def end_session(r: redis.Redis, user_id: str, session_id: str) -> None:
     r.delete(session_key(session_id))
+    r.srem(sessions_key(user_id), session_id)
+
+
+def live_sessions(r: redis.Redis, user_id: str) -> list[str]:
+    """The user's sessions that have not ended or expired."""
+    ids: list[str] = sorted(r.smembers(sessions_key(user_id)))  # type: ignore[arg-type]
+    live = [i for i in ids if r.exists(session_key(i))]  # one key at a time: cluster-safe
+    if len(live) < len(ids):
+        r.srem(sessions_key(user_id), *(set(ids) - set(live)))
+    return live
+
+
+def end_sessions(r: redis.Redis, user_id: str, keep: str = "") -> list[str]:
+    """End all the user's sessions but `keep`; their open pages hear of it (they stop
+    following, saying the user is logged out). Return the ended ones."""
+    ended = [i for i in live_sessions(r, user_id) if i != keep]
+    for session_id in ended:
+        end_session(r, user_id, session_id)
+    if ended:
+        store.nudge(r, user_id, signed_out=ended)
+    return ended
 
 
 def session_user(r: redis.Redis, session_id: str, user_id: str) -> User | None:
@@ -198,4 +267,5 @@ def session_user(r: redis.Redis, session_id: str, user_id: str) -> User | None:
     pipe.hgetall(user_key(user_id))
     pipe.get(ADMIN_KEY)
     owner, fields, admin_id = pipe.execute()
-    return _user(user_id, fields, admin_id) if owner == user_id else None
+    user = _user(user_id, fields, admin_id) if owner == user_id else None
+    return None if user is None or user.disabled else user

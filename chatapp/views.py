@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -35,10 +35,11 @@ from chatapp.chat_stream import (
 from chatapp.connections import UNAVAILABLE, get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
-from chatapp.owner import current_user, current_user_id, find_chat, load_chat
-from chatapp.ratelimit import limiter, per_user
+from chatapp.owner import current_session_id, current_user, current_user_id, find_chat, load_chat
+from chatapp.ratelimit import done, limiter, per_user
 from chatapp.render import plain_text, render_markdown
 from chatapp.store import Chat, Message
+from chatapp.stream_share import get_stream_share
 from chatapp.web import is_htmx
 
 bp = Blueprint("chat", __name__)
@@ -69,8 +70,10 @@ def live_chat_list() -> Response:
         ping_seconds=config["PING_SECONDS"],
         max_seconds=config["STREAM_MAX_SECONDS"],
         max_streams=config["SSE_MAX_PER_PROCESS"],
+        session_id=current_session_id(),
+        signed_out=lambda: render_template("partials/front_gone.html"),
     )
-    return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+    return _event_stream(user.id, events)
 
 
 def _render_chat_list(current: str = "") -> str:
@@ -83,6 +86,7 @@ def _render_chat_list(current: str = "") -> str:
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_NEW_CHAT"],
     key_func=per_user,
+    deduct_when=done,
     error_message="You are starting chats too fast. Wait a moment, then try again.",
 )
 def new_chat() -> BaseResponse:
@@ -119,6 +123,7 @@ def show(chat_id: str) -> str:
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_SEND"],
     key_func=per_user,
+    deduct_when=done,
     error_message="You are sending messages too fast. Wait a moment, then send again.",
 )
 def send(chat_id: str) -> Response | str:
@@ -150,7 +155,7 @@ def send(chat_id: str) -> Response | str:
         store.get_message(r, chat.id, sent.answer_id),
     ]
     if messages[1] is not None:
-        _enqueue_unless_queued(r, chat.id, messages[1])
+        _enqueue_unless_queued(r, chat, messages[1])
     return render_template(
         "partials/sent.html",
         chat=chat,
@@ -234,7 +239,7 @@ def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> s
     return sent
 
 
-def _enqueue_unless_queued(r: redis.Redis, chat_id: str, answer: Message) -> None:
+def _enqueue_unless_queued(r: redis.Redis, chat: Chat, answer: Message) -> None:
     """Queue the answer's job, unless it is queued already (a resend of the same message).
 
     The job id is the generation's, so a resend after a failure between storing the
@@ -245,12 +250,14 @@ def _enqueue_unless_queued(r: redis.Redis, chat_id: str, answer: Message) -> Non
     queue = get_queue()
     if Job.exists(jobs.job_id(answer.gen), connection=queue.connection):
         return
+    user, now = current_user(), store.get_chat(r, chat.id)  # a first message titled it
+    asker, title = (user.name if user else "?"), (now.title if now else chat.title)
     try:
-        jobs.enqueue_answer(queue, chat_id, answer.id, answer.gen)
+        jobs.enqueue_answer(queue, chat.id, answer.id, answer.gen, asker, title)
     except Exception:
         reason = "The answer could not be queued. Send the message again."
         terminal = store.Terminal("error", message=reason)
-        store.end(r, chat_id, answer.id, answer.gen, terminal, _timing())
+        store.end(r, chat.id, answer.id, answer.gen, terminal, _timing())
         raise
 
 
@@ -270,6 +277,7 @@ def stop(chat_id: str, message_id: str) -> tuple[str, int]:
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_NEW_CHAT"],  # each rename adds a chat event
     key_func=per_user,
+    deduct_when=done,
     error_message="You are renaming chats too fast. Wait a moment, then try again.",
 )
 def rename(chat_id: str) -> BaseResponse | tuple[str, int]:
@@ -299,6 +307,7 @@ def delete(chat_id: str) -> BaseResponse | tuple[str, int]:
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_SEND"],
     key_func=per_user,
+    deduct_when=done,
     error_message="You are sending messages too fast. Wait a moment, then send again.",
 )
 def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
@@ -322,7 +331,7 @@ def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
         return error_response(409, "Only the last answer can be written again.")
     answer = store.get_message(r, chat.id, message_id)
     if answer is not None:
-        _enqueue_unless_queued(r, chat.id, answer)
+        _enqueue_unless_queued(r, chat, answer)
     return _done_here(url_for("chat.show", chat_id=chat.id))
 
 
@@ -359,7 +368,7 @@ def stream(chat_id: str, message_id: str) -> Response:
         **_stream_settings(),
     )
     events = follow(get_redis(), get_hub(), follow_request, render_final)
-    return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+    return _event_stream(chat.owner, events)
 
 
 @bp.get("/chats/<chat_id>/live")
@@ -393,16 +402,39 @@ def live(chat_id: str) -> Response:
         article=render,
         chat_list=lambda: _render_chat_list(chat.id),
         deleted=lambda: render_template("partials/chat_gone.html", deleted=True),
+        signed_out=lambda: render_template("partials/chat_gone.html"),
     )
 
     follow_request = FollowChat(
         chat_id=chat.id,
         owner=chat.owner,
         cursor=frames.parse_chat_cursor(raw_cursor),
+        session_id=current_session_id(),
         **_stream_settings(),
     )
     events = follow_chat(get_redis(), get_hub(), follow_request, pages)
-    return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
+    return _event_stream(chat.owner, events)
+
+
+def _event_stream(user_id: str, events: Iterator[bytes]) -> Response:
+    """Send `events` as the user's stream, within their share of this process's streams
+    (stream_share.py); the excess is refused with 429, which a tab retries later."""
+    share = get_stream_share()
+    if not share.take(user_id):
+        log.warning(
+            "stream %s: user %s holds %d streams here", request.path, user_id, share.per_user
+        )
+        message = (
+            f"This account has {share.per_user} live pages open on this server, the most it may "
+            "have. Close some tabs; this one reconnects by itself."
+        )
+        headers = {**SSE_HEADERS, "Retry-After": "30"}
+        return Response(message, 429, mimetype="text/plain", headers=headers)
+    response = Response(
+        stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS
+    )
+    response.call_on_close(lambda: share.give_back(user_id))
+    return response
 
 
 def _come_back_later(exc: Exception) -> Response:

@@ -19,8 +19,10 @@ class Event:
     data: str
 
 
-def parse_events(raw: str) -> list[Event]:
-    """Parse an SSE body (complete events only), per the WHATWG rules we rely on."""
+def parse_events(raw: str, strip_every_space: bool = False) -> list[Event]:
+    """Parse an SSE body (complete events only), per the WHATWG rules we rely on; or,
+    with `strip_every_space`, as some clients do, which strip every space that starts a
+    field's value, not just the one the format allows."""
     events: list[Event] = []
     for block in raw.split("\n\n")[:-1]:
         fields: dict[str, list[str]] = {}
@@ -28,17 +30,25 @@ def parse_events(raw: str) -> list[Event]:
             if not line or line.startswith(":"):
                 continue
             name, _, value = line.partition(":")
-            fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
+            value = value.lstrip(" ") if strip_every_space else value.removeprefix(" ")
+            fields.setdefault(name, []).append(value)
         if "data" in fields or "event" in fields:
             ids = fields.get("id")
+            data = "\n".join(as_the_page_reads(line) for line in fields.get("data", []))
             events.append(
-                Event(
-                    ids[-1] if ids else None,
-                    fields.get("event", ["message"])[-1],
-                    "\n".join(fields.get("data", [])),
-                )
+                Event(ids[-1] if ids else None, fields.get("event", ["message"])[-1], data)
             )
     return events
+
+
+def as_the_page_reads(line: str) -> str:
+    """A data line as the page reads it: the server sends a blank that starts one as a
+    character reference (chatapp/sse.py), which the browser's HTML parser (and app.js,
+    for the short text deltas) reads as the blank."""
+    return LEADING_REFERENCE.sub(lambda ref: chr(int(ref[1])), line)
+
+
+LEADING_REFERENCE = re.compile(r"^&#(32|9);")
 
 
 def blocks_of(events: list[Event]) -> str:
@@ -133,9 +143,11 @@ class ChatClient:
         last_event_id: str | None = None,
         after: str | None = None,
         skip: tuple[str, ...] = ("ping", "chats"),
+        strip_every_space: bool = False,
     ) -> list[Event]:
         """Read the chat's stream until `until(events)` holds (bounded in time), leaving
-        out the event kinds in `skip` (keep-alives and the chat list, by default)."""
+        out the event kinds in `skip` (keep-alives and the chat list, by default);
+        `strip_every_space` reads it as some SSE clients do (see parse_events)."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         params = {"after": after} if after else {}
         raw = ""
@@ -144,10 +156,10 @@ class ChatClient:
             assert response.status_code == 200
             for chunk in response.iter_text():
                 raw += chunk
-                events = [e for e in parse_events(raw) if e.event not in skip]
+                events = [e for e in parse_events(raw, strip_every_space) if e.event not in skip]
                 if until(events):
                     return events
-        return [e for e in parse_events(raw) if e.event not in skip]
+        return [e for e in parse_events(raw, strip_every_space) if e.event not in skip]
 
     def page_shows_ended(self, chat_id: str, answer_id: str) -> Event:
         """Follow the chat page's stream, as a tab does (resuming with its cursor after any

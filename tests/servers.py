@@ -225,10 +225,11 @@ def stack_env(redis_url: str, data_dir: Path, **settings: str) -> dict[str, str]
 
 @contextmanager
 def web_server(
-    env: dict[str, str], workers: int = 1
+    env: dict[str, str], workers: int = 1, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run gunicorn (gevent workers) on a free port; yield its base URL and its process."""
-    port = free_port()
+    """Run gunicorn (gevent workers) on `port` (by default a free one); yield its base URL
+    and its process."""
+    port = port or free_port()
     env = {**env, "CHATAPP_BIND": f"127.0.0.1:{port}", "CHATAPP_WEB_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
     process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, start_new_session=True)
@@ -355,7 +356,7 @@ def nginx(directory: Path, upstreams: list[str]) -> Iterator[tuple[str, str]]:
     site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{tls_port} ssl http2;")
     site = site.replace("/srv/chatapp/static/", f"{PROJECT_DIR / 'static'}/")
     for default, upstream in zip(("127.0.0.1:8000", "127.0.0.1:8001"), upstreams, strict=True):
-        site = site.replace(f"server {default};", f"server {upstream.removeprefix('http://')};")
+        site = site.replace(f"server {default} ", f"server {upstream.removeprefix('http://')} ")
     home = directory / f"nginx-{port}"
     home.mkdir()
     certificate, key = self_signed_certificate(home)

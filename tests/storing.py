@@ -39,6 +39,7 @@ def keys_and_values(r: redis.Redis) -> dict[str, object]:
             "hash": r.hgetall,
             "list": lambda k: r.lrange(k, 0, -1),
             "zset": lambda k: r.zrange(k, 0, -1),
+            "set": lambda k: sorted(r.smembers(k)),
             "string": r.get,
         }[kind](key)
     return snapshot

@@ -304,6 +304,27 @@ def test_state_changing_requests_without_the_csrf_token_are_refused(
     assert alice.client.get("/").status_code == 200  # still logged in
 
 
+def test_over_https_a_form_from_another_site_is_refused_saying_so(
+    alice: Person, app: Flask
+) -> None:
+    """Over HTTPS the CSRF check also wants the Referer to name this site: a foreign or
+    missing one is refused with its own reason, not "token expired"."""
+    client = app.test_client()
+    https = {"base_url": "https://chat.example"}
+    token = csrf_token(client.get("/login", **https).text)  # type: ignore[arg-type]
+    form = {"csrf_token": token, "name": "nobody", "password": PASSWORD}
+    foreign = client.post(
+        "/login", data=form, headers={"Referer": "https://evil.example/"}, **https
+    )  # type: ignore[arg-type]
+    assert foreign.status_code == 400 and "sent from another site" in foreign.text
+    missing = client.post("/login", data=form, **https)  # type: ignore[arg-type]
+    assert missing.status_code == 400 and "sent no Referer" in missing.text
+    own = client.post(
+        "/login", data=form, headers={"Referer": "https://chat.example/login"}, **https
+    )  # type: ignore[arg-type]
+    assert own.status_code == 401  # past the check: the name is unknown
+
+
 def test_a_logged_out_visitor_reaches_nothing(alice: Person, app: Flask, r: redis.Redis) -> None:
     chat_id = alice.new_chat()
     answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
@@ -392,3 +413,70 @@ def test_a_login_under_the_gevent_worker_does_not_stop_the_process_streams() -> 
         [sys.executable, "-c", GEVENT_LOGIN], capture_output=True, text=True, check=True
     )
     assert int(out.stdout) > 0  # hashed on the loop's own thread, it would be 0
+
+
+def form_post(client: FlaskClient, url: str, **data: str):
+    token = csrf_token(client.get("/account").text)
+    return client.post(url, data={"csrf_token": token, **data})
+
+
+def test_changing_ones_password_needs_the_current_one_and_logs_out_other_sessions(
+    app: Flask,
+) -> None:
+    Person(app, "admin-pw")  # the first account is the admin
+    laptop = Person(app, "carol").client
+    phone = app.test_client()
+    assert log_in(phone, "carol").status_code == 303
+    assert "1 other browser or device" in laptop.get("/account").text
+    wrong = form_post(laptop, "/account/password", current="not it", password="a new password")
+    assert wrong.status_code == 403 and "current password is not right" in wrong.text
+    short = form_post(laptop, "/account/password", current=PASSWORD, password="short")
+    assert short.status_code == 400 and "8 to 256 characters" in short.text
+    changed = form_post(laptop, "/account/password", current=PASSWORD, password="a new password")
+    assert changed.status_code == 303
+    assert "Your password is changed" in laptop.get(changed.headers["Location"]).text
+    assert phone.get("/").status_code == 302  # logged out
+    assert laptop.get("/").status_code == 200  # still in
+    assert log_in(app.test_client(), "carol").status_code == 401  # the old password
+    assert log_in(app.test_client(), "carol", "a new password").status_code == 303
+
+
+def test_logging_out_everywhere_else_keeps_this_session(app: Flask) -> None:
+    Person(app, "admin-everywhere")
+    here = Person(app, "dave").client
+    elsewhere = [app.test_client() for _ in range(2)]
+    for client in elsewhere:
+        assert log_in(client, "dave").status_code == 303
+    assert form_post(here, "/account/sessions").status_code == 303
+    assert [client.get("/").status_code for client in elsewhere] == [302, 302]
+    assert here.get("/").status_code == 200
+    assert "on 0 other browsers or devices" in here.get("/account").text
+
+
+def test_the_admin_disables_enables_and_deletes_accounts(app: Flask, r: redis.Redis) -> None:
+    admin = Person(app, "admin-people")
+    erin = Person(app, "erin")
+    chat_id = erin.new_chat()
+    assert erin.send(chat_id).status_code == 200
+    (erin_user,) = [u for u in users.list_users(r) if u.name == "erin"]
+    url = f"/admin/users/{erin_user.id}"
+    assert form_post(erin.client, f"{url}/disable").status_code == 403  # the admin only
+
+    assert form_post(admin.client, f"{url}/disable").status_code == 303
+    assert erin.client.get("/").status_code == 302  # her session ended
+    refused = log_in(app.test_client(), "erin")
+    assert refused.status_code == 403 and "disabled" in refused.text
+    assert "disabled" in admin.client.get("/admin").text
+    assert form_post(admin.client, f"{url}/enable").status_code == 303
+    assert log_in(erin.client, "erin").status_code == 303
+
+    (admin_user,) = [u for u in users.list_users(r) if u.is_admin]
+    own = form_post(admin.client, f"/admin/users/{admin_user.id}/delete")
+    assert own.status_code == 409
+    assert form_post(admin.client, f"{url}/delete").status_code == 303
+    assert erin.client.get("/").status_code == 302
+    assert "erin" not in [u.name for u in users.list_users(r)]
+    left = [key for key in r.scan_iter("*") if chat_id in key or erin_user.id in key]
+    assert all(r.ttl(key) > 0 for key in left), left  # only what expires by itself
+    assert form_post(admin.client, f"{url}/delete").status_code == 404
+    Person(app, "erin")  # the name is free again

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from html import unescape
 
 import pytest
 
@@ -138,6 +139,58 @@ def test_a_page_cut_after_any_event_resumes_to_the_same_page(stack: Stack) -> No
         assert list(shown) == [message.id for message in stored], live[cut].id
         for message in stored:
             assert message.html in shown[message.id], live[cut].id
+
+
+def test_a_client_that_strips_every_leading_space_gets_the_same_page(stack: Stack) -> None:
+    """Indented code reaches a page whose SSE client strips every space that starts a
+    data line (the offline answer's program has an indented line), in its deltas and its
+    end: a browser reads the references the server sends in their place as blanks."""
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    answer_id = device.send_ok(chat_id, "Indent this")
+    events = device.live(chat_id, until=ended, after="c0", strip_every_space=True)
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and "\n    print(" in stored.text
+    code = re.search(r"<pre>.*?</pre>", stored.html, re.S)
+    assert code is not None
+    built = page_after([e for e in events if e.event != "end"])[answer_id]
+    assert unescape(code[0]) in unescape(built)  # from its deltas
+    assert unescape(stored.html) in unescape(page_after(events)[answer_id])  # from its end
+
+
+class OpenStream(threading.Thread):
+    """A page's stream held open in the background, read until the server closes it."""
+
+    def __init__(self, client: ChatClient, url: str) -> None:
+        super().__init__(daemon=True)
+        self.client, self.url = client, url
+        self.opened, self.raw = threading.Event(), ""
+
+    def run(self) -> None:
+        with self.client.http.stream("GET", self.url, timeout=60) as response:
+            for chunk in response.iter_text():
+                self.raw += chunk
+                self.opened.set()  # its first bytes come once it is subscribed
+
+
+def test_pages_of_a_session_that_ends_elsewhere_are_told_and_stop(stack: Stack) -> None:
+    """ "Log out everywhere else" on one device: the other device's open pages (a chat's,
+    the front page's) say it is logged out, and their streams end."""
+    laptop = ChatClient(stack.base)
+    phone = laptop.another_device()
+    chat_id = laptop.new_chat()
+    pages = [OpenStream(phone, f"/chats/{chat_id}/live"), OpenStream(phone, "/live")]
+    for page in pages:
+        page.start()
+        assert page.opened.wait(timeout=30)
+    ended = laptop.http.post("/account/sessions", data={"csrf_token": laptop.token})
+    assert ended.status_code == 303
+    for page in pages:
+        page.join(timeout=60)
+        assert not page.is_alive(), page.url  # the server closed it
+        gone = [e for e in parse_events(page.raw) if e.event == "gone"]
+        assert len(gone) == 1 and "logged out" in gone[0].data, page.url
+    assert phone.http.get("/").status_code == 302  # to the login page
 
 
 def test_a_page_with_no_usable_cursor_gets_the_whole_chat(stack: Stack) -> None:

@@ -18,6 +18,7 @@ PAGES = Pages(
     article=lambda message, body, oob: f"<article id={message.id}>",
     chat_list=lambda: "<ul id=chat-list>",
     deleted=lambda: "deleted",
+    signed_out=lambda: "signed out",
 )
 
 

@@ -3,19 +3,22 @@ rejected request changes nothing in Redis."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import string
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import httpx
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatapp import store
-from tests.accounts import PASSWORD, Person, csrf_token
+from tests.accounts import PASSWORD, Person, csrf_token, sign_up
 from tests.conftest import make_test_app
-from tests.servers import RedisServer
+from tests.servers import RedisServer, stack_env, web_server
 from tests.storing import keys_and_values
 
 ROUTES = [
@@ -48,6 +51,11 @@ ROUTES = [
     ("POST", "/admin/rq/job/{message}/delete"),
     ("POST", "/admin/rq/job/{message}/requeue"),
     ("GET", "/admin/rq/0/view/job/{message}"),
+    ("GET", "/account"),
+    ("POST", "/account/password"),
+    ("POST", "/account/sessions"),
+    ("POST", "/admin/users/{chat}/disable"),
+    ("POST", "/admin/users/{message}/{chat}"),
 ]
 FORM_FIELDS = [
     "text",
@@ -58,6 +66,7 @@ FORM_FIELDS = [
     "registration",
     "next",
     "title",
+    "current",
 ]
 HEADER_TEXT = st.text(alphabet=string.printable.replace("\n", "").replace("\r", ""), max_size=80)
 ODD_TEXT = st.one_of(
@@ -139,3 +148,76 @@ def test_no_route_answers_5xx_and_rejections_change_nothing(
     with person.client.session_transaction() as session:  # undo a logout or a new login
         session.clear()
         session.update(saved)
+
+
+# Bodies a client can send that only a real server sees: the test client makes its own.
+def _chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+BROKEN_BODIES = {
+    "a chunk size that is no number": ("chunked", b"zz\r\ntext=hi\r\n0\r\n\r\n"),
+    "a chunk without its terminator": ("chunked", b"7\r\ntext=hiXXXX0\r\n\r\n"),
+    "a chunk extension with a newline": ("chunked", b"7;a\nb\r\ntext=hi\r\n0\r\n\r\n"),
+    "chunks ending early": ("chunked", b"ffff\r\ntext=hi"),
+    "a body shorter than its Content-Length": ("length", b"text=hi"),
+    "chunks over the size limit": ("chunked", _chunked(b"text=" + b"x" * 2_000_000)),
+}
+ODD_BODY = _chunked(b"text=%ff%fe&name=\xff\xfe&title=\x00")  # well framed; no UTF-8
+ODD_CURSORS = ["c\uff15", "c\u0665", "c5 ", " c5", "c5\t", "c-1", "c" + "9" * 40, "\u00e9"]
+
+
+def _raw_request(port: int, head: str, body: bytes) -> bytes:
+    """Send a request as bytes, half-close, and return the status line of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(head.encode("latin-1") + body)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server answered and closed before taking all of it
+            pass
+        answer = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in answer and (data := sock.recv(4096)):
+                answer += data
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_through_gunicorn_broken_bodies_and_odd_cursors_get_a_4xx_and_no_traceback(
+    redis_server: RedisServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env = stack_env(redis_server.url, tmp_path, CHATAPP_MAX_MESSAGE_CHARS="20000")
+    with web_server(env) as (base, _), httpx.Client(base_url=base) as http:
+        token = sign_up(http)
+        chat = http.post("/chats", data={"csrf_token": token}).headers["Location"]
+        cookie = "; ".join(f"{name}={value}" for name, value in http.cookies.items())
+        port = int(base.rsplit(":", 1)[1])
+        posts = [path.format(chat="0" * 16, message="0" * 16) for m, path in ROUTES if m == "POST"]
+        for path in [*posts, f"{chat}/messages"]:
+            for what, (framing, body) in [*BROKEN_BODIES.items(), ("odd", ("chunked", ODD_BODY))]:
+                length = (
+                    "Transfer-Encoding: chunked"
+                    if framing == "chunked"
+                    else f"Content-Length: {len(body) + 100}"
+                )
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: {base[7:]}\r\nCookie: {cookie}\r\n"
+                    f"X-CSRFToken: {token}\r\nHX-Request: true\r\n"
+                    "Content-Type: application/x-www-form-urlencoded\r\n"
+                    f"{length}\r\nConnection: close\r\n\r\n"
+                )
+                status = _raw_request(port, head, body)
+                wanted = (
+                    (b"HTTP/1.1 2", b"HTTP/1.1 3", b"HTTP/1.1 4")
+                    if what == "odd"
+                    else b"HTTP/1.1 4"
+                )
+                assert status.startswith(wanted), (path, what, status)
+        for cursor in ODD_CURSORS:
+            head = (
+                f"GET {chat}/live HTTP/1.1\r\nHost: {base[7:]}\r\nCookie: {cookie}\r\n"
+                f"Accept: text/event-stream\r\nConnection: close\r\n\r\n"
+            )
+            head = head.replace("\r\n\r\n", f"\r\nLast-Event-ID: {cursor}\r\n\r\n")
+            status = _raw_request(port, head.encode("utf-8").decode("latin-1"), b"")
+            assert status.startswith(b"HTTP/1.1 200"), (cursor, status)  # an unknown cursor
+        assert "Traceback" not in capfd.readouterr().err  # read before gunicorn stops

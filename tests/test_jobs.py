@@ -207,7 +207,9 @@ def test_a_job_for_a_stopped_answer_does_nothing(
     store.append(
         r, chat_id, sent.answer_id, sent.generation_id, [], None, store.Terminal("stopped")
     )
-    assert run_job(app, sent, r) == "skipped"
+    assert run_job(app, sent, r) == (
+        "not run: this answer already ended (stopped); use Regenerate in the chat to write it again"
+    )
     assert store.log_length(r, chat_id, sent.generation_id) == 1
 
 

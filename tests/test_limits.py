@@ -4,6 +4,7 @@ stored data as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -16,8 +17,9 @@ from flask import Flask
 from chatapp import store, users
 from chatapp.ratelimit import cluster_storage
 from tests.accounts import PASSWORD, Person, csrf_token, sign_up
+from tests.client import ChatClient
 from tests.conftest import make_test_app
-from tests.servers import RedisServer
+from tests.servers import RedisServer, stack_env, wait_until, web_server
 from tests.storing import keys_and_values
 
 
@@ -97,6 +99,26 @@ def test_new_chats_are_rate_limited_per_user(make_app, r: redis.Redis) -> None:
     renamed = bob.post(f"/chats/{chat_id}/title", title="three")
     assert renamed.status_code == 429 and "renaming chats too fast" in renamed.text
     assert keys_and_values(r) == before
+
+
+def test_refused_requests_do_not_count_against_a_users_limits(make_app, r: redis.Redis) -> None:
+    """Sends, renames and regenerations that were refused (400, 404, 409) changed nothing:
+    only the ones that did something count."""
+    app = make_app(RATE_LIMIT_SEND="2 per minute", RATE_LIMIT_NEW_CHAT="3 per minute")
+    alice = Person(app)
+    chat_id = alice.new_chat()
+    missing = "0" * 16
+    for _ in range(5):
+        assert alice.send(chat_id, text="").status_code == 400  # nothing written
+        assert alice.send(missing).status_code == 404
+        assert alice.post(f"/chats/{chat_id}/title", title="").status_code == 400
+        regenerate = f"/chats/{chat_id}/messages/{missing}/regenerate"
+        assert alice.post(regenerate).status_code == 404
+    assert alice.post(f"/chats/{chat_id}/title", title="A title").status_code == 204
+    assert alice.send(chat_id, client_id="client-0001").status_code == 200
+    assert alice.send(chat_id, client_id="client-0002").status_code == 409  # still running
+    assert alice.send(alice.new_chat(), client_id="client-0003").status_code == 200
+    assert alice.send(alice.new_chat(), client_id="client-0004").status_code == 429  # the third
 
 
 def test_sign_ups_are_rate_limited_per_address(make_app) -> None:
@@ -227,3 +249,32 @@ def test_on_a_cluster_the_limits_storage_gets_the_urls_credentials_and_tls() -> 
 def test_on_a_cluster_the_limits_storage_gets_every_node_named() -> None:
     uri, _ = cluster_storage("redis://a:7000,b:7001,[::1]:7002/0", 50)
     assert uri == "redis+cluster://a:7000,b:7001,[::1]:7002"
+
+
+def test_one_user_holds_at_most_their_share_of_a_processs_streams(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Through gunicorn: a user's streams past STREAMS_PER_USER (of every kind: the chat
+    page's, the front page's, an answer's) are refused with 429 and a reason, while
+    another user's open; a stream that closes frees its place."""
+    # Pings every second: a closed stream is noticed at its next write.
+    settings = {"CHATAPP_STREAMS_PER_USER": "3", "CHATAPP_PING_SECONDS": "1"}
+    env = stack_env(redis_server.url, tmp_path, **settings)
+    with web_server(env) as (base, _), contextlib.ExitStack() as held:
+        greedy, other = ChatClient(base), ChatClient(base)
+        chat = greedy.new_chat()
+        paths = [f"/chats/{chat}/live", "/live", f"/chats/{chat}/live"]
+        streams = [held.enter_context(greedy.http.stream("GET", path)) for path in paths]
+        assert [s.status_code for s in streams] == [200, 200, 200]
+        refused = greedy.http.get(f"/chats/{chat}/live")
+        assert refused.status_code == 429 and "live pages open" in refused.text
+        assert refused.headers["Retry-After"] == "30"
+        with other.http.stream("GET", f"/chats/{other.new_chat()}/live") as theirs:
+            assert theirs.status_code == 200
+        streams[0].close()
+
+        def room_again() -> bool:
+            with greedy.http.stream("GET", "/live") as again:
+                return again.status_code == 200
+
+        wait_until(room_again, timeout=30, what="a closed stream to free its place")

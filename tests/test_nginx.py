@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import signal
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from chatapp import store
-from tests.client import ChatClient, Event, blocks_of
-from tests.servers import PROJECT_DIR, Stack, stack_behind_nginx
+from tests.client import ChatClient, Event, blocks_of, page_after, parse_events
+from tests.servers import (
+    PROJECT_DIR,
+    RedisServer,
+    Stack,
+    free_port,
+    nginx,
+    rq_worker,
+    stack_behind_nginx,
+    stack_env,
+    wait_until,
+    web_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +114,89 @@ def test_static_files_come_from_nginx_kept_for_a_year_under_content_hashed_urls(
     assert "max-age=31536000" in cache and "immutable" in cache
     assert script.headers["x-content-type-options"] == "nosniff"
     assert script.headers["content-type"] in ("application/javascript", "text/javascript")
+
+
+class Viewer(threading.Thread):
+    """A tab on a chat page through nginx: it follows the chat's stream, reconnecting with
+    its cursor whenever the stream closes, and records the status of every (re)connect."""
+
+    def __init__(self, chat_id: str, device: ChatClient) -> None:
+        super().__init__(daemon=True)
+        self.client = device.another_device()
+        self.chat_id = chat_id
+        self.statuses: list[int] = []
+        self.events: list[Event] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        cursor: str | None = None
+        while not self.stop.is_set():
+            headers = {"Last-Event-ID": cursor} if cursor else {}
+            url = f"/chats/{self.chat_id}/live"
+            raw = ""
+            try:
+                with self.client.http.stream("GET", url, headers=headers, timeout=60) as response:
+                    self.statuses.append(response.status_code)
+                    for chunk in response.iter_text():
+                        raw += chunk
+                        complete, _, raw = raw.rpartition("\n\n")
+                        cursor = self._take(complete + "\n\n", cursor)
+                        if self.stop.is_set():
+                            break
+            except httpx.HTTPError:
+                self.statuses.append(0)  # cut mid-stream: resume
+
+    def _take(self, raw: str, cursor: str | None) -> str | None:
+        events = [e for e in parse_events(raw) if e.event not in ("ping", "chats")]
+        self.events += events
+        return next((e.id for e in reversed(events) if e.id), cursor)
+
+
+def test_restarting_both_gunicorns_in_turn_behind_nginx_is_invisible(tmp_path: Path) -> None:
+    """A rolling restart with viewers connected: every reconnect reaches the other process
+    (never a 502), and every viewer ends with the stored chat, nothing lost or twice."""
+    server = RedisServer(tmp_path)
+    settings = {"CHATAPP_TRUSTED_PROXIES": "1", "CHATAPP_OFFLINE_TOKENS_PER_SECOND": "20"}
+    env = stack_env(server.url, tmp_path, **settings)
+    ports = [free_port(), free_port()]
+    try:
+        with rq_worker(env), contextlib.ExitStack() as webs:
+            processes = [webs.enter_context(web_server(env, port=port))[1] for port in ports]
+            base, _ = webs.enter_context(nginx(tmp_path, [f"http://127.0.0.1:{p}" for p in ports]))
+            device = ChatClient(base)
+            chat_id = device.new_chat()
+            viewers = [Viewer(chat_id, device) for _ in range(8)]
+            for viewer in viewers:
+                viewer.start()
+            answer_id = device.send_ok(chat_id, "Keep writing while we restart")
+            pages: list[int] = []  # pages loaded while one process is down
+            for index, port in enumerate(ports):  # in turn, as an operator would
+                processes[index].send_signal(signal.SIGTERM)  # graceful: streams say retry
+                processes[index].wait(timeout=60)
+                pages += [device.http.get("/").status_code for _ in range(4)]
+                processes[index] = webs.enter_context(web_server(env, port=port))[1]
+            r = redis.Redis.from_url(server.url, decode_responses=True)
+            wait_until(
+                lambda: store.get_message(r, chat_id, answer_id).status == "done",  # type: ignore[union-attr]
+                timeout=120,
+                what="the answer to end",
+            )
+            finished = re.compile(rf'id="answer-{answer_id}" data-status="done"')
+            for viewer in viewers:
+                wait_until(
+                    lambda v=viewer: any(finished.search(e.data) for e in v.events),
+                    timeout=60,
+                    what="every viewer to show the answer done",
+                )
+                viewer.stop.set()
+            stored = store.get_messages(r, chat_id)
+    finally:
+        server.stop()
+    assert pages == [200] * len(pages)
+    for viewer in viewers:
+        assert 502 not in viewer.statuses and set(viewer.statuses) <= {200, 0}, viewer.statuses
+        assert len(viewer.statuses) >= 2  # its process restarted: it reconnected
+        shown = page_after(viewer.events)  # asserts nothing was added twice
+        assert list(shown) == [message.id for message in stored]
+        for message in stored:
+            assert message.html in shown[message.id]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import redis
 
+from chatapp import producer as producer_module
 from chatapp import store
 from chatapp.producer import Fenced, Producer
 from chatapp.render import render_markdown
@@ -122,3 +124,36 @@ def test_output_already_received_is_read_on_without_waiting_for_the_window(
     texts = [entry.get("text", "") for entry in log_of(r, sent)]
     # One flush per window: "two " was due at once; the rest waited for the next window.
     assert texts == ["one ", "two ", "three four five ", ""]
+
+
+def test_a_flush_redis_never_took_is_written_before_the_next_so_text_and_html_agree(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis away longer than the producer waits: the flush it was writing raises, and is
+    written first by the next append. Otherwise the log's text would miss it while the next
+    entry's blocks, rendered from it, hold it; an answer ended from its log (its producer
+    gone) would keep text for the model's history that ends one flush before its HTML."""
+    monkeypatch.setattr(producer_module, "REDIS_OUTAGE_SECONDS", 0.2)
+    sent = new_answer(r)
+    producer = producer_for(r, sent)
+    producer.feed("# One\n\nfirst words ")
+    unavailable = {"now": True}
+    append = store.append
+
+    def append_unless_down(*args: Any, **kwargs: Any) -> store.AppendResult:
+        if unavailable["now"]:
+            raise redis.ConnectionError("Redis is restarting")
+        return append(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append", append_unless_down)
+    with pytest.raises(redis.ConnectionError):
+        producer.feed("lost words\n\n")  # flushes (the window is 0): Redis is away
+    unavailable["now"] = False
+    producer.feed("last words")  # the flush before, then this one; then the producer dies
+    chat_id = chat_of(r, sent.answer_id)
+    store.end(r, chat_id, sent.answer_id, sent.generation_id, store.Terminal("error"))
+    text = "# One\n\nfirst words lost words\n\nlast words"
+    assert "".join(entry.get("text", "") for entry in log_of(r, sent)) == text
+    message = store.get_message(r, chat_id, sent.answer_id)
+    assert message is not None and message.text == text
+    assert "lost words" in message.html and "last words" in message.html

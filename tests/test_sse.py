@@ -4,6 +4,8 @@ import re
 from html import escape, unescape
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatapp.frames import ChatCursor, chat_delta_event
 from chatapp.sse import ServerSentEvent
@@ -48,3 +50,14 @@ def test_no_data_line_of_an_answers_new_text_starts_with_a_blank() -> None:
     # What app.js does with it: the references back to blanks, then the HTML escapes.
     text = re.sub(r"&#(9|32);", lambda ref: chr(int(ref[1])), "\n".join(data[1:]))
     assert unescape(text) == " indented\n    code & <b>\n\ttab\nend "
+
+
+@given(st.text())
+def test_any_html_reads_the_same_through_a_client_that_strips_every_leading_space(
+    text: str,
+) -> None:
+    html = escape(text, quote=False)
+    wire = ServerSentEvent(data=html, event="x").encode().decode()
+    data = [line[len("data:") :] for line in wire.split("\n") if line.startswith("data:")]
+    stripped = "\n".join(line.lstrip(" ") for line in data)
+    assert unescape(stripped) == unescape(re.sub(r"\r\n|\r", "\n", html))
