@@ -21,7 +21,7 @@ from chatapp.connections import get_redis
 from chatapp.errors import error_response
 from chatapp.jobs import timing_from
 from chatapp.owner import current_session_id, current_user, log_in, log_out
-from chatapp.ratelimit import limiter, per_address
+from chatapp.ratelimit import limiter, per_address, per_user
 from chatapp.web import is_htmx
 
 bp = Blueprint("auth", __name__)
@@ -156,6 +156,11 @@ def account() -> str:
 
 
 @bp.post("/account/password")
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_LOGIN"],
+    key_func=per_user,
+    error_message="Too many tries. Wait a minute and try again.",
+)
 def change_password() -> BaseResponse | tuple[str, int]:
     """Change one's password (the current one proves it is you); other sessions end."""
     user, r = current_user(), get_redis()

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_SIGNUP": "10 per hour",  # per client address
     "RATE_LIMIT_SEND": "30 per minute; 500 per hour",  # per user
     "RATE_LIMIT_NEW_CHAT": "30 per minute; 300 per hour",  # per user, and as many renames
+    "RATE_LIMIT_ACTIONS": "120 per minute; 1500 per hour",  # per user: those four, refused too
     "MAX_RUNNING_PER_USER": 3,  # answers one user may have generating at once
     "MAX_CHAT_MESSAGES": 500,  # messages in one chat (questions and answers)
     "TRUSTED_PROXIES": 0,  # proxies in front (nginx: 1) whose X-Forwarded-* headers count

@@ -140,13 +140,28 @@ class Producer:
     def _append(
         self, entries: list[dict[str, str]], terminal: store.Terminal | None = None
     ) -> None:
-        entries = [*self._unwritten, *entries]
+        unwritten, entries = len(self._unwritten), [*self._unwritten, *entries]
         try:
-            result = self._write(entries, self.length, terminal)
+            result = self._write_at_end(entries, terminal, unwritten)
         except UNAVAILABLE:
             self._unwritten = entries
             raise
         self._unwritten = []
+        if not result.ok:
+            raise Fenced(result.status, result.length)
+        self._appended.extend(entries)
+        self.length = result.length
+        self.flushes += 1
+
+    def _write_at_end(
+        self, entries: list[dict[str, str]], terminal: store.Terminal | None, unwritten: int
+    ) -> store.AppendResult:
+        """Write `entries` after the ones this producer wrote; the first `unwritten` of
+        them are from an append that raised (Redis away too long)."""
+        result = self._write(entries, self.length, terminal)
+        if result.status == "seq" and unwritten and result.length == self.length + unwritten:
+            # That append reached Redis after all (its reply was lost): write the rest.
+            return self._write(entries[unwritten:], result.length, terminal)
         if result.status == "seq" and result.length < self.length:
             # Redis lost our newest entries (a crash inside its ~1 s AOF window). We still
             # have them: write them again at the same positions, then the new ones.
@@ -154,12 +169,8 @@ class Producer:
             log.warning(
                 "answer %s: the log lost %d entries; writing them again", self.message_id, len(lost)
             )
-            result = self._write([*lost, *entries], result.length, terminal)
-        if not result.ok:
-            raise Fenced(result.status, result.length)
-        self._appended.extend(entries)
-        self.length = result.length
-        self.flushes += 1
+            return self._write([*lost, *entries], result.length, terminal)
+        return result
 
     def _write(
         self, entries: list[dict[str, str]], expected: int, terminal: store.Terminal | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter
 from redis.connection import SSLConnection, parse_url
 
@@ -48,6 +48,16 @@ def done(response: Response) -> bool:
 
 
 limiter = Limiter(key_func=per_address, key_prefix=KEY_PREFIX, headers_enabled=True)
+
+# Counted on the way in, refused or not, shared by sending, new chats, renames and
+# regenerations: their own limits count only what was done (`done`), and so are checked
+# before and counted after, which a burst of simultaneous requests would slip through.
+every_action_counts = limiter.shared_limit(
+    lambda: current_app.config["RATE_LIMIT_ACTIONS"],
+    scope="user actions",
+    key_func=per_user,
+    error_message="You are doing that too fast. Wait a moment, then try again.",
+)
 
 
 def init_app(app: Flask) -> None:

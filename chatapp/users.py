@@ -28,6 +28,7 @@ PREFIX = f"{store.PREFIX}:accounts"
 NAMES_KEY = f"{PREFIX}:names"  # hash: lower-cased name -> user id
 ADMIN_KEY = f"{PREFIX}:admin"  # string: the admin's user id
 SETTINGS_KEY = f"{PREFIX}:settings"  # hash: settings the admin changes on the page
+SESSIONS_INDEXED_KEY = f"{PREFIX}:sessions-indexed"  # sessions of old versions are in sets
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")
@@ -156,11 +157,16 @@ def set_disabled(r: redis.Redis, user_id: str, disabled: bool) -> None:
 
 
 def delete_user(r: redis.Redis, user: User, timing: store.Timing) -> None:
-    """Delete an account and its chats (their pages say so); its sessions end first."""
-    end_sessions(r, user.id)
-    while chats := store.list_chats(r, user.id):  # 200 at a time; each leaves the list
-        for chat in chats:
-            store.delete_chat(r, chat, timing)
+    """Delete an account and its chats (their pages say so). It is disabled first, so it
+    cannot log in and start a chat while its chats are being deleted."""
+    set_disabled(r, user.id, True)
+    while chat_ids := _first_chat_ids(r, user.id):
+        for chat_id in chat_ids:
+            chat = store.get_chat(r, chat_id)
+            if chat is None:
+                r.zrem(user_chats_key(user.id), chat_id)  # a stale entry
+            else:
+                store.delete_chat(r, chat, timing)  # which takes it off the list
     r.hdel(NAMES_KEY, user.name.lower())
     r.delete(user_key(user.id), user_chats_key(user.id), sessions_key(user.id))
 
@@ -173,6 +179,11 @@ def get_user(r: redis.Redis, user_id: str) -> User | None:
     pipe.get(ADMIN_KEY)
     fields, admin_id = pipe.execute()
     return _user(user_id, fields, admin_id)
+
+
+def _first_chat_ids(r: redis.Redis, user_id: str) -> list[str]:
+    ids: list[str] = r.zrange(user_chats_key(user_id), 0, 199)  # type: ignore[assignment]
+    return ids
 
 
 def _user(user_id: str, fields: dict[str, str], admin_id: str | None) -> User | None:
@@ -240,11 +251,24 @@ def end_session(r: redis.Redis, user_id: str, session_id: str) -> None:
 
 def live_sessions(r: redis.Redis, user_id: str) -> list[str]:
     """The user's sessions that have not ended or expired."""
+    _index_old_sessions(r)
     ids: list[str] = sorted(r.smembers(sessions_key(user_id)))  # type: ignore[arg-type]
     live = [i for i in ids if r.exists(session_key(i))]  # one key at a time: cluster-safe
     if len(live) < len(ids):
         r.srem(sessions_key(user_id), *(set(ids) - set(live)))
     return live
+
+
+def _index_old_sessions(r: redis.Redis) -> None:
+    """Add the sessions started before users had session sets (chatapp before 42d443f)
+    to their users' sets, once per install: they too must end with the others."""
+    if r.exists(SESSIONS_INDEXED_KEY):
+        return
+    for key in r.scan_iter(match=session_key("*"), count=1000):
+        user_id = r.get(key)
+        if user_id:
+            r.sadd(sessions_key(user_id), key.rsplit(":", 1)[1])  # type: ignore[arg-type]
+    r.set(SESSIONS_INDEXED_KEY, "1")
 
 
 def end_sessions(r: redis.Redis, user_id: str, keep: str = "") -> list[str]:

@@ -36,7 +36,7 @@ from chatapp.connections import UNAVAILABLE, get_hub, get_queue, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
 from chatapp.owner import current_session_id, current_user, current_user_id, find_chat, load_chat
-from chatapp.ratelimit import done, limiter, per_user
+from chatapp.ratelimit import done, every_action_counts, limiter, per_user
 from chatapp.render import plain_text, render_markdown
 from chatapp.store import Chat, Message
 from chatapp.stream_share import get_stream_share
@@ -83,6 +83,7 @@ def _render_chat_list(current: str = "") -> str:
 
 
 @bp.post("/chats")
+@every_action_counts
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_NEW_CHAT"],
     key_func=per_user,
@@ -120,6 +121,7 @@ def show(chat_id: str) -> str:
 
 
 @bp.post("/chats/<chat_id>/messages")
+@every_action_counts
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_SEND"],
     key_func=per_user,
@@ -274,6 +276,7 @@ def stop(chat_id: str, message_id: str) -> tuple[str, int]:
 
 
 @bp.post("/chats/<chat_id>/title")
+@every_action_counts
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_NEW_CHAT"],  # each rename adds a chat event
     key_func=per_user,
@@ -304,6 +307,7 @@ def delete(chat_id: str) -> BaseResponse | tuple[str, int]:
 
 
 @bp.post("/chats/<chat_id>/messages/<message_id>/regenerate")
+@every_action_counts
 @limiter.limit(
     lambda: current_app.config["RATE_LIMIT_SEND"],
     key_func=per_user,
@@ -344,9 +348,9 @@ def _done_here(page: str) -> BaseResponse | tuple[str, int]:
 def stream(chat_id: str, message_id: str) -> Response:
     """Follow an answer: snapshot or resume, then live, until `end`.
 
-    Never an error status: the htmx SSE extension would retry it forever without the
-    cursor. Stream-level conditions (unknown, not yours, finished) end with `end`;
-    temporary ones (Redis down, too many streams) say `retry:` and close.
+    Stream-level conditions (unknown, not yours, finished) end with `end`; temporary ones
+    (Redis down, too many streams in the process) say `retry:` and close, keeping the
+    cursor. The one error status: 429 past the user's share of streams (stream_share.py).
     """
     try:
         chat = find_chat(chat_id)

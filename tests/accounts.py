@@ -19,6 +19,7 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "RATE_LIMIT_SIGNUP": "10000 per minute",
     "RATE_LIMIT_SEND": "10000 per minute",
     "RATE_LIMIT_NEW_CHAT": "10000 per minute",
+    "RATE_LIMIT_ACTIONS": "10000 per minute",
     "MAX_RUNNING_PER_USER": 1000,
     # Tests and the benchmark open many streams of one account in a row, and a stream
     # whose client left is counted until the server's next write to it (a ping) fails.

@@ -225,20 +225,25 @@ def stack_env(redis_url: str, data_dir: Path, **settings: str) -> dict[str, str]
 
 @contextmanager
 def web_server(
-    env: dict[str, str], workers: int = 1, port: int | None = None
+    env: dict[str, str], workers: int = 1, port: int | None = None, log: Path | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run gunicorn (gevent workers) on `port` (by default a free one); yield its base URL
-    and its process."""
+    """Run gunicorn (gevent workers) on `port` (by default a free one), its log to `log`
+    (by default this process's stderr); yield its base URL and its process."""
     port = port or free_port()
     env = {**env, "CHATAPP_BIND": f"127.0.0.1:{port}", "CHATAPP_WEB_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-    process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, start_new_session=True)
+    stderr = log.open("ab") if log else None
+    process = subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=env, start_new_session=True, stderr=stderr
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_page(base, "gunicorn")
         yield base, process
     finally:
         _stop(process)
+        if stderr:
+            stderr.close()
 
 
 @contextmanager

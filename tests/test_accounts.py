@@ -441,14 +441,18 @@ def test_changing_ones_password_needs_the_current_one_and_logs_out_other_session
     assert log_in(app.test_client(), "carol", "a new password").status_code == 303
 
 
-def test_logging_out_everywhere_else_keeps_this_session(app: Flask) -> None:
+def test_logging_out_everywhere_else_keeps_this_session(app: Flask, r: redis.Redis) -> None:
     Person(app, "admin-everywhere")
     here = Person(app, "dave").client
     elsewhere = [app.test_client() for _ in range(2)]
     for client in elsewhere:
         assert log_in(client, "dave").status_code == 303
+    (dave,) = [u for u in users.list_users(r) if u.name == "dave"]
+    older = users.session_key("o" * 32)  # started by a version without session sets
+    r.set(older, dave.id, ex=3600)
     assert form_post(here, "/account/sessions").status_code == 303
     assert [client.get("/").status_code for client in elsewhere] == [302, 302]
+    assert not r.exists(older)
     assert here.get("/").status_code == 200
     assert "on 0 other browsers or devices" in here.get("/account").text
 

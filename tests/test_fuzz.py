@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import string
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -221,3 +223,92 @@ def test_through_gunicorn_broken_bodies_and_odd_cursors_get_a_4xx_and_no_traceba
             status = _raw_request(port, head.encode("utf-8").decode("latin-1"), b"")
             assert status.startswith(b"HTTP/1.1 200"), (cursor, status)  # an unknown cursor
         assert "Traceback" not in capfd.readouterr().err  # read before gunicorn stops
+
+
+@pytest.fixture(scope="module")
+def gunicorn_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """gunicorn on a real Redis, with a logged-in user and one of their chats."""
+    directory = tmp_path_factory.mktemp("fuzz-gunicorn")
+    server = RedisServer(directory)
+    env = stack_env(server.url, directory, CHATAPP_STREAM_MAX_SECONDS="0.3")
+    log = directory / "gunicorn.log"
+    try:
+        with web_server(env, log=log) as (base, _), httpx.Client(base_url=base) as http:
+            token = sign_up(http)
+            chat = http.post("/chats", data={"csrf_token": token}).headers["Location"]
+            cookie = "; ".join(f"{name}={value}" for name, value in http.cookies.items())
+            yield {
+                "port": int(base.rsplit(":", 1)[1]),
+                "token": token,
+                "chat": chat,
+                "cookie": cookie,
+                "log": log,
+            }
+    finally:
+        server.stop()
+
+
+# The routes, but those that end the session this test holds.
+KEEP_THE_SESSION = [
+    (method, path)
+    for method, path in ROUTES
+    if path not in ("/logout", "/account/sessions", "/account/password")
+]
+# Bodies that look like chunks: a size (or not), some bytes, an ending (or not).
+CHUNK_LIKE = st.builds(
+    lambda size, data, end: size + b"\r\n" + data + end,
+    st.sampled_from([b"zz", b"5", b"ffff", b"5;x\nb", b"-1", b"0"]),
+    st.binary(max_size=20),
+    st.sampled_from([b"\r\n0\r\n\r\n", b"", b"XX0\r\n\r\n"]),
+)
+RAW_TEXT = st.text(
+    alphabet=st.characters(blacklist_characters="\r\n", max_codepoint=0x2FFF), max_size=60
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_through_gunicorn_no_request_gets_a_5xx_or_a_traceback(
+    gunicorn_world: dict[str, Any], data: st.DataObject
+) -> None:
+    """Random requests as bytes on the wire (what the test client cannot send): any route,
+    headers with any text (UTF-8 on the wire), bodies of any bytes, framed by length, in
+    chunks or cut short."""
+    world = gunicorn_world
+    method, template = data.draw(st.sampled_from(KEEP_THE_SESSION))
+    chat_id = world["chat"].rsplit("/", 1)[-1]
+    odd = data.draw(st.one_of(st.just(chat_id), ODD_TEXT))
+    path = template.format(chat=quote(odd, safe=""), message=quote(odd, safe=""))
+    headers = {
+        "Host": f"127.0.0.1:{world['port']}",
+        "Cookie": world["cookie"],
+        "X-CSRFToken": data.draw(st.sampled_from([world["token"], "forged"])),
+        "HX-Request": data.draw(st.sampled_from(["true", "false"])),
+        "Connection": "close",
+    }
+    if data.draw(st.booleans()):
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    names = ["Last-Event-ID", "Content-Type", "Accept", "Referer", "Origin", "Sec-Fetch-Site"]
+    for name in data.draw(st.lists(st.sampled_from(names), max_size=2, unique=True)):
+        headers[name] = data.draw(st.one_of(HEADER_TEXT, RAW_TEXT))
+    body = data.draw(st.one_of(st.binary(max_size=300), CHUNK_LIKE))
+    framing = data.draw(st.sampled_from(["length", "chunked", "chunked", "cut", "none"]))
+    if framing == "length":
+        headers["Content-Length"] = str(len(body))
+    elif framing == "cut":
+        headers["Content-Length"] = str(len(body) + 10)
+    elif framing == "chunked":
+        headers["Transfer-Encoding"] = "chunked"
+        body = _chunked(body) if data.draw(st.booleans()) else body  # or no chunks at all
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    status = _raw_request(world["port"], (head + "\r\n").encode().decode("latin-1"), body)
+    assert status.startswith(b"HTTP/1.1 ") and not status.startswith(b"HTTP/1.1 5"), (
+        method,
+        path,
+        headers,
+        body,
+        status,
+    )
+    assert "Traceback" not in world["log"].read_text()

@@ -121,6 +121,26 @@ def test_refused_requests_do_not_count_against_a_users_limits(make_app, r: redis
     assert alice.send(alice.new_chat(), client_id="client-0004").status_code == 429  # the third
 
 
+def test_every_action_counts_against_a_ceiling_refused_or_not(make_app, r: redis.Redis) -> None:
+    """Refused requests cost nothing against the send limit, but all of them count against
+    a higher ceiling (counted on the way in, so a burst cannot slip past it)."""
+    app = make_app(RATE_LIMIT_ACTIONS="5 per minute")
+    alice = Person(app)
+    chat_id = alice.new_chat()  # 1
+    for _ in range(4):  # 2..5
+        assert alice.send(chat_id, text="").status_code == 400
+    limited = alice.send(chat_id)
+    assert limited.status_code == 429 and "doing that too fast" in limited.text
+
+
+def test_guessing_ones_current_password_is_rate_limited(make_app) -> None:
+    app = make_app(RATE_LIMIT_LOGIN="3 per minute")
+    alice = Person(app)
+    wrong = {"current": "not it", "password": "a new password"}
+    statuses = [alice.post("/account/password", **wrong).status_code for _ in range(4)]
+    assert statuses == [403, 403, 403, 429]
+
+
 def test_sign_ups_are_rate_limited_per_address(make_app) -> None:
     app = make_app(RATE_LIMIT_SIGNUP="2 per hour")
     sign_up(app.test_client())
