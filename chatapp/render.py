@@ -63,8 +63,9 @@ def _highlight(code: str, language: str, _attrs: str) -> str:
     return pygments_highlight(code, lexer, _FORMATTER)
 
 
-def _parser(highlight: bool) -> MarkdownIt:
+def _parser(highlight: bool, breaks: bool = False) -> MarkdownIt:
     options: dict[str, Any] = {"html": False, "linkify": False, "typographer": False}
+    options["breaks"] = breaks
     if highlight:
         options["highlight"] = _highlight
     return MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
@@ -72,11 +73,18 @@ def _parser(highlight: bool) -> MarkdownIt:
 
 _FINAL = _parser(highlight=True)
 _DRAFT = _parser(highlight=False)  # the open tail: a code fence is highlighted when it closes
+_MESSAGE = _parser(highlight=True, breaks=True)
 
 
 def render_markdown(text: str) -> str:
     """Return the canonical, sanitized HTML of a whole markdown text."""
     return sanitize(_FINAL.render(normalize(text)))
+
+
+def render_message(text: str) -> str:
+    """Return the sanitized HTML of a person's message: markdown as in answers, but a line
+    break they typed stays a line break, as chat apps show messages."""
+    return sanitize(_MESSAGE.render(normalize(text)))
 
 
 def plain_text(html: str) -> str:

@@ -37,7 +37,7 @@ from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
 from chatapp.owner import current_session_id, current_user, current_user_id, find_chat, load_chat
 from chatapp.ratelimit import done, every_action_counts, limiter, per_user
-from chatapp.render import plain_text, render_markdown
+from chatapp.render import plain_text, render_message
 from chatapp.store import Chat, Message
 from chatapp.stream_share import get_stream_share
 from chatapp.web import is_htmx
@@ -216,7 +216,7 @@ def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> s
     config = current_app.config
     label = providers.model_label(config)
     wait_ms = config["QUEUE_WAIT_SECONDS"] * 1000
-    html = render_markdown(text)
+    html = render_message(text)
     title = plain_text(html)
 
     def attempt() -> store.SendResult:

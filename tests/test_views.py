@@ -45,6 +45,17 @@ def test_sending_stores_the_message_and_returns_the_streaming_answer(
     assert f'hx-post="/chats/{chat_id}/messages/{answer_id}/stop"' in page
 
 
+def test_line_breaks_in_a_sent_message_are_kept(alice: Person, r: redis.Redis) -> None:
+    """A person's single line breaks stay (answers keep markdown's rule, where they join)."""
+    chat_id = alice.new_chat()
+    sent = alice.send(chat_id, text="Dear model,\nline two\n\n- a list\n- item")
+    assert sent.status_code == 200
+    assert "Dear model,<br>\nline two" in sent.text
+    (question, _) = store.get_messages(r, chat_id)
+    assert question.text == "Dear model,\nline two\n\n- a list\n- item"  # as typed
+    assert "<br>" in question.html and "<li>item</li>" in question.html
+
+
 def test_the_same_client_message_id_sent_twice_is_stored_once(
     alice: Person, r: redis.Redis
 ) -> None:
