@@ -13,7 +13,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -77,9 +77,15 @@ def seq_of(event: Event) -> int:
 
 
 def read_connection(
-    http: httpx.Client, url: str, last_id: str | None, rng: random.Random
+    http: httpx.Client,
+    url: str,
+    last_id: str | None,
+    rng: random.Random,
+    finished: Callable[[list[Event]], bool],
+    skip: tuple[str, ...] = (),
 ) -> tuple[list[Event], bool]:
-    """Read one connection until `end`, or cut it after a few events or a short while.
+    """Read one connection until `finished(events)`, or cut it after a few events or a
+    short while; leave out the event kinds in `skip`.
 
     Return the complete events received (those a browser would have dispatched) and
     whether the server closed it with a `retry:` hint.
@@ -97,14 +103,20 @@ def read_connection(
             complete, separator, pending = (pending + chunk).rpartition("\n\n")
             if separator:
                 retried = retried or "\nretry: " in f"\n{complete}"
-                events += parse_events(complete + separator)
+                got = parse_events(complete + separator)
+                events += [e for e in got if e.event not in skip]
             if len(events) >= max_events:
                 return events[: int(max_events)], retried
-            if events and events[-1].event == "end":
+            if finished(events):
                 return events, retried
             if time.monotonic() >= cut_at:
                 return events, retried  # closing the response drops the connection
     return events, retried
+
+
+def ended(events: list[Event]) -> bool:
+    """An answer's own stream is over at its `end`."""
+    return bool(events) and events[-1].event == "end"
 
 
 def watch(base: str, answer: Answer, seed: int) -> Viewer:
@@ -125,7 +137,7 @@ def watch(base: str, answer: Answer, seed: int) -> Viewer:
             resume = last_id is not None and rng.random() >= FRESH_SHARE
             viewer.fresh += last_id is not None and not resume
             sent_id = last_id if resume else None
-            events, retried = read_connection(http, answer.url, sent_id, rng)
+            events, retried = read_connection(http, answer.url, sent_id, rng, ended)
             viewer.connections += 1
             viewer.retries += retried
             first = True
@@ -268,35 +280,6 @@ def test_a_hundred_viewers_cutting_and_resuming_lose_nothing(
 CHAT_CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
 
 
-def read_page_connection(
-    http: httpx.Client, url: str, last_id: str | None, rng: random.Random, done: re.Pattern[str]
-) -> tuple[list[Event], bool]:
-    """Like `read_connection`, on a chat page's stream, which stays open after an answer
-    ends: read until an event shows the answer done (`done`), or cut it."""
-    mode = rng.random()
-    max_events = rng.randint(1, 8) if mode < 0.45 else math.inf
-    cut_at = time.monotonic() + rng.uniform(0.02, 0.6) if 0.45 <= mode < 0.9 else math.inf
-    headers = {"Last-Event-ID": last_id} if last_id else {}
-    events: list[Event] = []
-    retried = False
-    pending = ""
-    with http.stream("GET", url, headers=headers) as response:
-        assert response.status_code == 200, response.status_code
-        for chunk in response.iter_text():
-            complete, separator, pending = (pending + chunk).rpartition("\n\n")
-            if separator:
-                retried = retried or "\nretry: " in f"\n{complete}"
-                got = parse_events(complete + separator)
-                events += [e for e in got if e.event not in ("ping", "chats")]
-            if len(events) >= max_events:
-                return events[: int(max_events)], retried
-            if any(done.search(e.data) for e in events):
-                return events, retried
-            if time.monotonic() >= cut_at:
-                return events, retried
-    return events, retried
-
-
 def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
     """Follow a chat page's stream until it shows the answer done, through random cuts;
     check the answer entries' sequence within each generation."""
@@ -316,8 +299,13 @@ def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
                 break
             resume = last_id is not None and rng.random() >= FRESH_SHARE
             viewer.fresh += last_id is not None and not resume
-            events, retried = read_page_connection(
-                http, url, last_id if resume else None, rng, done
+            events, retried = read_connection(
+                http,
+                url,
+                last_id if resume else None,
+                rng,
+                lambda events: any(done.search(e.data) for e in events),
+                skip=("ping", "chats"),  # a chat page's stream stays open after the answer
             )
             viewer.connections += 1
             viewer.retries += retried
