@@ -7,16 +7,17 @@ was emitted, so a viewer can measure token-to-screen latency across the whole st
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-import sys
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from dataclasses import dataclass, field
 
-from tests.fake_openai import chunk_event, http_chunk, serving
+from tests.fake_openai import chunk_event, http_chunk
 
 STAMP_EVERY = 5
 
@@ -53,67 +54,138 @@ def stamp() -> str:
     return f"ts{time.time_ns() // 1000} "
 
 
-class _Handler(BaseHTTPRequestHandler):
+TICK_SECONDS = 0.002  # how often the server sends the tokens that are due
+
+
+@dataclass
+class _Answer:
+    """One answer being streamed: where it is, and when its next token is due."""
+
+    writer: asyncio.StreamWriter
+    question: str
+    asked_at: float
+    next_at: float
+    number: int = 0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _PacedServer:
     """Streams over HTTP/1.1 in chunks, keeping the connection for the next request, as
-    model servers (vLLM, llama.cpp, OpenAI's API) do."""
+    model servers (vLLM, llama.cpp, OpenAI's API) do.
 
-    server: _PacedServer
-    protocol_version = "HTTP/1.1"
+    One asyncio thread sends every answer's due tokens each tick, as a batching inference
+    server does: the benchmark's model costs the machine little CPU (a thread per answer
+    at 500 answers took a core of the two, and measured its own scheduling)."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
+    def __init__(
+        self, tokens_per_second: float, tokens: int, burst: int, shape: str, go: threading.Event
+    ) -> None:
+        self.interval = 1.0 / tokens_per_second
+        self.tokens, self.burst, self.shape, self.go = tokens, burst, shape, go
+        # question -> (when it was asked, when its first token was sent), epoch seconds
+        self.asked: dict[str, tuple[float, float]] = {}
+        self._answers: list[_Answer] = []
 
-    def do_POST(self) -> None:
-        asked_at = time.time()
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        question = body["messages"][-1]["content"]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        interval = 1.0 / self.server.tokens_per_second
-        next_at = time.monotonic()
-        self.server.go.wait(timeout=120)  # every answer starts together, once viewers are on
+    async def serve(self, ready: queue.Queue[int | BaseException]) -> None:
         try:
-            for number in range(self.server.tokens):
-                if number >= self.server.burst:  # the first `burst` tokens come at once
-                    next_at += interval
-                    time.sleep(max(0.0, next_at - time.monotonic()))
-                if number == 0:
-                    self.server.asked[question] = (asked_at, time.time())
-                text = stamp() if number % STAMP_EVERY == 0 else "word "
-                self._chunk({"content": SHAPES[self.server.shape](number, text)})
-            self._chunk({}, finish="stop")
-            self._write(b"data: [DONE]\n\n")
-            self._write(b"")  # the last chunk: the connection stays open for the next answer
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+            server = await asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=1024)
+        except BaseException as exc:
+            ready.put(exc)
+            raise
+        ready.put(server.sockets[0].getsockname()[1])
+        async with server:
+            await self._tick_forever()
 
-    def _chunk(self, delta: dict[str, str], finish: str | None = None) -> None:
-        self._write(chunk_event(delta, finish))
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                asked_at = time.time()
+                body = await _read_request(reader)
+                if body is None:
+                    return
+                writer.write(HEADERS)
+                while not self.go.is_set():  # every answer starts together, once viewers are on
+                    await asyncio.sleep(0.01)
+                question = json.loads(body)["messages"][-1]["content"]
+                answer = _Answer(writer, question, asked_at, time.monotonic())
+                self._answers.append(answer)
+                await answer.finished.wait()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
 
-    def _write(self, data: bytes) -> None:
-        """Send `data` as one HTTP/1.1 chunk, as model servers stream."""
-        self.wfile.write(http_chunk(data))
-        self.wfile.flush()
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.monotonic()
+            for answer in self._answers:
+                while answer.next_at <= now and not answer.finished.is_set():
+                    self._send_next(answer)
+            self._answers = [answer for answer in self._answers if not answer.finished.is_set()]
+
+    def _send_next(self, answer: _Answer) -> None:
+        """Send the answer's next token (and its end after the last)."""
+        number = answer.number
+        if answer.writer.is_closing():
+            answer.finished.set()
+            return
+        if number == 0:
+            self.asked[answer.question] = (answer.asked_at, time.time())
+        text = stamp() if number % STAMP_EVERY == 0 else "word "
+        data = chunk_event({"content": SHAPES[self.shape](number, text)})
+        answer.number += 1
+        if answer.number >= self.burst:  # the first `burst` tokens come at once
+            answer.next_at += self.interval
+        framed = http_chunk(data)
+        if answer.number == self.tokens:
+            framed += http_chunk(chunk_event({}, finish="stop") + b"data: [DONE]\n\n")
+            framed += http_chunk(b"")  # the last chunk: the connection stays open for the next
+            answer.finished.set()
+        answer.writer.write(framed)
 
 
-class _PacedServer(ThreadingHTTPServer):
-    daemon_threads = True
+HEADERS = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that closed a kept-alive connection is no error worth a traceback."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
-    request_queue_size = 1024  # a hundred answers connect at once (socketserver's default: 5)
-    tokens_per_second: float
-    tokens: int
-    burst: int
-    shape: str
-    go: threading.Event
-    # question -> (when it was asked, when its first token was sent), epoch seconds
-    asked: dict[str, tuple[float, float]]
+async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """Read one request; return its body, or None when the client closed the connection."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return await reader.readexactly(length)
+
+
+@contextmanager
+def _running(server: _PacedServer) -> Iterator[str]:
+    """Run `server` on a free loopback port in a thread of its own; yield its base URL."""
+    ready: queue.Queue[int | BaseException] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    task: list[asyncio.Task[None]] = []
+
+    def run() -> None:
+        task.append(loop.create_task(server.serve(ready)))
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task[0])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    port = ready.get(timeout=30)
+    if isinstance(port, BaseException):
+        raise port
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        loop.call_soon_threadsafe(task[0].cancel)
+        thread.join(timeout=10)
 
 
 @contextmanager
@@ -124,14 +196,10 @@ def paced_model(
 
     Answers start writing when `go` is set (at once if no `go` is given); the first
     `burst` tokens come at once, the rest at the pace."""
-    server = _PacedServer(("127.0.0.1", 0), _Handler)
-    server.tokens_per_second, server.tokens, server.burst = tokens_per_second, tokens, burst
-    server.shape = "paragraphs"
     if go is None:
         go = threading.Event()
         go.set()
-    server.go, server.asked = go, {}
-    with serving(server) as base_url:
+    with _running(_PacedServer(tokens_per_second, tokens, burst, "paragraphs", go)) as base_url:
         yield base_url
 
 
@@ -141,10 +209,8 @@ def recorded_paced_model(
 ) -> Iterator[tuple[str, dict[str, tuple[float, float]]]]:
     """Like `paced_model`, starting at once; also yield what it records per question:
     when it was asked and when it sent the first token (the model's own latency)."""
-    server = _PacedServer(("127.0.0.1", 0), _Handler)
-    server.tokens_per_second, server.tokens, server.burst = tokens_per_second, tokens, 0
-    server.shape = shape
-    server.go, server.asked = threading.Event(), {}
-    server.go.set()
-    with serving(server) as base_url:
+    go = threading.Event()
+    go.set()
+    server = _PacedServer(tokens_per_second, tokens, 0, shape, go)
+    with _running(server) as base_url:
         yield base_url, server.asked

@@ -35,19 +35,26 @@ def enqueue_answer(
     job dashboard, names who asked in which chat; the worker adds the model it uses."""
     config = current_app.config
     short = title if len(title) <= TITLE_SHOWN else title[: TITLE_SHOWN - 1] + "…"
-    waiting.add(queue, job_id(generation_id), chat_id, message_id, generation_id)
-    return queue.enqueue(
-        generate_answer,
-        chat_id,
-        message_id,
-        generation_id,
-        job_id=job_id(generation_id),
-        job_timeout=config["JOB_TIMEOUT_SECONDS"],
-        description=f"answer for {asker} in “{short}” (chat {chat_id}, message {message_id})",
-        on_failure=Callback(on_answer_failure),
-        result_ttl=3600,
-        failure_ttl=86_400,
-    )
+    # Listed as waiting and queued in one transaction: a worker's sweep for jobs taken off
+    # the queue (waiting.py) never sees the one without the other.
+    with queue.connection.pipeline() as pipe:
+        pipe.multi()  # RQ's enqueue wants the transaction begun, or to begin it itself
+        waiting.add(queue, job_id(generation_id), chat_id, message_id, generation_id, pipe)
+        job = queue.enqueue(
+            generate_answer,
+            chat_id,
+            message_id,
+            generation_id,
+            job_id=job_id(generation_id),
+            job_timeout=config["JOB_TIMEOUT_SECONDS"],
+            description=f"answer for {asker} in “{short}” (chat {chat_id}, message {message_id})",
+            on_failure=Callback(on_answer_failure),
+            result_ttl=3600,
+            failure_ttl=86_400,
+            pipeline=pipe,
+        )
+        pipe.execute()
+    return job
 
 
 def job_id(generation_id: str) -> str:
@@ -96,7 +103,14 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     progress.name_model(providers.model_label(config))  # this worker's, which may not be the web's
     progress.note("waiting for the model", 0, last=True)
     heartbeat = Heartbeat(
-        writer, chat_id, message_id, generation_id, config["HEARTBEAT_SECONDS"], timing, model.close
+        writer,
+        chat_id,
+        message_id,
+        generation_id,
+        config["HEARTBEAT_SECONDS"],
+        timing,
+        on_fenced=model.close,
+        appended_at=lambda: producer.appended_at,
     )
     with heartbeat:
         try:
@@ -105,7 +119,7 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
                     raise Fenced("ended", producer.length)
                 producer.feed(piece)
                 progress.note("writing", producer.length)
-                producer.wait_for_window()  # the next read then takes all that came meanwhile
+                producer.wait_for_window(model.whole_reads)  # the next read takes the rest
             if heartbeat.fenced.is_set():
                 raise Fenced("ended", producer.length)
             unfinished = why_unfinished(model, producer.length)

@@ -2,7 +2,8 @@
 
 The `openai` client makes the request (its settings, auth and typed errors), but its stream
 of typed chunk objects is not used: building them cost about half of the worker's CPU per
-token. The `data:` lines are read through the same client and parsed with `json`.
+token. The body is read as the network hands it over (network_body.py) and its `data:`
+lines parsed with `orjson`.
 
 How the stream ended is kept in `ending`: the chunk's `finish_reason` ("stop", "length",
 "tool_calls", ...), or "cut" when the stream closed before saying it was finished: a cut
@@ -23,13 +24,22 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import openai
+import orjson
 
-try:
-    import httpx2 as http  # the HTTP client of openai 3
+from chatapp.network_body import MalformedBody, network_reads
+
+try:  # the HTTP client of openai 3, and its transport
+    import httpcore2 as transport
+    import httpx2 as http
 except ImportError:  # pragma: no cover - openai 1 and 2
+    import httpcore as transport  # type: ignore[no-redef]
     import httpx as http  # type: ignore[no-redef]
 
+SILENT = (http.TimeoutException, transport.TimeoutException)
+CUT = (http.RemoteProtocolError, http.ReadError, transport.ReadError, MalformedBody)
+
 ATTEMPTS = 3
+END_OF_BODY_SECONDS = 1.0  # after `[DONE]`, how long the body's end may take to come
 BUSY = (429, 502, 503, 504)
 LONGEST_ERROR = 300  # characters of the server's own error text shown to the user
 
@@ -60,6 +70,7 @@ class OpenAIModel:
         self.name = model
         self.ending = ""  # set when the stream is over: a finish_reason, or "cut"
         self.tool_calls = False  # the model asked for a tool (chatapp runs none)
+        self.whole_reads = False  # each piece is all that had arrived (network_body.py)
         self._client = client
         self._response: Any = None
         self._waiting: Any = None  # the greenlet waiting for the server's headers
@@ -103,8 +114,10 @@ class OpenAIModel:
         """Yield the text of each network read at once (a busy worker reads seldom, so one
         read may hold several tokens: one piece, one flush)."""
         finish, done, rest = "", False, b""
+        reads = network_reads(response.http_response, self._client.timeout.read)
+        self.whole_reads = reads is not None
         try:
-            for data in response.iter_bytes():
+            for data in reads or response.iter_bytes():
                 lines = (rest + data).split(b"\n")
                 rest = lines.pop()  # an incomplete line waits for the next read
                 text: list[str] = []
@@ -121,9 +134,11 @@ class OpenAIModel:
                     yield "".join(text)
                 if done:
                     break
-        except http.TimeoutException as exc:
+            if done and reads is not None:
+                reads.finish(wait=END_OF_BODY_SECONDS)  # then the connection is kept
+        except SILENT as exc:
             raise ModelSilent() from exc
-        except (http.RemoteProtocolError, http.ReadError):
+        except CUT:
             pass  # the connection closed mid-body (a chunked stream cut short): "cut" below
         self.ending = finish or ("stop" if done else "cut")
 
@@ -134,18 +149,18 @@ class OpenAIModel:
         data = line[5:].strip()
         if data == b"[DONE]":
             return "", finish, True
-        chunk = json.loads(data)
+        chunk = _loads(data)
         if not isinstance(chunk, dict):
             return "", finish, False
         if chunk.get("error"):
-            raise ModelError(error_text(chunk["error"]))
+            raise ModelError(_whole_characters(error_text(chunk["error"])))
         text = ""
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             text += delta.get("content") or ""
             self.tool_calls |= bool(delta.get("tool_calls"))
             finish = choice.get("finish_reason") or finish
-        return text, finish, False
+        return _whole_characters(text), finish, False
 
     def close(self) -> None:
         """Stop the stream from another thread or greenlet (the answer was stopped)."""
@@ -159,6 +174,21 @@ class OpenAIModel:
                     sock.shutdown(socket.SHUT_RDWR)
         elif self._waiting is not None:
             _interrupt(self._waiting, lambda: self._waiting)
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)  # orjson refuses a lone surrogate (`\ud83d`); json keeps it
+
+
+def _whole_characters(text: str) -> str:
+    """`text` with any lone surrogate (half an emoji, split across two chunks by a server)
+    made U+FFFD: one could not be stored or sent as UTF-8."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def error_text(error: object) -> str:

@@ -64,6 +64,7 @@ class Producer:
         self.timing = timing
         self.length = 0  # the log length this producer expects
         self.flushes = 0
+        self.appended_at = 0.0  # monotonic time of the last append Redis took
         self._appended: list[dict[str, str]] = []  # every entry written, in log order
         # Entries of an append that failed (Redis unavailable past REDIS_OUTAGE_SECONDS):
         # written first by the next append, so the log's text never misses a flush that
@@ -88,27 +89,31 @@ class Producer:
         """The coalescing window now: `flush_seconds`, wider while the process is busy."""
         return self.flush_seconds * max(1.0, self._running() / FULL_SPEED_ANSWERS)
 
-    def wait_for_window(self) -> None:
+    def wait_for_window(self, whole_reads: bool = False) -> None:
         """Called after each `feed`, before reading the model again. Once the model's output
         is read up to what has arrived, sleep until the coalescing window ends: all that
         arrives meanwhile is then read at once and written in one flush. Each network read
         costs the worker about as much CPU as a flush (tens of µs in gevent's loop and the
         HTTP client), so a busy worker reads once per window, not once per token.
 
-        Output already received is read on without sleeping: a server that streams in
-        HTTP chunks hands over one chunk (one token) per piece, and sleeping a window after
-        each would read slower than the model writes. A token that comes after the window
-        is read and flushed as soon as it comes."""
-        delay = self._next_flush - time.monotonic()
-        if self._caught_up and delay > 0:
-            time.sleep(delay)
+        With `whole_reads` each piece was all that had arrived. Otherwise output already
+        received is read on without sleeping: a piece may be one of several that came
+        together (a model that writes with no pace, or one HTTP chunk of many), and sleeping
+        a window after each would read slower than the model writes. A token that comes
+        after the window is read and flushed as soon as it comes."""
+        if whole_reads or self._caught_up:
+            # gevent's timers count from the time its loop turn began, so a sleep may end
+            # early: a piece read then would wait for the next token to be flushed.
+            while (delay := self._next_flush - time.monotonic()) > 0:
+                time.sleep(delay)
         self._asked_at = time.monotonic()
 
     def flush(self) -> None:
         """Append what arrived since the last flush (raises Fenced if refused)."""
         if self._renderer.pending:
+            began = time.monotonic()  # the next window counts from here, not from the reply
             self._append([delta_entry(self._renderer.flush())])
-            self._next_flush = time.monotonic() + self.window()
+            self._next_flush = began + self.window()
 
     def finish(self) -> None:
         """Append the rest and the `done` entry with the canonical render of the whole answer."""
@@ -152,6 +157,7 @@ class Producer:
         self._appended.extend(entries)
         self.length = result.length
         self.flushes += 1
+        self.appended_at = time.monotonic()
 
     def _write_at_end(
         self, entries: list[dict[str, str]], terminal: store.Terminal | None, unwritten: int
@@ -223,6 +229,8 @@ class Heartbeat:
     It beats through the fenced script (an append of nothing), so it also learns at once
     when the generation was stopped or replaced, even while the model is silent, and then
     calls `on_fenced` (which closes the model's stream) instead of waiting for a token.
+    A beat is skipped when the producer appended within the last beat (`appended_at`):
+    that append renewed the heartbeat, and would have been refused just the same.
     """
 
     def __init__(
@@ -234,11 +242,13 @@ class Heartbeat:
         every: float,
         timing: store.Timing,
         on_fenced: Callable[[], None] = lambda: None,
+        appended_at: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._beat = lambda: store.append(
             r, chat_id, message_id, generation_id, [], expected_length=None, timing=timing
         )
         self._every = every
+        self._appended_at = appended_at
         self._on_fenced = on_fenced
         self._stop = threading.Event()
         self.fenced = threading.Event()
@@ -260,6 +270,8 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self._every) and not self.fenced.is_set():
+            if time.monotonic() - self._appended_at() < self._every:
+                continue  # the producer's own append was this beat
             try:
                 self._check(self._beat())
             except UNAVAILABLE:

@@ -16,6 +16,9 @@ class Model(Protocol):
     name: str
     ending: str  # once the stream is over: "stop" when complete (see openai_model.py)
     tool_calls: bool  # the model asked for a tool instead of answering
+    # Each piece is all the model's output that had arrived, so the producer may sleep
+    # a whole flush window after it (else more may be waiting behind it: producer.py).
+    whole_reads: bool
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
         """Yield the answer's text in pieces, as the model produces them."""
@@ -66,6 +69,7 @@ class OfflineModel:
 
     name = OFFLINE_LABEL
     tool_calls = False
+    whole_reads = False  # it writes at its own pace, which may be no pace at all
 
     def __init__(self, tokens_per_second: float = 30.0) -> None:
         self.ending = ""

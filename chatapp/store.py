@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
@@ -456,7 +457,7 @@ def append(
         chat_key(chat_id),
         events_key(chat_id),
     ]
-    args: list[str | int] = [
+    args: list[str | int | bytes] = [
         generation_id,
         "" if expected_length is None else expected_length,
         channel(chat_id),
@@ -469,7 +470,7 @@ def append(
         terminal.html if terminal else "",
         "if-dead" if only_if_dead else "",
         publish_command(r),
-        *(json.dumps(entry, separators=(",", ":")) for entry in entries),
+        *(orjson.dumps(entry) for entry in entries),  # compact, as the scripts' own JSON
     ]
     script = _APPEND if entries else _APPEND_SMALL
     status, length = script(keys=keys, args=args, client=r)

@@ -2,9 +2,9 @@
 
 An answer's job can leave the queue without running: the dashboard's Delete, `rq empty`,
 an operator's script. Its answer would then say "queued" until the queue wait ran out (ten
-minutes). Each answer is listed here from just before its job is queued until the job
-starts; the workers look every few seconds for listed answers whose job is gone and end
-them with an error a person can read. /healthz counts the list.
+minutes). Each answer is listed here from when its job is queued (in the same transaction)
+until the job starts; the workers look every few seconds for listed answers whose job is
+gone and end them with an error a person can read. /healthz counts the list.
 """
 
 from __future__ import annotations
@@ -24,10 +24,17 @@ def _key(queue: Queue) -> str:
     return f"{store.PREFIX}:waiting:{queue.name}"
 
 
-def add(queue: Queue, job_id: str, chat_id: str, message_id: str, generation_id: str) -> None:
-    """List an answer whose job is about to be queued."""
+def add(
+    queue: Queue,
+    job_id: str,
+    chat_id: str,
+    message_id: str,
+    generation_id: str,
+    pipe: redis.client.Pipeline,
+) -> None:
+    """List an answer in `pipe`, the transaction that queues its job."""
     member = ":".join((job_id, chat_id, message_id, generation_id))
-    queue.connection.zadd(_key(queue), {member: time.time()})
+    pipe.zadd(_key(queue), {member: time.time()})
 
 
 def remove(queue: Queue, job_id: str, chat_id: str, message_id: str, generation_id: str) -> None:

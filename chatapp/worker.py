@@ -27,10 +27,12 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.lock
 import redis
 from flask import Flask
@@ -59,7 +61,20 @@ EXECUTION_TTL = 20  # a started job whose worker stopped beating this long is ab
 WORKER_TTL = 30  # a worker that stopped beating this long is gone (dashboard, /healthz)
 SWEEP_SECONDS = 5  # how often the jobs of dead workers are looked for
 SMALL_JOB_SLOTS = 10  # titles and other short jobs, beside the answers
+# Greenlets taking answer jobs off the queue, each one job per round trip: with one, a burst
+# of 500 questions started one per turn of a loop busy with every running answer (12 s).
+ANSWER_TAKERS = 8
 LAST_WORDS_SECONDS = 10.0  # after the drain deadline, answers get this long to end themselves
+
+
+@dataclass(frozen=True)
+class _Lane:
+    """What one taker of a lane's jobs shares with the others."""
+
+    queue: Queue
+    free: gevent.lock.BoundedSemaphore  # the lane's free slots
+    more: gevent.event.Event  # set when a job was taken: the queue may hold more
+    waits: bool  # this taker waits on the queue; the others only look
 
 
 class GreenletDeathPenalty(BaseDeathPenalty):
@@ -108,7 +123,8 @@ class AnswerWorker(BaseWorker):
         if not store.is_cluster(get_redis()):  # a cluster's client routes each call itself
             app.extensions["batched_redis"] = BatchedScripts(get_redis())
         app.extensions["answers_running"] = lambda: len(self._running)  # producer.py
-        self.lanes = [(answers, concurrency), (small_jobs, SMALL_JOB_SLOTS)]
+        # (queue, slots, greenlets taking its jobs)
+        self.lanes = [(answers, concurrency, ANSWER_TAKERS), (small_jobs, SMALL_JOB_SLOTS, 1)]
         self._suspension_checked_at = 0.0
         self._running: dict[str, tuple[gevent.Greenlet, Job]] = {}  # execution id ->
         self._force_stop = False
@@ -123,34 +139,51 @@ class AnswerWorker(BaseWorker):
         self._install_signal_handlers()
         self.set_state(WorkerStatus.IDLE)
         beats = gevent.spawn(self._in_app(self._beat_forever))
-        lanes = [gevent.spawn(self._in_app(self._take_jobs), q, n, burst) for q, n in self.lanes]
         try:
-            gevent.joinall(lanes)
+            gevent.joinall(self._spawn_takers(burst))
             self._drain()
         finally:
             beats.kill()
             self.teardown()
         return True
 
-    def _take_jobs(self, queue: Queue, slots: int, burst: bool) -> None:
-        free = gevent.lock.BoundedSemaphore(slots)
+    def _spawn_takers(self, burst: bool) -> list[gevent.Greenlet]:
+        """Each lane's takers: the first waits on the queue (one waiting connection per
+        process, so idle processes share new jobs in turn); the others take without
+        waiting, woken by a job the first took, while the queue has more."""
+        takers = []
+        for queue, slots, count in self.lanes:
+            free = gevent.lock.BoundedSemaphore(slots)  # shared by the lane's takers
+            more = gevent.event.Event()  # a job was just taken: others may be waiting
+            for number in range(min(count, slots)):
+                lane = _Lane(queue, free, more, waits=number == 0)
+                takers.append(gevent.spawn(self._in_app(self._take_jobs), lane, burst))
+        return takers
+
+    def _take_jobs(self, lane: _Lane, burst: bool) -> None:
+        """Take jobs off the lane's queue while it has a free slot."""
         while not self._stop_requested:
-            if not free.acquire(timeout=1):
+            if not lane.free.acquire(timeout=1):
                 continue  # every slot busy: look at the stop flag now and then
-            job = self._dequeue(queue, burst)
-            if job is not None and self._start(job, queue, free):
+            job = self._dequeue(lane.queue, burst, wait=lane.waits)
+            if job is not None and self._start(job, lane.queue, lane.free):
+                lane.more.set()
                 continue
-            free.release()
+            lane.free.release()
             if burst and job is None:
                 return
+            if not lane.waits:  # the queue is empty: sleep until the first takes a job
+                lane.more.clear()
+                lane.more.wait(timeout=1)
 
-    def _dequeue(self, queue: Queue, burst: bool) -> Job | None:
-        """Move one job off `queue` (RQ's intermediate list keeps it safe until it starts)."""
+    def _dequeue(self, queue: Queue, burst: bool, wait: bool) -> Job | None:
+        """Move one job off `queue` (RQ's intermediate list keeps it safe until it starts),
+        waiting up to a second for one if `wait`."""
         try:
             self._check_for_suspension(burst)
             result = self.queue_class.dequeue_any(
                 [queue],
-                None if burst else 1,
+                1 if wait and not burst else None,
                 connection=self.connection,
                 job_class=self.job_class,
                 serializer=self.serializer,
@@ -329,7 +362,7 @@ class AnswerWorker(BaseWorker):
         them in RQ once their executions expire (RQ's own check runs every ten minutes)."""
         waiting.end_removed(self.lanes[0][0], get_redis(), timing_from(self.app.config))
         missed_a_beat = current_timestamp() + EXECUTION_TTL - 2 * BEAT_SECONDS
-        for queue, _ in self.lanes:
+        for queue, _, _ in self.lanes:
             registry = StartedJobRegistry(queue=queue)
             for job_id in registry.get_expired_job_ids(missed_a_beat):
                 job = self.job_class.fetch(job_id, connection=self.connection)

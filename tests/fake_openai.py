@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ class FakeModel:
         error: str = "boom",
         headers_delay: float = 0.0,
         chunked: bool = False,
+        together: bool = False,
+        gzipped: bool = False,
     ) -> None:
         self.pieces = pieces
         self.status = status
@@ -36,8 +39,11 @@ class FakeModel:
         # HTTP/1.1 chunks on a kept-alive connection, as model servers stream (else the body
         # ends when the connection closes, as HTTP/1.0 has it)
         self.chunked = chunked
+        self.together = together  # the whole body in one write: one network read holds it all
+        self.gzipped = gzipped  # the whole body compressed, with its Content-Length
         self.disconnected = threading.Event()  # the client hung up while we were silent
         self.requests: list[dict[str, Any]] = []
+        self.connections = 0  # connections the client opened
         self.authorization: list[str] = []
 
 
@@ -48,8 +54,13 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        def setup(self) -> None:
+            model.connections += 1
+            super().setup()
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self.held: list[bytes] | None = None  # what `together` sends in one write
             model.requests.append(body)
             model.authorization.append(self.headers.get("Authorization", ""))
             if model.headers_delay and self._client_hangs_up_within(model.headers_delay):
@@ -63,6 +74,10 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(error.encode())
                 return
+            if model.gzipped:
+                self._send_compressed()
+                return
+            self.held = [] if model.together else None
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             if model.chunked:
@@ -72,22 +87,39 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             if model.first_delay and self._client_hangs_up_within(model.first_delay):
                 model.disconnected.set()
                 return
-            for piece in model.pieces:
-                self._send(chunk_event({"content": piece}))
-            for chunk in model.extra:
-                self._send(f"data: {json.dumps(chunk)}\n\n".encode())
-            if model.finish:
-                self._send(chunk_event({}, finish=model.finish))
-            if model.done:
-                self._send(b"data: [DONE]\n\n")
+            for event in _events(model):
+                self._send(event)
             if model.chunked and (model.done or model.finish):
                 self._send(b"")  # the last chunk: the body is complete
             else:
                 self.close_connection = True  # cut: closed with no end to the body
+            if self.held is not None:
+                self.wfile.write(b"".join(self.held))
 
         def _send(self, data: bytes) -> None:
-            self.wfile.write(http_chunk(data) if model.chunked else data)
+            framed = http_chunk(data) if model.chunked else data
+            if self.held is not None:
+                self.held.append(framed)
+                return
+            self.wfile.write(framed)
             self.wfile.flush()
+
+        def flush_headers(self) -> None:
+            held = getattr(self, "held", None)
+            if held is not None:  # the headers too, in the one write
+                held.extend(self._headers_buffer)
+                self._headers_buffer = []
+                return
+            super().flush_headers()
+
+        def _send_compressed(self) -> None:
+            body = gzip.compress(b"".join(_events(model)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _client_hangs_up_within(self, seconds: float) -> bool:
             self.connection.settimeout(seconds)
@@ -97,6 +129,18 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                 return False
 
     return Handler
+
+
+def _events(model: FakeModel) -> Iterator[bytes]:
+    """The server-sent events of an answer: its pieces, then how it ends."""
+    for piece in model.pieces:
+        yield chunk_event({"content": piece})
+    for chunk in model.extra:
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
+    if model.finish:
+        yield chunk_event({}, finish=model.finish)
+    if model.done:
+        yield b"data: [DONE]\n\n"
 
 
 def http_chunk(data: bytes) -> bytes:

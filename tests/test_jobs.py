@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import redis
+from rq import Queue
 
-from chatapp import jobs, store
+from chatapp import jobs, store, waiting
+from chatapp.connections import get_queue
 from chatapp.producer import Heartbeat
 from chatapp.render import render_markdown
 from tests.conftest import make_test_app
@@ -279,3 +282,63 @@ def test_the_heartbeat_keeps_a_slow_answer_alive_and_stops_after_the_end(
         )
         assert beat.fenced.wait(timeout=10)
     assert not store.is_alive(r, chat_id, sent.generation_id)
+
+
+def test_the_heartbeat_skips_its_beats_while_the_producer_appends(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Each append renews the heartbeat; a beat beside it would be a second round trip."""
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    appended_at = [time.monotonic() + 3600.0]  # the producer appended "just now", always
+    timing = store.Timing(heartbeat_ms=10_000)
+    beat = Heartbeat(
+        r, chat_id, sent.answer_id, sent.generation_id, 0.05, timing,
+        appended_at=lambda: appended_at[0],
+    )  # fmt: skip
+    with beat:
+        r.delete(store.heartbeat_key(chat_id, sent.generation_id))
+        time.sleep(0.5)  # ten beats' time
+        assert not store.is_alive(r, chat_id, sent.generation_id)
+        appended_at[0] = 0.0  # the producer went quiet: the beats resume
+        wait_until(lambda: store.is_alive(r, chat_id, sent.generation_id), what="a beat")
+
+
+def test_a_sweep_for_removed_jobs_at_any_moment_of_queueing_leaves_the_answer_alone(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's sweep (waiting.py) ends listed answers whose job is gone. It ran between
+    an answer being listed and its job being saved, and ended a fresh answer as "taken off
+    the queue" (seen with 500 sent at once)."""
+    app = make_test_app(redis_server.url, tmp_path)
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    real_enqueue_job, ended = Queue.enqueue_job, []
+
+    def sweep() -> None:
+        ended.append(waiting.end_removed(get_queue(), r, store.Timing()))
+
+    def enqueue_job(queue: Queue, job: object, *args: object, **kwargs: object) -> object:
+        sweep()
+        queued = real_enqueue_job(queue, job, *args, **kwargs)  # type: ignore[arg-type]
+        sweep()
+        return queued
+
+    monkeypatch.setattr(Queue, "enqueue_job", enqueue_job)
+    with app.app_context():
+        jobs.enqueue_answer(get_queue(), chat_id, sent.answer_id, sent.generation_id, "me", "t")
+        sweep()
+        assert waiting.count(get_queue()) == 1
+    assert ended == [0, 0, 0]
+    message = store.get_message(r, chat_id, sent.answer_id)
+    assert message is not None and message.status == "queued"
+
+
+def test_a_model_that_splits_a_character_across_chunks_gets_a_replacement_character(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Half an emoji per chunk (lone surrogates, escaped in each chunk's JSON) could not be
+    stored as UTF-8: the answer stayed "streaming" until its heartbeat ran out."""
+    model = FakeModel(["smile \ud83d", "\ude00 ok"], chunked=True)  # json.dumps escapes each
+    message = answer_from(model, r, redis_server, tmp_path)
+    assert (message.status, message.text) == ("done", "smile \ufffd\ufffd ok")

@@ -126,6 +126,27 @@ def test_output_already_received_is_read_on_without_waiting_for_the_window(
     assert texts == ["one ", "two ", "three four five ", ""]
 
 
+def test_after_a_piece_that_was_all_that_had_arrived_the_window_is_slept_out(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose pieces are whole network reads: nothing waits behind a piece, so the
+    producer sleeps out its window after each, even one that came at once (one read of
+    the network per window, not two)."""
+    clock = _Clock()
+    monkeypatch.setattr("chatapp.producer.time", clock)
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    producer = Producer(r, chat_id, sent.answer_id, sent.generation_id, 0.2, store.Timing())
+    producer.feed("one ")
+    producer.wait_for_window(whole_reads=True)
+    producer.feed("two three ")  # arrived during the sleep: read at once, and flushed
+    producer.wait_for_window(whole_reads=True)
+    assert clock.slept == [0.2, 0.2]
+    producer.finish()
+    texts = [entry.get("text", "") for entry in log_of(r, sent)]
+    assert texts == ["one ", "two three ", "", ""]  # then the last delta (its block), done
+
+
 @pytest.mark.parametrize("reply", ["never sent", "sent, then lost"])
 def test_a_flush_redis_never_took_is_written_before_the_next_so_text_and_html_agree(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch, reply: str
