@@ -25,9 +25,11 @@ screenshots: system-test-packages $(VENV)/.installed-test
 	$(BIN)/python -m tests.screenshots docs
 
 $(VENV)/.installed: pyproject.toml
+	@echo "chatapp: installing its Python packages into $(VENV) (the first time: a few minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --progress-bar off -e .
+	@echo "chatapp: installed"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

@@ -4,7 +4,9 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("CHATAPP_BIND", "127.0.0.1:8000")
+# CHATAPP_BIND; else $PORT on every interface, as Procfile platforms (and honcho) set it.
+_port = os.environ.get("PORT")
+bind = os.environ.get("CHATAPP_BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")
 workers = int(os.environ.get("CHATAPP_WEB_WORKERS", "2"))
 worker_class = "gevent"
 # Each SSE viewer holds one connection. chatapp refuses streams above

@@ -99,10 +99,10 @@ class _PacedServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                asked_at = time.time()
                 body = await _read_request(reader)
                 if body is None:
                     return
+                asked_at = time.time()  # (not before: a kept-alive connection waits between)
                 writer.write(HEADERS)
                 while not self.go.is_set():  # every answer starts together, once viewers are on
                     await asyncio.sleep(0.01)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,10 +94,35 @@ def main() -> None:
     for name, command in (("worker", worker), ("web", web)):
         process = subprocess.Popen(command, env=env, cwd=PROJECT_DIR, start_new_session=True)
         started.append((name, process))
-    bind = env.get("CHATAPP_BIND", "127.0.0.1:8000")
     model = "the offline model" if not env.get("OPENAI_API_KEY") else config["MODEL"]
-    print(f"chatapp: serving http://{bind} with {model}. Ctrl-C stops it.", flush=True)
+    print(f"chatapp: starting the web server and the answer worker ({model})", flush=True)
+    _say_where_to_open(env.get("CHATAPP_BIND", "127.0.0.1:8000"), started)
     _wait_then_stop(started)
+
+
+def _say_where_to_open(bind: str, started: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Once the web server accepts connections, print the address to open."""
+    host, _, port = bind.rpartition(":")
+    local = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host.strip("[]")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and all(p.poll() is None for _, p in started):
+        try:
+            socket.create_connection((local, int(port)), timeout=1).close()
+        except OSError:
+            time.sleep(0.2)
+            continue
+        print(
+            f"chatapp: ready: open http://{local}:{port}/ in a browser. Ctrl-C stops it.",
+            flush=True,
+        )
+        if local == "127.0.0.1":
+            print(
+                "chatapp: only this computer can open it. From a phone on the same network: "
+                f"CHATAPP_BIND=0.0.0.0:{port} make run, then http://<this computer's address>:"
+                f"{port}/. Another port: CHATAPP_BIND=127.0.0.1:8080 make run.",
+                flush=True,
+            )
+        return
 
 
 def _wait_then_stop(started: list[tuple[str, subprocess.Popen[bytes]]]) -> None:

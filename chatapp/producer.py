@@ -140,7 +140,8 @@ class Producer:
     def _whole(self) -> dict[str, str]:
         """The whole answer so far and its canonical render (one render: linear in it)."""
         text = "".join(self._text)
-        return {"text": text, "html": render_markdown(text)}
+        html = self._renderer.whole_html  # a whole render of it already made, or not
+        return {"text": text, "html": render_markdown(text) if html is None else html}
 
     def _append(
         self, entries: list[dict[str, str]], terminal: store.Terminal | None = None

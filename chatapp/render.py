@@ -143,6 +143,7 @@ class IncrementalRenderer:
         self._blank_seen = False  # a blank line arrived since the last render
         self._after_blank = False  # the last complete line looked at was blank
         self.renders = 0
+        self.whole_html: str | None = None  # see finish()
 
     @property
     def pending(self) -> bool:
@@ -169,11 +170,17 @@ class IncrementalRenderer:
         return self._take("", None, more)
 
     def finish(self) -> Flush:
-        """Close the text: every block is finished, and the tail is empty."""
+        """Close the text: every block is finished, and the tail is empty. When no block
+        had finished before (one table, one code block), that last render parsed the whole
+        text at once: it is the canonical render too (`whole_html`)."""
         if self._held_cr:
             self._source += "\n"
             self._held_cr = False
-        return self._render(keep_open=False)
+        whole = self._tail_start == 0
+        piece = self._render(keep_open=False)
+        if whole:
+            self.whole_html = piece.blocks
+        return piece
 
     def _take(self, blocks: str, tail: str | None, more: str = "") -> Flush:
         text, self._unflushed = self._unflushed, ""

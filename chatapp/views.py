@@ -405,7 +405,10 @@ def live(chat_id: str) -> Response:
     pages = Pages(
         article=render,
         chat_list=lambda: _render_chat_list(chat.id),
-        deleted=lambda: render_template("partials/chat_gone.html", deleted=True),
+        # the list without the deleted chat, too: this stream ends here
+        deleted=lambda: (
+            render_template("partials/chat_gone.html", deleted=True) + _render_chat_list()
+        ),
         signed_out=lambda: render_template("partials/chat_gone.html"),
     )
 

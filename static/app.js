@@ -13,6 +13,30 @@
     }
   });
 
+  // Esc stops the running answer, as its Stop button does.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || event.isComposing) return;
+    var stop = document.querySelector("#messages article.answer[aria-busy] button.stop");
+    if (stop) {
+      event.preventDefault();
+      stop.click();
+    }
+  });
+
+  // While the chat's answer is being written, Send waits (the server would refuse a second
+  // message); the button says why. Checked after every swap and every stream event.
+  function sendWhenIdle() {
+    var button = document.querySelector("#composer button[type=submit]");
+    if (!button || button.closest("form").classList.contains("htmx-request")) return;
+    var running = document.querySelector("#messages article.answer[aria-busy]");
+    button.disabled = !!running;
+    button.title = running ? "An answer is being written: wait for it, or stop it (Esc)" : "";
+  }
+  ["htmx:load", "htmx:afterSettle", "htmx:oobAfterSwap", "htmx:sseMessage", "htmx:afterRequest"].forEach(
+    function (name) { document.addEventListener(name, sendWhenIdle); }
+  );
+  document.addEventListener("DOMContentLoaded", sendWhenIdle);
+
   // A send swaps in a fresh composer (with a new message id): keep typing where you were.
   document.addEventListener("htmx:load", function (event) {
     var box = event.target.id === "composer" && event.target.querySelector("[data-composer]");
@@ -115,6 +139,16 @@
     var heading = document.getElementById("chat-title");
     if (event.detail.target && event.detail.target.id === "chat-title" && heading) {
       document.title = heading.textContent + " · chatapp";
+    }
+  });
+
+  // The chat is gone (deleted here or on another device): the address bar leaves it, so a
+  // reload shows the chat list instead of a 404.
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    var target = event.detail.target;
+    var gone = target && target.querySelector && target.querySelector(".chat-gone[data-leave-to]");
+    if (gone) {
+      history.replaceState(null, "", gone.getAttribute("data-leave-to"));
     }
   });
 

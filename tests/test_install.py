@@ -15,6 +15,7 @@ from chatapp import create_app
 app = create_app({"SECRET_KEY": "x", "DATA_DIR": %r})
 assert "rq_dashboard" in app.blueprints and "ops" in app.blueprints
 import gunicorn.workers.ggevent  # the web's gevent worker
+from chatapp import openai_model, worker  # the answer worker's own (openai, orjson, rq)
 print("started")
 """
 

@@ -64,6 +64,7 @@ def test_the_run_command_serves_the_app_and_ctrl_c_stops_every_process(tmp_path:
         output, _ = launcher.communicate(timeout=60)
         assert launcher.returncode == 0, output
         assert "chatapp: stopped" in output
+        assert f"chatapp: ready: open http://127.0.0.1:{port}/ in a browser" in output
         wait_until(lambda: not any(_alive(pid) for pid in started), timeout=30, what="children")
     finally:
         if launcher.poll() is None:
@@ -77,3 +78,16 @@ def _alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/stat")
     return not (status.exists() and status.read_text().split()[2] == "Z")
+
+
+def test_the_procfile_web_process_listens_on_port_when_a_platform_sets_it() -> None:
+    """Heroku-style platforms and honcho set $PORT for the Procfile's `web` process."""
+    env = {k: v for k, v in os.environ.items() if k != "CHATAPP_BIND"}
+    env["PORT"] = "5123"
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--print-config"]
+    shown = subprocess.run(
+        [*command, "wsgi:app"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "['0.0.0.0:5123']" in next(
+        line for line in shown.stdout.splitlines() if line.startswith("bind ")
+    )

@@ -47,6 +47,8 @@ def render_in_pieces(text: str, cuts: list[int]) -> tuple[str, list[str]]:
         tails.append(piece.tail or "")
         tails.append(piece.more)
     blocks.append(renderer.finish().blocks)
+    if renderer.whole_html is not None:  # the producer's final answer then comes from it
+        assert renderer.whole_html == render_markdown(text)
     return "".join(blocks), tails
 
 

@@ -42,6 +42,18 @@ def log_in(page: Page, base: str, name: str) -> None:
     page.wait_for_url(re.compile(re.escape(base) + "/$"))
 
 
+def sign_up_and_start_a_chat(page: Page, base: str) -> tuple[str, str]:
+    """A new person's first chat, open on `page`: return their name and the chat's URL."""
+    name = sign_up_in_browser(page, base)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.get_by_role("button", name="Start a new chat").click()
+    page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    expect(page.locator("section.chat")).to_have_attribute(
+        "data-connection", "open", timeout=TIMEOUT_MS
+    )
+    return name, page.url
+
+
 def open_chat(page: Page, url: str) -> None:
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
@@ -90,14 +102,8 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
 ) -> None:
     base = sync_stack.base
     laptop = contexts[0].new_page()
-    name = sign_up_in_browser(laptop, base)
-    laptop.set_default_timeout(TIMEOUT_MS)
-    laptop.get_by_role("button", name="Start a new chat").click()
-    laptop.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
-    chat_url, chat_id = laptop.url, laptop.url.rsplit("/", 1)[-1]
-    expect(laptop.locator("section.chat")).to_have_attribute(
-        "data-connection", "open", timeout=TIMEOUT_MS
-    )
+    name, chat_url = sign_up_and_start_a_chat(laptop, base)
+    chat_id = chat_url.rsplit("/", 1)[-1]
 
     phone = contexts[1].new_page()
     log_in(phone, base, name)
@@ -183,3 +189,45 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
         "New chat", timeout=TIMEOUT_MS
     )
     expect(phone.locator("#chat-list > li[aria-current=page]")).to_have_count(1)  # still its own
+
+
+def test_a_chat_deleted_on_one_device_leaves_every_screen_showing_it(
+    contexts: list[BrowserContext], sync_stack: Stack
+) -> None:
+    """The laptop deletes the chat the phone shows: both address bars leave it (a reload
+    is the chat list, not a 404), and the phone's list no longer offers it."""
+    base = sync_stack.base
+    laptop = contexts[0].new_page()
+    name, chat_url = sign_up_and_start_a_chat(laptop, base)
+    phone = contexts[1].new_page()
+    log_in(phone, base, name)
+    open_chat(phone, chat_url)
+    expect(phone.locator(f'a[href="{chat_url.removeprefix(base)}"]')).to_have_count(1)
+
+    laptop.get_by_text("Chat options").click()
+    laptop.once("dialog", lambda dialog: dialog.accept())
+    laptop.get_by_role("button", name="Delete chat").click()
+    laptop.wait_for_url(base + "/")
+    expect(phone.locator(".chat-gone")).to_contain_text("This chat was deleted.")
+    expect(phone).to_have_url(base + "/", timeout=TIMEOUT_MS)
+    expect(phone.locator(f'a[href="{chat_url.removeprefix(base)}"]')).to_have_count(0)
+    phone.reload()
+    expect(phone.get_by_role("button", name="Start a new chat")).to_be_visible()
+
+
+def test_send_waits_while_the_answer_is_written_and_esc_stops_it(
+    contexts: list[BrowserContext], sync_stack: Stack
+) -> None:
+    laptop = contexts[0].new_page()
+    sign_up_and_start_a_chat(laptop, sync_stack.base)
+    send(laptop, "Hello")
+    answer = laptop.locator("article.answer")
+    expect(answer.locator(".blocks")).to_contain_text("About")  # being written
+    send_button = laptop.get_by_role("button", name="Send")
+    expect(send_button).to_be_disabled()
+    laptop.locator("#composer-text").fill("A second question")
+    laptop.keyboard.press("Escape")
+    expect(answer).to_have_attribute("data-status", "stopped")
+    expect(send_button).to_be_enabled()
+    send_button.click()
+    expect(laptop.locator("article.user")).to_have_count(2)

@@ -211,6 +211,18 @@ def test_a_page_view_ends_an_answer_whose_producer_is_gone(alice: Person, r: red
     assert store.DEAD_PRODUCER in page and "aria-busy" not in page  # nothing runs
 
 
+def test_an_answer_that_failed_before_any_text_offers_nothing_to_copy(
+    alice: Person, r: redis.Redis
+) -> None:
+    chat_id = alice.new_chat()
+    alice.send(chat_id, "first")
+    answer = store.get_messages(r, chat_id)[-1]
+    store.end(r, chat_id, answer.id, answer.gen, store.Terminal("error", message="Boom."))
+    page = alice.client.get(f"/chats/{chat_id}").text
+    assert "Boom." in page and "Retry" in page
+    assert "Copy this answer" not in page
+
+
 def test_a_chat_is_titled_by_the_text_of_its_first_message(alice: Person, r: redis.Redis) -> None:
     chat_id = alice.new_chat()
     alice.send(chat_id, "How does **resumable** `streaming` work? <b>&amp;</b>")
