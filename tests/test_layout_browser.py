@@ -1,0 +1,63 @@
+"""The chat page's layout in Chromium on a phone-sized screen: words stay whole in buttons
+and table headers, and the streaming cursor follows the newest text on its line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.accounts import sign_up_in_browser
+from tests.servers import Stack, running_stack
+
+TIMEOUT_MS = 30_000
+PHONE = {"width": 390, "height": 844}
+TABLE = (
+    "| Language | Description | Performance | Compatibility |\n"
+    "|---|---|---|---|\n"
+    "| Python | Readable | Moderate | Everywhere |\n"
+)
+LINES_OF = "el => { const r = document.createRange(); r.selectNodeContents(el); return r.getClientRects().length; }"  # noqa: E501
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    pace = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "15"}
+    with running_stack(tmp_path_factory.mktemp("layout"), **pace) as stack:
+        yield stack
+
+
+@pytest.fixture
+def phone(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+def test_on_a_phone_words_stay_whole_and_the_cursor_follows_the_text(
+    phone: Page, stack: Stack
+) -> None:
+    sign_up_in_browser(phone, stack.base)
+    phone.get_by_role("button", name="Start a new chat").click()
+    phone.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    phone.locator("#composer-text").fill(TABLE)
+    phone.get_by_role("button", name="Send").click()
+
+    pending = phone.locator("article.answer[aria-busy] .pending")
+    expect(pending).to_have_count(1, timeout=TIMEOUT_MS)  # being written
+    cursor = pending.evaluate("el => getComputedStyle(el, '::after').content")
+    assert cursor == '"▍"'
+    tail = phone.locator("article.answer .tail")
+    assert tail.evaluate("el => getComputedStyle(el, '::after').content") == "none"
+
+    expect(phone.locator("article.answer[data-status=done]")).to_have_count(1, timeout=120_000)
+    headers = phone.locator("article.user th")
+    expect(headers).to_have_count(4, timeout=TIMEOUT_MS)
+    for header in headers.all():
+        assert header.evaluate(LINES_OF) == 1, header.inner_text()  # not "Compat|ibility"
+    for button in phone.locator("article.answer .answer-actions button").all():
+        assert button.evaluate(LINES_OF) == 1, button.inner_text()  # not "Cop|y"
