@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from flask import Flask
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 PASSWORD = "correct horse battery staple"
 _numbers = itertools.count()
@@ -57,6 +57,9 @@ def log_in(http: Any, name: str, password: str = PASSWORD) -> str:
     return csrf_token(http.get("/").text)
 
 
+BROWSER_TIMEOUT_MS = 30_000
+
+
 def sign_up_in_browser(page: Page, base: str, name: str | None = None) -> str:
     """Create an account in the browser page and land on the chat list."""
     name = name or new_name()
@@ -66,6 +69,19 @@ def sign_up_in_browser(page: Page, base: str, name: str | None = None) -> str:
     page.locator("form button[type=submit].primary").click()
     page.wait_for_url(re.compile(re.escape(base) + "/$"))
     return name
+
+
+def sign_up_and_start_a_chat(page: Page, base: str) -> tuple[str, str]:
+    """A new person's first chat, open and following on `page`: return their name and the
+    chat's URL."""
+    name = sign_up_in_browser(page, base)
+    page.set_default_timeout(BROWSER_TIMEOUT_MS)
+    page.get_by_role("button", name="Start a new chat").click()
+    page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    expect(page.locator("section.chat")).to_have_attribute(
+        "data-connection", "open", timeout=BROWSER_TIMEOUT_MS
+    )
+    return name, page.url
 
 
 class Person:

@@ -3,13 +3,12 @@ and table headers, and the streaming cursor follows the newest text on its line.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.accounts import sign_up_in_browser
+from tests.accounts import sign_up_and_start_a_chat
 from tests.servers import Stack, running_stack
 
 TIMEOUT_MS = 30_000
@@ -41,9 +40,7 @@ def phone(browser: Browser) -> Iterator[Page]:
 def test_on_a_phone_words_stay_whole_and_the_cursor_follows_the_text(
     phone: Page, stack: Stack
 ) -> None:
-    sign_up_in_browser(phone, stack.base)
-    phone.get_by_role("button", name="Start a new chat").click()
-    phone.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    sign_up_and_start_a_chat(phone, stack.base)
     phone.locator("#composer-text").fill(TABLE)
     phone.get_by_role("button", name="Send").click()
 

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from chatapp import store
-from tests.accounts import PASSWORD, sign_up_in_browser
+from tests.accounts import PASSWORD, sign_up_and_start_a_chat
 from tests.servers import Stack, stack_behind_nginx, wait_until
 
 TIMEOUT_MS = 30_000
@@ -40,18 +40,6 @@ def log_in(page: Page, base: str, name: str) -> None:
     page.locator("#password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(re.escape(base) + "/$"))
-
-
-def sign_up_and_start_a_chat(page: Page, base: str) -> tuple[str, str]:
-    """A new person's first chat, open on `page`: return their name and the chat's URL."""
-    name = sign_up_in_browser(page, base)
-    page.set_default_timeout(TIMEOUT_MS)
-    page.get_by_role("button", name="Start a new chat").click()
-    page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
-    expect(page.locator("section.chat")).to_have_attribute(
-        "data-connection", "open", timeout=TIMEOUT_MS
-    )
-    return name, page.url
 
 
 def open_chat(page: Page, url: str) -> None:
