@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_NEW_CHAT": "30 per minute; 300 per hour",  # per user, and as many renames
     "RATE_LIMIT_ACTIONS": "120 per minute; 1500 per hour",  # per user: those four, refused too
     "MAX_RUNNING_PER_USER": 3,  # answers one user may have generating at once
+    "MAX_WAITING_PER_USER": 5,  # more of theirs may wait behind those; past that: refused
     "MAX_CHAT_MESSAGES": 500,  # messages in one chat (questions and answers)
     "TRUSTED_PROXIES": 0,  # proxies in front (nginx: 1) whose X-Forwarded-* headers count
     "SESSION_COOKIE_SECURE": False,  # True forces Secure cookies; HTTPS requests get them anyway

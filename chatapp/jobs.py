@@ -12,9 +12,10 @@ from typing import Any
 
 import redis
 from flask import current_app
-from rq import Callback, Queue, get_current_job
+from rq import Callback, Queue, RateLimit, get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
+from rq.rate_limit import RateLimitRegistry
 from rq.timeouts import JobTimeoutException
 
 from chatapp import metrics, prompt, providers, store, titles, waiting
@@ -29,32 +30,58 @@ MODEL_NOTE = " · model: "  # how a job's description names the model that wrote
 
 
 def enqueue_answer(
-    queue: Queue, chat_id: str, message_id: str, generation_id: str, asker: str, title: str
+    queue: Queue,
+    chat_id: str,
+    message_id: str,
+    generation_id: str,
+    asker: str,
+    title: str,
+    owner: str = "",
 ) -> Job:
     """Queue the job that writes one generation of an answer. Its description, shown on the
-    job dashboard, names who asked in which chat; the worker adds the model it uses."""
+    job dashboard, names who asked in which chat; the worker adds the model it uses.
+
+    With `owner`, RQ's rate limit keeps at most `MAX_RUNNING_PER_USER` of the owner's answer
+    jobs queued or running: the others wait in RQ's rate-limited registry, and the job of
+    one of theirs that ends puts the next on the queue."""
     config = current_app.config
     short = title if len(title) <= TITLE_SHOWN else title[: TITLE_SHOWN - 1] + "…"
-    # Listed as waiting and queued in one transaction: a worker's sweep for jobs taken off
-    # the queue (waiting.py) never sees the one without the other.
-    with queue.connection.pipeline() as pipe:
-        pipe.multi()  # RQ's enqueue wants the transaction begun, or to begin it itself
-        waiting.add(queue, job_id(generation_id), chat_id, message_id, generation_id, pipe)
-        job = queue.enqueue(
-            generate_answer,
-            chat_id,
-            message_id,
-            generation_id,
-            job_id=job_id(generation_id),
-            job_timeout=config["JOB_TIMEOUT_SECONDS"],
-            description=f"answer for {asker} in “{short}” (chat {chat_id}, message {message_id})",
-            on_failure=Callback(on_answer_failure),
-            result_ttl=3600,
-            failure_ttl=86_400,
-            pipeline=pipe,
-        )
-        pipe.execute()
+    limit = RateLimit(f"chatapp-answers-{owner}", config["MAX_RUNNING_PER_USER"]) if owner else None
+    # Listed as waiting before its job exists: the sweep for jobs taken off the queue
+    # leaves a just-listed answer alone for a while (waiting.py).
+    waiting.add(queue, job_id(generation_id), chat_id, message_id, generation_id)
+    job = queue.enqueue(
+        generate_answer,
+        chat_id,
+        message_id,
+        generation_id,
+        job_id=job_id(generation_id),
+        job_timeout=config["JOB_TIMEOUT_SECONDS"],
+        description=f"answer for {asker} in “{short}” (chat {chat_id}, message {message_id})",
+        on_failure=Callback(on_answer_failure),
+        result_ttl=3600,
+        failure_ttl=86_400,
+        rate_limit=limit,
+    )
+    if limit is not None:
+        _expire_when_unused(queue, limit, config)
     return job
+
+
+def _expire_when_unused(queue: Queue, limit: RateLimit, config: Any) -> None:
+    """RQ keeps a rate limit's keys (named after the user) until its maintenance finds
+    them empty; they go by themselves once the last job that used them cannot still run."""
+    registry = RateLimitRegistry(limit.key, queue.connection)
+    longest = int(longest_answer_seconds(config))
+    with queue.connection.pipeline(transaction=False) as pipe:
+        for key in (registry.config_key, registry.allowed_key, registry.rate_limited_key):
+            pipe.expire(key, longest)
+        pipe.execute()
+
+
+def longest_answer_seconds(config: Any) -> float:
+    """The longest an answer can be queued or written, with an hour to spare."""
+    return float(config["QUEUE_WAIT_SECONDS"] + config["JOB_TIMEOUT_SECONDS"] + 3600)
 
 
 def job_id(generation_id: str) -> str:

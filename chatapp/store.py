@@ -144,6 +144,7 @@ class Message:
     error: str = ""
     created: float = 0.0
     length: int = 0  # log length at the terminal entry
+    behind_own: bool = False  # queued behind the asker's other answers (their cap)
 
     @property
     def running(self) -> bool:
@@ -177,6 +178,7 @@ def _message(fields: dict[str, str]) -> Message | None:
         error=fields.get("error", ""),
         created=float(fields.get("created", 0)),
         length=int(fields.get("length", 0)),
+        behind_own=bool(fields.get("behind_own")),
     )
 
 
@@ -398,6 +400,11 @@ def _answer_started(r: redis.Redis, chat_id: str, now: float) -> None:
 
 def _owner(r: redis.Redis, chat_id: str) -> str:
     return r.hget(chat_key(chat_id), "owner") or ""  # type: ignore[return-value]
+
+
+def mark_behind_own(r: redis.Redis, chat_id: str, message_id: str) -> None:
+    """Note that the answer waits for its asker's other answers, not for a worker."""
+    r.hset(message_key(chat_id, message_id), "behind_own", "1")
 
 
 def set_model(r: redis.Redis, chat_id: str, message_id: str, model: str) -> None:

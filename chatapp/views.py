@@ -175,34 +175,39 @@ def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> 
 def _within_cap(
     r: redis.Redis, chat: Chat, start: Callable[[], store.SendResult]
 ) -> store.SendResult:
-    """Start an answer (`start`) unless the chat's owner already has the most answers
-    running at once. A per-user lock makes the count and the start one step, so racing
-    sends from several tabs or devices cannot each see room for one more.
+    """Start an answer (`start`) unless the chat's owner already has as many answers
+    running or waiting as they may. Past `MAX_RUNNING_PER_USER` the answer is queued behind
+    the owner's own (RQ's rate limit starts it when one of theirs ends) and says so. A
+    per-user lock makes the count and the start one step, so racing sends from several
+    tabs or devices cannot each see room for one more.
     """
+    config = current_app.config
     lock = r.lock(store.user_lock_key(chat.owner), timeout=10, blocking_timeout=10)
     if not lock.acquire():
         abort(429, "Your other messages are still being sent. Try again in a moment.")
     try:
-        running = _live_answers(r, chat.owner)
+        live = _live_answers(r, chat.owner)
         # Read under the lock: a send into a chat whose answer is running is refused below
         # (or replaces a dead one) without adding to the count.
         now = store.get_chat(r, chat.id)
         busy = now.running if now else ""
-        if running >= current_app.config["MAX_RUNNING_PER_USER"] and not busy:
+        if live >= config["MAX_RUNNING_PER_USER"] + config["MAX_WAITING_PER_USER"] and not busy:
             abort(
                 429,
-                f"You have {running} answers being written already. Wait for one to finish, "
-                "or stop one, then send again.",
+                f"You have {live} answers being written or waiting already. Wait for one to "
+                "finish, or stop one, then send again.",
             )
-        return start()
+        started = start()
+        if started.status == "ok" and live >= config["MAX_RUNNING_PER_USER"]:
+            store.mark_behind_own(r, chat.id, started.answer_id)
+        return started
     finally:
         lock.release()
 
 
 def _live_answers(r: redis.Redis, owner: str) -> int:
     """Count the owner's answers that are still being written, ending any whose job died."""
-    config = current_app.config
-    longest = config["QUEUE_WAIT_SECONDS"] + config["JOB_TIMEOUT_SECONDS"] + 3600
+    longest = jobs.longest_answer_seconds(current_app.config)
     live = 0
     for chat_id, answer_id in store.running_answers(r, owner, time.time() - longest):
         answer = store.get_message(r, chat_id, answer_id)
@@ -255,7 +260,7 @@ def _enqueue_unless_queued(r: redis.Redis, chat: Chat, answer: Message) -> None:
     user, now = current_user(), store.get_chat(r, chat.id)  # a first message titled it
     asker, title = (user.name if user else "?"), (now.title if now else chat.title)
     try:
-        jobs.enqueue_answer(queue, chat.id, answer.id, answer.gen, asker, title)
+        jobs.enqueue_answer(queue, chat.id, answer.id, answer.gen, asker, title, chat.owner)
     except Exception:
         reason = "The answer could not be queued. Send the message again."
         terminal = store.Terminal("error", message=reason)

@@ -2,9 +2,11 @@
 
 An answer's job can leave the queue without running: the dashboard's Delete, `rq empty`,
 an operator's script. Its answer would then say "queued" until the queue wait ran out (ten
-minutes). Each answer is listed here from when its job is queued (in the same transaction)
-until the job starts; the workers look every few seconds for listed answers whose job is
-gone and end them with an error a person can read. /healthz counts the list.
+minutes). Each answer is listed here from just before its job is queued until the job
+starts; the workers look every few seconds for listed answers whose job is gone and end
+them with an error a person can read. An answer listed less than `LISTED_GRACE_SECONDS` ago
+is left alone: its job may be on its way to the queue (RQ queues a rate-limited job in
+steps of its own, outside any transaction of ours). /healthz counts the list.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from rq.job import Job
 
 from chatapp import store
 
+LISTED_GRACE_SECONDS = 10.0
 REMOVED = "The answer was taken off the queue before a worker wrote it. Send the message again."
 
 
@@ -30,11 +33,10 @@ def add(
     chat_id: str,
     message_id: str,
     generation_id: str,
-    pipe: redis.client.Pipeline,
 ) -> None:
-    """List an answer in `pipe`, the transaction that queues its job."""
+    """List an answer whose job is about to be queued."""
     member = ":".join((job_id, chat_id, message_id, generation_id))
-    pipe.zadd(_key(queue), {member: time.time()})
+    queue.connection.zadd(_key(queue), {member: time.time()})
 
 
 def remove(queue: Queue, job_id: str, chat_id: str, message_id: str, generation_id: str) -> None:
@@ -49,7 +51,8 @@ def count(queue: Queue) -> int:
 
 def end_removed(queue: Queue, r: redis.Redis, timing: store.Timing) -> int:
     """End the listed answers whose job is no longer in RQ; return how many."""
-    raw: list[bytes] = queue.connection.zrange(_key(queue), 0, -1)  # type: ignore[assignment]
+    listed_before = time.time() - LISTED_GRACE_SECONDS
+    raw: list[bytes] = queue.connection.zrangebyscore(_key(queue), "-inf", listed_before)  # type: ignore[assignment]
     members = [member.decode() for member in raw]
     listed = [member.split(":") for member in members]
     with queue.connection.pipeline(transaction=False) as pipe:

@@ -197,6 +197,14 @@ class ChatClient:
         assert response.status_code == 200, response.text
         return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
 
+    def stop(self, chat_id: str, answer_id: str) -> None:
+        """Press Stop on an answer."""
+        stop = self.http.post(
+            f"/chats/{chat_id}/messages/{answer_id}/stop",
+            headers={"X-CSRFToken": self.token, "HX-Request": "true"},
+        )
+        assert stop.status_code == 204, stop.text
+
     def stream(
         self,
         chat_id: str,

@@ -146,3 +146,30 @@ def test_a_title_is_written_while_every_answer_slot_is_busy(tmp_path: Path) -> N
 def _status(r: redis.Redis, chat_id: str, answer_id: str) -> str:
     message = store.get_message(r, chat_id, answer_id)
     return message.status if message is not None else ""
+
+
+def test_an_answer_past_the_users_cap_starts_when_one_of_theirs_ends(tmp_path: Path) -> None:
+    settings = {
+        "CHATAPP_MAX_RUNNING_PER_USER": "1",
+        "CHATAPP_MAX_WAITING_PER_USER": "1",
+        "CHATAPP_OFFLINE_TOKENS_PER_SECOND": "5",
+    }
+    with running_stack(tmp_path, **settings) as stack:
+        client, r = ChatClient(stack.base), stack.redis()
+        first_chat, second_chat = client.new_chat(), client.new_chat()
+        first = client.send_ok(first_chat, "Mine runs")
+        wait_until(lambda: _status(r, first_chat, first) == "streaming", what="the first answer")
+        second = client.send_ok(second_chat, "Mine waits")
+        queues = redis.Redis.from_url(stack.queue_url)
+        job = Job.fetch(f"answer-{_generation(r, second_chat, second)}", connection=queues)
+        time.sleep(2)  # the worker has free slots: only the user's cap holds the second back
+        assert (job.get_status(), _status(r, second_chat, second)) == ("rate_limited", "queued")
+        client.stop(first_chat, first)
+        wait_until(lambda: _status(r, second_chat, second) == "streaming", what="the second")
+        assert _status(r, first_chat, first) == "stopped"
+
+
+def _generation(r: redis.Redis, chat_id: str, answer_id: str) -> str:
+    message = store.get_message(r, chat_id, answer_id)
+    assert message is not None
+    return message.gen

@@ -150,11 +150,7 @@ def test_a_stop_before_the_model_answers_frees_the_job_at_once(tmp_path: Path) -
     ):
         client, chat_id, answer_id = start_answer(stack)
         wait_until(lambda: hanging.requests, what="the model server to be asked")
-        stop = client.http.post(
-            f"/chats/{chat_id}/messages/{answer_id}/stop",
-            headers={"X-CSRFToken": client.token, "HX-Request": "true"},
-        )
-        assert stop.status_code == 204, stop.text
+        client.stop(chat_id, answer_id)
         stored = store.get_message(stack.redis(), chat_id, answer_id)
         assert stored is not None and stored.status == "stopped"
         job = job_of(stack, stored)  # its slot is free: the job ended, not the model's timeout

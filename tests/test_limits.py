@@ -174,24 +174,32 @@ def test_sending_is_rate_limited_per_user_and_streams_are_not(make_app, r: redis
         assert stream.status_code == 200 and "\nevent: end\n" in stream.text
 
 
-def test_a_user_has_at_most_the_set_number_of_answers_running(make_app, r: redis.Redis) -> None:
-    app = make_app(MAX_RUNNING_PER_USER=2)
+def test_past_the_cap_an_answer_waits_behind_the_users_own_and_says_so(
+    make_app, r: redis.Redis
+) -> None:
+    app = make_app(MAX_RUNNING_PER_USER=2, MAX_WAITING_PER_USER=1)
     alice, bob = Person(app), Person(app)
-    chats = [alice.new_chat() for _ in range(3)]
+    chats = [alice.new_chat() for _ in range(4)]
     first = answer_id_of(alice.send(chats[0]))
-    alice.send(chats[1])
+    second = alice.send(chats[1])
+    assert "Queued behind your other answers" not in second.text
+    third = alice.send(chats[2])
+    assert third.status_code == 200
+    assert "Queued behind your other answers: it starts when one of them ends" in third.text
+    page = alice.client.get(f"/chats/{chats[2]}")  # and on every screen that shows it
+    assert "Queued behind your other answers" in page.text
     before = keys_and_values(r)
-    refused = alice.send(chats[2])
+    refused = alice.send(chats[3])
     assert refused.status_code == 429
-    assert "You have 2 answers being written already" in refused.text
+    assert "You have 3 answers being written or waiting already" in refused.text
     assert keys_and_values(r) == before
-    assert bob.send(bob.new_chat()).status_code == 200
+    assert bob.send(bob.new_chat()).status_code == 200  # a limit per user, not for everyone
     assert alice.post(f"/chats/{chats[0]}/messages/{first}/stop").status_code == 204
-    assert alice.send(chats[2]).status_code == 200
+    assert alice.send(chats[3]).status_code == 200
 
 
 def test_racing_sends_from_many_devices_cannot_pass_the_cap(make_app, r: redis.Redis) -> None:
-    app = make_app(MAX_RUNNING_PER_USER=2)
+    app = make_app(MAX_RUNNING_PER_USER=1, MAX_WAITING_PER_USER=1)
     owner = Person(app, "racer")
     devices = []
     for _ in range(6):
@@ -221,7 +229,7 @@ def test_racing_sends_from_many_devices_cannot_pass_the_cap(make_app, r: redis.R
 
 
 def test_answers_whose_job_died_do_not_count(make_app, r: redis.Redis) -> None:
-    app = make_app(MAX_RUNNING_PER_USER=1, QUEUE_WAIT_SECONDS=1)
+    app = make_app(MAX_RUNNING_PER_USER=1, MAX_WAITING_PER_USER=0, QUEUE_WAIT_SECONDS=1)
     alice = Person(app)
     first_chat, second_chat = alice.new_chat(), alice.new_chat()
     lost = answer_id_of(alice.send(first_chat))  # no worker runs in this test: never picked up
