@@ -69,7 +69,7 @@ class _Answer:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class _PacedServer:
+class PacedServer:
     """Streams over HTTP/1.1 in chunks, keeping the connection for the next request, as
     model servers (vLLM, llama.cpp, OpenAI's API) do.
 
@@ -84,6 +84,8 @@ class _PacedServer:
         self.tokens, self.burst, self.shape, self.go = tokens, burst, shape, go
         # question -> (when it was asked, when its first token was sent), epoch seconds
         self.asked: dict[str, tuple[float, float]] = {}
+        self.sent = 0  # tokens sent, all answers together
+        self.finished = 0  # answers sent to their end
         self._answers: list[_Answer] = []
 
     async def serve(self, ready: queue.Queue[int | BaseException]) -> None:
@@ -135,6 +137,7 @@ class _PacedServer:
         text = stamp() if number % STAMP_EVERY == 0 else "word "
         data = chunk_event({"content": SHAPES[self.shape](number, text)})
         answer.number += 1
+        self.sent += 1
         if answer.number >= self.burst:  # the first `burst` tokens come at once
             answer.next_at += self.interval
         framed = http_chunk(data)
@@ -142,6 +145,7 @@ class _PacedServer:
             framed += http_chunk(chunk_event({}, finish="stop") + b"data: [DONE]\n\n")
             framed += http_chunk(b"")  # the last chunk: the connection stays open for the next
             answer.finished.set()
+            self.finished += 1
         answer.writer.write(framed)
 
 
@@ -165,7 +169,7 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
 
 
 @contextmanager
-def _running(server: _PacedServer) -> Iterator[str]:
+def _running(server: PacedServer) -> Iterator[str]:
     """Run `server` on a free loopback port in a thread of its own; yield its base URL."""
     ready: queue.Queue[int | BaseException] = queue.Queue()
     loop = asyncio.new_event_loop()
@@ -199,18 +203,19 @@ def paced_model(
     if go is None:
         go = threading.Event()
         go.set()
-    with _running(_PacedServer(tokens_per_second, tokens, burst, "paragraphs", go)) as base_url:
+    with _running(PacedServer(tokens_per_second, tokens, burst, "paragraphs", go)) as base_url:
         yield base_url
 
 
 @contextmanager
 def recorded_paced_model(
     tokens_per_second: float, tokens: int, shape: str = "paragraphs"
-) -> Iterator[tuple[str, dict[str, tuple[float, float]]]]:
-    """Like `paced_model`, starting at once; also yield what it records per question:
-    when it was asked and when it sent the first token (the model's own latency)."""
+) -> Iterator[tuple[str, PacedServer]]:
+    """Like `paced_model`, starting at once; also yield the server, which records per
+    question when it was asked and when it sent the first token (the model's own latency,
+    `asked`), and counts the tokens it sent (`sent`) and the answers it ended (`finished`)."""
     go = threading.Event()
     go.set()
-    server = _PacedServer(tokens_per_second, tokens, 0, shape, go)
+    server = PacedServer(tokens_per_second, tokens, 0, shape, go)
     with _running(server) as base_url:
-        yield base_url, server.asked
+        yield base_url, server

@@ -8,7 +8,10 @@ Each row: `answers` questions queued at the same moment, answered at 30 tokens/s
   its first token;
 - token emitted -> appended: the model stamps every fifth token with the time it sent it;
   Redis's clock stamps each published flush (`at`, ms); read on a sample of the answers;
-- worker CPU per token: the worker process's CPU time over the run / tokens written;
+- worker CPU per token: the worker process's CPU time over the run / tokens written; and
+  over `STEADY_SECONDS` in which every answer of the row runs (none starts or ends), per
+  token the model sent meanwhile: the cost of writing alone, without each answer's start
+  (its job, its request to the model) and end;
 - worker memory per running answer: its RSS with every answer running, minus its RSS idle
   (after one warm-up answer), / answers.
 The baseline, in the same run: RQ's own forking `rq worker` (one answer at a time, a fork
@@ -35,7 +38,7 @@ import redis
 from rq import Queue, Worker
 
 from bench.load import percentile
-from bench.paced_model import SHAPES, recorded_paced_model
+from bench.paced_model import SHAPES, PacedServer, recorded_paced_model
 from chatapp import create_app, store
 from chatapp.config import DEFAULTS, from_environ
 from chatapp.connections import get_queue
@@ -48,6 +51,7 @@ FLUSH_MS = DEFAULTS["FLUSH_MS"]
 SAMPLED = 20  # answers whose every flush is timed (the rest: their first only)
 PROBES = 10  # one more question at a time while the burst runs: its added first-token time
 PROBE_EVERY_SECONDS = 0.3
+STEADY_SECONDS = 2.0
 STAMP = re.compile(r"ts(\d+)")
 
 
@@ -65,12 +69,20 @@ class WorkerRun:
     rss_growth_kb: float
     seconds: float
     tokens_written: int
+    steady_cpu_seconds: float = 0.0  # while every answer runs (0: no such moment)
+    steady_tokens: int = 0
     shape: str = "paragraphs"
     load: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     @property
     def cpu_us_per_token(self) -> float:
         return self.cpu_seconds * 1e6 / max(1, self.tokens_written)
+
+    @property
+    def steady_cpu_us_per_token(self) -> str:
+        if not self.steady_tokens:
+            return "-"
+        return f"{self.steady_cpu_seconds * 1e6 / self.steady_tokens:.0f}"
 
     @property
     def kb_per_answer(self) -> float:
@@ -85,7 +97,8 @@ class WorkerRun:
             f"| {self.worker} | {self.answers} | {self.tokens} | {self.shape} | {added} | "
             f"{max(self.burst_first_token_ms, default=0) / 1000:.1f} | "
             f"{percentile(append, 0.99):.1f} | "
-            f"{self.cpu_us_per_token:.0f} | {self.kb_per_answer:.0f} | "
+            f"{self.cpu_us_per_token:.0f} | {self.steady_cpu_us_per_token} | "
+            f"{self.kb_per_answer:.0f} | "
             f"{self.seconds:.1f} | {' '.join(f'{x:.2f}' for x in self.load)} |"
         )
 
@@ -93,9 +106,8 @@ class WorkerRun:
 HEADER = (
     "| worker | answers at once | tokens each | shape | added first token p50 ms | p99 ms "
     "| last of the burst to see a first token s | token → Redis p99 ms | worker CPU µs/token "
-    "| worker KB per running answer | s to write all | load average 1/5/15 min |\n"
-    + "|---" * 12
-    + "|"
+    "| … while all run | worker KB per running answer | s to write all "
+    "| load average 1/5/15 min |\n" + "|---" * 13 + "|"
 )
 
 
@@ -112,7 +124,7 @@ def worker_run(
     directory.mkdir(parents=True, exist_ok=True)
     server = RedisServer(directory)
     try:
-        with recorded_paced_model(tokens_per_second, tokens, shape) as (model_url, asked):
+        with recorded_paced_model(tokens_per_second, tokens, shape) as (model_url, model):
             env = stack_env(
                 server.url,
                 directory,
@@ -124,7 +136,7 @@ def worker_run(
                 CHATAPP_JOB_TIMEOUT_SECONDS="3600",
             )
             with _worker_process(worker, env) as process:
-                run = _measure(worker, answers, tokens, env, process, asked)
+                run = _measure(worker, answers, tokens, env, process, model)
                 run.shape = shape
                 return run
     finally:
@@ -137,7 +149,7 @@ def _measure(
     tokens: int,
     env: dict[str, str],
     process: psutil.Process,
-    asked: dict[str, tuple[float, float]],
+    model: PacedServer,
 ) -> WorkerRun:
     app = create_app(from_environ(env))
     probes = PROBES if worker == "rq_worker.py" else 0
@@ -152,13 +164,14 @@ def _measure(
             cpu_before, started = _cpu(process), time.monotonic()
             queued = [_queue(r, queue, f"question {n}", chats[n]) for n in range(answers)]
             rss_running = _rss_while_all_run(process, appends, answers)
+            steady_cpu, steady_tokens = _cpu_while_all_run(process, model)
             for n in range(answers, answers + probes):  # one more person asks, now and then
                 queued.append(_queue(r, queue, f"question {n}", chats[n]))
                 time.sleep(PROBE_EVERY_SECONDS)
             _wait_answered(r, queued)
             seconds, cpu = time.monotonic() - started, _cpu(process) - cpu_before
         added = [
-            (appends.first[chat] - at) * 1000 - _model_own_ms(asked[f"question {n}"])
+            (appends.first[chat] - at) * 1000 - _model_own_ms(model.asked[f"question {n}"])
             for n, (chat, _, at) in enumerate(queued)
         ]
     growth_kb = max(0, rss_running - rss_idle) / 1024
@@ -173,6 +186,8 @@ def _measure(
         rss_growth_kb=growth_kb,
         seconds=seconds,
         tokens_written=len(queued) * tokens,
+        steady_cpu_seconds=steady_cpu,
+        steady_tokens=steady_tokens,
     )
 
 
@@ -212,6 +227,16 @@ def _rss_while_all_run(process: psutil.Process, appends: _Appends, answers: int)
     """The worker's largest RSS while every answer is being written."""
     wait_until(lambda: len(appends.first) >= answers, timeout=3600, what="every first token")
     return max(_sample_rss(process) for _ in range(5))
+
+
+def _cpu_while_all_run(process: psutil.Process, model: PacedServer) -> tuple[float, int]:
+    """The worker's CPU seconds over `STEADY_SECONDS` and the tokens the model sent
+    meanwhile, if no answer ended in between (else none: 0, 0)."""
+    finished, sent, cpu = model.finished, model.sent, _cpu(process)
+    time.sleep(STEADY_SECONDS)
+    if model.finished != finished:
+        return 0.0, 0
+    return _cpu(process) - cpu, model.sent - sent
 
 
 def _sample_rss(process: psutil.Process) -> int:
@@ -362,8 +387,10 @@ def worker_targets(runs: list[WorkerRun]) -> list[str]:
         f"| token → Redis p99, {most.answers} at once | ≤ 2x the flush window "
         f"({2 * FLUSH_MS} ms; {2 * _window_ms(most.answers):.0f} ms as it widens at "
         f"{most.answers}) | {percentile(most.append_ms, 0.99):.1f} ms |",
-        f"| worker CPU per token, {most.answers} at once (1 at once) | ≤ 50 µs "
-        f"| {most.cpu_us_per_token:.0f} µs ({single.cpu_us_per_token:.0f} µs) |",
+        f"| worker CPU per token, {most.answers} at once: over the whole run, with each "
+        "answer's start and end (while all run; 1 at once) | ≤ 50 µs "
+        f"| {most.cpu_us_per_token:.0f} µs ({most.steady_cpu_us_per_token} µs; "
+        f"{single.cpu_us_per_token:.0f} µs) |",
         f"| worker memory per running answer, {most.answers} at once | ≤ 1 MB "
         f"| {most.kb_per_answer:.0f} KB |",
         f"| last of {fork.answers} people to see a first token: RQ's forking worker vs this "

@@ -175,7 +175,8 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
 
 class Progress:
     """How far a running answer got, in its job's `meta` for the RQ dashboard: a state and
-    the log entries written, saved every few seconds (one write each) and at the end."""
+    the log entries written, saved every few seconds and at the end, each time in one round
+    trip with the install's counts (metrics.py)."""
 
     EVERY_SECONDS = 2.0
 
@@ -183,6 +184,7 @@ class Progress:
         self.job = job  # None outside an RQ worker (tests, the benchmark's threads)
         self.saved_at = 0.0
         self.counted = 0  # entries added to the install's count (metrics.py)
+        self._unsaved: dict[str, str] = {}  # job fields to save with the next note
 
     def name_model(self, label: str) -> None:
         """Say in the job's description and meta which model writes the answer (saved with
@@ -192,33 +194,37 @@ class Progress:
         self.job.meta["model"] = label
         asked = (self.job.description or "").split(MODEL_NOTE)[0]  # a requeued job had one
         self.job.description = asked + MODEL_NOTE + label  # RQ saves it again at the end
-        try:
-            self.job.connection.hset(self.job.key, "description", self.job.description)
-        except redis.RedisError as exc:
-            log.warning("job %s: could not name its model (%s)", self.job.id, exc)
+        self._unsaved["description"] = self.job.description
 
     def note(self, state: str, entries: int, last: bool = False) -> None:
         now = time.monotonic()
         if self.job is None or (not last and now - self.saved_at < self.EVERY_SECONDS):
             return
         self.saved_at = now
-        self.job.meta.update(state=state, entries=entries)
-        try:
-            self.job.save_meta()
-            metrics.count_appended(self.job.connection, entries - self.counted)
-            self.counted = entries
-        except redis.RedisError as exc:  # the answer matters more than its progress report
-            log.warning("job %s: could not save its progress (%s)", self.job.id, exc)
+        self._save(state, entries)
 
     def ended(self, outcome: str, entries: int) -> None:
         """Save the last progress, and count how the answer ended (metrics.py)."""
-        self.note(outcome, entries, last=True)
-        if self.job is None:
-            return
+        if self.job is not None:
+            self._save(outcome, entries, outcome=outcome)
+
+    def _save(self, state: str, entries: int, outcome: str = "") -> None:
+        assert self.job is not None
+        self.job.meta.update(state=state, entries=entries)
+        meta = self.job.serializer.dumps(self.job.meta)  # as Job.save_meta writes it
         try:
-            metrics.count_outcome(self.job.connection, outcome)
-        except redis.RedisError as exc:
-            log.warning("job %s: could not count its outcome (%s)", self.job.id, exc)
+            with self.job.connection.pipeline(transaction=False) as pipe:
+                pipe.hset(self.job.key, "meta", meta)
+                for name, value in self._unsaved.items():
+                    pipe.hset(self.job.key, name, value)
+                metrics.count_appended(pipe, entries - self.counted)
+                if outcome:
+                    metrics.count_outcome(pipe, outcome)
+                pipe.execute()
+        except redis.RedisError as exc:  # the answer matters more than its progress report
+            log.warning("job %s: could not save its progress (%s)", self.job.id, exc)
+            return
+        self.counted, self._unsaved = entries, {}
 
 
 def _enqueue_title(r: redis.Redis, chat_id: str) -> None:

@@ -86,6 +86,12 @@ def user_channel(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:live"
 
 
+def new_chat_claim_key(user_id: str, client_message_id: str) -> str:
+    """Which chat a first message (sent from the new-chat page) started, so a resend of it
+    lands in the same chat instead of starting another."""
+    return f"{PREFIX}:user:{user_id}:first:{client_message_id}"
+
+
 def user_lock_key(user_id: str) -> str:
     """A short lock that serialises one user's sends, so a per-user cap holds under races."""
     return f"{PREFIX}:user:{user_id}:sending"
@@ -193,6 +199,18 @@ def create_chat(r: redis.Redis, owner: str, now: float, title: str = "New chat")
     r.zadd(user_chats_key(owner), {chat_id: now})
     nudge(r, owner)
     return Chat(chat_id, owner, title, now, now, "")
+
+
+def claim_new_chat(r: redis.Redis, owner: str, client_message_id: str, chat_id: str) -> str:
+    """Claim `chat_id` for a first message; return the chat it already started, if any."""
+    key = new_chat_claim_key(owner, client_message_id)
+    if r.set(key, chat_id, nx=True, ex=CLAIM_TTL_SECONDS):
+        return ""
+    return r.get(key) or ""  # type: ignore[return-value]
+
+
+def forget_new_chat(r: redis.Redis, owner: str, client_message_id: str) -> None:
+    r.delete(new_chat_claim_key(owner, client_message_id))
 
 
 def nudge(r: redis.Redis, owner: str, signed_out: list[str] | None = None) -> None:

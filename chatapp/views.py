@@ -21,6 +21,7 @@ from flask import (
     url_for,
 )
 from rq.job import Job
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import frames, jobs, providers, store
@@ -91,8 +92,34 @@ def _render_chat_list(current: str = "") -> str:
     error_message="You are starting chats too fast. Wait a moment, then try again.",
 )
 def new_chat() -> BaseResponse:
-    chat = store.create_chat(get_redis(), current_user_id(), time.time())
+    """Start a chat with its first message (the new-chat page), or an empty one (no text)."""
+    r, owner = get_redis(), current_user_id()
+    if "text" not in request.form:
+        chat = store.create_chat(r, owner, time.time())
+        return redirect(url_for("chat.show", chat_id=chat.id), code=303)
+    client_id, text = request.form.get("client_id", ""), request.form["text"].strip()
+    if problem := _message_problem(client_id, text):
+        return problem
+    chat = store.create_chat(r, owner, time.time())
+    if started := store.claim_new_chat(r, owner, client_id, chat.id):
+        store.delete_chat(r, chat)  # a resend: the first one started its chat
+        return redirect(url_for("chat.show", chat_id=started), code=303)
+    try:
+        sent = _store_within_cap(r, chat, client_id, text)
+    except HTTPException:  # refused (the user's cap): nothing stays
+        store.delete_chat(r, chat)
+        store.forget_new_chat(r, owner, client_id)
+        raise
+    answer = store.get_message(r, chat.id, sent.answer_id)
+    if answer is not None:
+        _enqueue_unless_queued(r, chat, answer)
     return redirect(url_for("chat.show", chat_id=chat.id), code=303)
+
+
+@bp.get("/chats/new")
+def new_chat_page() -> str:
+    """A new chat: its composer, and nothing stored until the first message is sent."""
+    return render_template("new_chat.html", client_id=store.new_id())
 
 
 @bp.get("/chats/<chat_id>")
@@ -132,15 +159,8 @@ def send(chat_id: str) -> Response | str:
     chat = load_chat(chat_id)
     text = request.form.get("text", "").strip()
     client_id = request.form.get("client_id", "")
-    limit = current_app.config["MAX_MESSAGE_CHARS"]
-    if not CLIENT_MESSAGE_ID.fullmatch(client_id):
-        return error_response(400, "This form is out of date: reload the page and send again.")
-    if not text:
-        return error_response(400, "Write a message before sending.")
-    if len(text) > limit:
-        return error_response(
-            413, f"Your message has {len(text):,} characters; the limit is {limit:,}."
-        )
+    if problem := _message_problem(client_id, text):
+        return problem
     r = get_redis()
     sent = _store_within_cap(r, chat, client_id, text)
     if sent.status == "busy":
@@ -165,6 +185,20 @@ def send(chat_id: str) -> Response | str:
         messages=[m for m in messages if m],
         client_id=store.new_id(),
     )
+
+
+def _message_problem(client_id: str, text: str) -> Response | None:
+    """The error response for a message that cannot be sent as it is, if any."""
+    limit = current_app.config["MAX_MESSAGE_CHARS"]
+    if not CLIENT_MESSAGE_ID.fullmatch(client_id):
+        return error_response(400, "This form is out of date: reload the page and send again.")
+    if not text:
+        return error_response(400, "Write a message before sending.")
+    if len(text) > limit:
+        return error_response(
+            413, f"Your message has {len(text):,} characters; the limit is {limit:,}."
+        )
+    return None
 
 
 def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> store.SendResult:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from typing import Any
+from urllib.parse import urljoin
 
 from flask import Flask
 from playwright.sync_api import Page, expect
@@ -72,16 +74,35 @@ def sign_up_in_browser(page: Page, base: str, name: str | None = None) -> str:
 
 
 def sign_up_and_start_a_chat(page: Page, base: str) -> tuple[str, str]:
-    """A new person's first chat, open and following on `page`: return their name and the
-    chat's URL."""
+    """A new person's first chat, empty, open and following on `page`: return their name
+    and the chat's URL."""
     name = sign_up_in_browser(page, base)
     page.set_default_timeout(BROWSER_TIMEOUT_MS)
-    page.get_by_role("button", name="Start a new chat").click()
-    page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    return name, open_an_empty_chat(page, base)
+
+
+def open_an_empty_chat(page: Page, base: str) -> str:
+    """Create an empty chat as a script can (POST /chats without a message: the page's
+    "New chat" stores nothing before the first one) and open it; return its URL."""
+    token = json.loads(page.locator("body").get_attribute("hx-headers") or "{}")["X-CSRFToken"]
+    response = page.request.post(base + "/chats", form={"csrf_token": token}, max_redirects=0)
+    assert response.status == 303, response.text()
+    page.goto(urljoin(base, response.headers["location"]))
     expect(page.locator("section.chat")).to_have_attribute(
         "data-connection", "open", timeout=BROWSER_TIMEOUT_MS
     )
-    return name, page.url
+    return page.url
+
+
+def start_a_chat(page: Page, question: str) -> str:
+    """Start a chat as a person does: "Start a new chat" on the front page, then the first
+    message; return the chat's URL."""
+    page.get_by_role("link", name="Start a new chat").click()
+    page.wait_for_url(re.compile(r"/chats/new$"))
+    page.locator("#composer-text").fill(question)
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    return page.url
 
 
 class Person:

@@ -6,14 +6,13 @@ model) on free loopback ports, writes a chat in headless Chromium and saves the 
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.accounts import PASSWORD, sign_up_in_browser
+from tests.accounts import PASSWORD, sign_up_in_browser, start_a_chat
 from tests.conftest import CHROMIUM_ARGS
 from tests.servers import running_stack
 
@@ -31,11 +30,11 @@ SHOTS = {  # name: (viewport, device scale, colour scheme, mobile)
 def write_chat(page: Page, base: str) -> str:
     """Sign up, start a chat, ask the questions; return the chat's URL."""
     sign_up_in_browser(page, base, "ada")
-    page.get_by_role("button", name="Start a new chat").click()
-    page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+    start_a_chat(page, QUESTIONS[0])
     for number, question in enumerate(QUESTIONS, start=1):
-        page.locator("#composer-text").fill(question)
-        page.get_by_role("button", name="Send").click()
+        if number > 1:
+            page.locator("#composer-text").fill(question)
+            page.get_by_role("button", name="Send").click()
         done = page.locator("article.answer[data-status=done]")
         expect(done).to_have_count(number, timeout=60_000)
     return page.url

@@ -17,7 +17,13 @@ from playwright.sync_api import Browser as PlaywrightBrowser
 from playwright.sync_api import expect
 
 from chatapp import users
-from tests.accounts import PASSWORD, Person, csrf_token, sign_up, sign_up_in_browser
+from tests.accounts import (
+    PASSWORD,
+    Person,
+    csrf_token,
+    sign_up,
+    sign_up_and_start_a_chat,
+)
 from tests.conftest import make_test_app
 from tests.servers import RedisServer, Stack
 from tests.storing import keys_and_values
@@ -350,10 +356,7 @@ def test_a_tab_that_was_logged_out_elsewhere_goes_to_the_login_page(
     context = browser.new_context()
     try:
         page = context.new_page()
-        name = sign_up_in_browser(page, stack.base)
-        page.get_by_role("button", name="Start a new chat").click()
-        page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
-        chat_url = page.url
+        name, chat_url = sign_up_and_start_a_chat(page, stack.base)
         other = context.new_page()  # another tab of the same browser logs out
         other.goto(stack.base + "/")
         other.get_by_role("button", name="Log out").click()

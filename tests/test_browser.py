@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from chatapp import frames, store
-from tests.accounts import sign_up_in_browser
+from tests.accounts import sign_up_in_browser, start_a_chat
 from tests.servers import Stack, stack_behind_nginx
 
 TIMEOUT_MS = 30_000
@@ -140,10 +140,7 @@ class Tab:
         """Start a chat and send `question`; return the chat's id and its answer's id."""
         page = self.page
         sign_up_in_browser(page, stack.base)
-        page.get_by_role("button", name="Start a new chat").click()
-        page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
-        page.locator("#composer-text").fill(question)
-        page.get_by_role("button", name="Send").click()
+        start_a_chat(page, question)
         answer = page.locator("article.answer")
         expect(answer).to_have_count(1, timeout=TIMEOUT_MS)
         answer_id = (answer.get_attribute("id") or "").removeprefix("answer-")

@@ -5,7 +5,6 @@ change anything."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +14,14 @@ from playwright.sync_api import Browser, Page, expect
 from rq import Queue
 
 from chatapp.providers import OFFLINE_LABEL
-from tests.accounts import PASSWORD, new_name, sign_up, sign_up_in_browser
+from tests.accounts import (
+    PASSWORD,
+    new_name,
+    open_an_empty_chat,
+    sign_up,
+    sign_up_in_browser,
+    start_a_chat,
+)
 from tests.servers import Stack, running_stack, wait_until
 
 TIMEOUT_MS = 30_000
@@ -71,10 +77,7 @@ def test_the_dashboard_shows_queues_jobs_a_job_and_workers_in_chromium(
     page: Page, stack: Stack, admin: str
 ) -> None:
     errors = console_errors(page)
-    page.get_by_role("button", name="Start a new chat").click()
-    page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
-    page.locator("#composer-text").fill(HOSTILE)
-    page.get_by_role("button", name="Send").click()
+    start_a_chat(page, HOSTILE)
     expect(page.locator("article.answer")).to_have_attribute(
         "data-status", "done", timeout=TIMEOUT_MS
     )
@@ -152,10 +155,7 @@ def test_the_admin_deletes_an_account_after_confirming_and_its_open_page_says_so
             "Your password is changed", timeout=TIMEOUT_MS
         )
         theirs.goto(stack.base + "/")
-        theirs.get_by_role("button", name="Start a new chat").click()
-        theirs.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
-        chat = theirs.locator("section.chat")
-        expect(chat).to_have_attribute("data-connection", "open", timeout=TIMEOUT_MS)
+        open_an_empty_chat(theirs, stack.base)
 
         page.goto(stack.base + "/admin")
         page.once("dialog", lambda dialog: dialog.accept())  # "Delete ... This cannot be undone."

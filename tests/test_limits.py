@@ -198,6 +198,17 @@ def test_past_the_cap_an_answer_waits_behind_the_users_own_and_says_so(
     assert alice.send(chats[3]).status_code == 200
 
 
+def test_a_first_message_past_the_users_cap_starts_no_chat(make_app, r: redis.Redis) -> None:
+    app = make_app(MAX_RUNNING_PER_USER=1, MAX_WAITING_PER_USER=0)
+    alice = Person(app)
+    assert alice.send(alice.new_chat()).status_code == 200
+    before = keys_and_values(r)
+    data = {"text": "One more", "client_id": "client-0002", "csrf_token": alice.token}
+    refused = alice.client.post("/chats", data=data)
+    assert refused.status_code == 429
+    assert keys_and_values(r) == before
+
+
 def test_racing_sends_from_many_devices_cannot_pass_the_cap(make_app, r: redis.Redis) -> None:
     app = make_app(MAX_RUNNING_PER_USER=1, MAX_WAITING_PER_USER=1)
     owner = Person(app, "racer")

@@ -170,11 +170,17 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
 
     # A new chat made on the laptop appears in the phone's list, without a reload.
     expect(phone.locator("#chat-list > li")).to_have_count(1, timeout=TIMEOUT_MS)
-    laptop.get_by_role("button", name="New chat").click()
+    laptop.get_by_role("link", name="New chat").click()
+    laptop.wait_for_url(re.compile(r"/chats/new$"))
+    expect(laptop.locator("#composer-text")).to_be_focused()
+    chat = store.get_chat(sync_stack.redis(), chat_id)
+    assert chat is not None and len(store.list_chats(sync_stack.redis(), chat.owner)) == 1
+    laptop.locator("#composer-text").fill("A chat of its own")
+    laptop.get_by_role("button", name="Send").click()
     laptop.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
     new_id = laptop.url.rsplit("/", 1)[-1]
     expect(phone.locator(f'#chat-list a[href="/chats/{new_id}"]')).to_have_text(
-        "New chat", timeout=TIMEOUT_MS
+        "A chat of its own", timeout=TIMEOUT_MS
     )
     expect(phone.locator("#chat-list > li[aria-current=page]")).to_have_count(1)  # still its own
 
@@ -200,7 +206,7 @@ def test_a_chat_deleted_on_one_device_leaves_every_screen_showing_it(
     expect(phone).to_have_url(base + "/", timeout=TIMEOUT_MS)
     expect(phone.locator(f'a[href="{chat_url.removeprefix(base)}"]')).to_have_count(0)
     phone.reload()
-    expect(phone.get_by_role("button", name="Start a new chat")).to_be_visible()
+    expect(phone.get_by_role("link", name="Start a new chat")).to_be_visible()
 
 
 def test_send_waits_while_the_answer_is_written_and_esc_stops_it(

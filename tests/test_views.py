@@ -25,6 +25,32 @@ def test_the_chat_list_and_a_new_chat_page_render(alice: Person) -> None:
     assert f'href="/chats/{chat_id}"' in alice.client.get("/").text
 
 
+def test_the_new_chat_page_stores_nothing_until_its_first_message(
+    alice: Person, r: redis.Redis
+) -> None:
+    before = keys_and_values(r)
+    page = alice.client.get("/chats/new")
+    assert page.status_code == 200
+    assert re.search(r"<textarea [^>]*data-composer autofocus", page.text)  # typing starts here
+    for refused, status in [({"text": " "}, 400), ({"text": "x" * 16_001}, 413)]:
+        data = {"client_id": "client-0001", **refused, "csrf_token": alice.token}
+        assert alice.client.post("/chats", data=data).status_code == status
+    assert keys_and_values(r) == before
+
+    first = {"text": "Hello *there*", "client_id": "client-0001", "csrf_token": alice.token}
+    sent = alice.client.post("/chats", data=first)
+    assert sent.status_code == 303
+    chat_id = sent.headers["location"].rsplit("/", 1)[-1]
+    messages = store.get_messages(r, chat_id)
+    assert [(m.role, m.status) for m in messages] == [("user", "done"), ("assistant", "queued")]
+    assert r.llen("rq:queue:test") == 1
+    again = alice.client.post("/chats", data=first)  # a resend (a double click, a retry)
+    assert again.headers["location"] == sent.headers["location"]
+    (owner,) = {store.get_chat(r, chat_id).owner}  # type: ignore[union-attr]
+    assert [chat.id for chat in store.list_chats(r, owner)] == [chat_id]
+    assert r.llen("rq:queue:test") == 1
+
+
 def test_sending_stores_the_message_and_returns_the_streaming_answer(
     alice: Person, r: redis.Redis
 ) -> None:

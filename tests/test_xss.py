@@ -53,7 +53,7 @@ from chatapp.render import (
     plain_text,
     render_markdown,
 )
-from tests.accounts import sign_up_in_browser
+from tests.accounts import open_an_empty_chat, sign_up_in_browser
 from tests.fake_openai import FakeModel, fake_openai_server
 from tests.html_safety import unsafe_parts
 from tests.servers import Stack, running_stack, wait_until
@@ -699,8 +699,7 @@ def test_corpus_stays_inert_in_chromium(
         page = context.new_page()
         watch = Watch(page, xss_stack.base)
         sign_up_in_browser(page, xss_stack.base)
-        page.get_by_role("button", name="Start a new chat").click()
-        page.wait_for_url(re.compile(r"/chats/[0-9a-f]+$"))
+        open_an_empty_chat(page, xss_stack.base)
         chat_id = page.url.rsplit("/", 1)[-1]
         chat_url = page.url
         r = xss_stack.redis()
