@@ -171,8 +171,9 @@ def parse_chat_cursor(value: str | None) -> ChatCursor | None:
 
 
 def chat_snapshot_event(cursor: ChatCursor, messages_html: str) -> ServerSentEvent:
-    """Replace every message on the page (a page whose cursor the server cannot use)."""
-    data = f'<div id="messages" class="messages" hx-swap-oob="true">{messages_html}</div>'
+    """Replace every message on the page (a page whose cursor the server cannot use). Only
+    the list's content: the list itself keeps its attributes (its aria-live region)."""
+    data = f'<div id="messages" hx-swap-oob="innerHTML">{messages_html}</div>'
     return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
 
 

@@ -36,6 +36,8 @@ ALLOWED_ATTRIBUTES = {
     "span": {"class"},
     "div": {"class"},
     "pre": {"class"},
+    "th": {"class"},  # align-left, align-center, align-right (see _alignment_as_class)
+    "td": {"class"},
 }
 URL_SCHEMES = {"http", "https", "mailto"}
 _FORMATTER = HtmlFormatter(nowrap=True)  # markdown-it wraps it in <pre><code>
@@ -63,12 +65,24 @@ def _highlight(code: str, language: str, _attrs: str) -> str:
     return pygments_highlight(code, lexer, _FORMATTER)
 
 
+def _alignment_as_class(state: Any) -> None:
+    """A table column's alignment comes as a `style`, which the allowlist drops: say it
+    with a class instead (app.css aligns by it)."""
+    for token in state.tokens:
+        if token.type in ("th_open", "td_open"):
+            style = token.attrs.pop("style", "")
+            if isinstance(style, str) and style.startswith("text-align:"):
+                token.attrs["class"] = "align-" + style.removeprefix("text-align:")
+
+
 def _parser(highlight: bool, breaks: bool = False) -> MarkdownIt:
     options: dict[str, Any] = {"html": False, "linkify": False, "typographer": False}
     options["breaks"] = breaks
     if highlight:
         options["highlight"] = _highlight
-    return MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
+    parser = MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
+    parser.core.ruler.push("alignment_as_class", _alignment_as_class)
+    return parser
 
 
 _FINAL = _parser(highlight=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -17,6 +18,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_file,
     stream_with_context,
     url_for,
 )
@@ -24,7 +26,7 @@ from rq.job import Job
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from chatapp import frames, jobs, providers, store
+from chatapp import export, frames, jobs, providers, store
 from chatapp.chat_stream import (
     AnswerBody,
     FollowChat,
@@ -120,6 +122,21 @@ def new_chat() -> BaseResponse:
 def new_chat_page() -> str:
     """A new chat: its composer, and nothing stored until the first message is sent."""
     return render_template("new_chat.html", client_id=store.new_id())
+
+
+@bp.get("/chats/<chat_id>/export.<kind>")
+def export_chat(chat_id: str, kind: str) -> Response:
+    """The chat as a file to keep: Markdown or JSON."""
+    chat = load_chat(chat_id)
+    if kind not in export.FORMATS:
+        abort(404, "A chat can be exported as .md (Markdown) or .json.")
+    text = export.export(chat, store.get_messages(get_redis(), chat.id), kind)
+    return send_file(
+        io.BytesIO(text.encode()),
+        mimetype=f"{export.FORMATS[kind]}; charset=utf-8",
+        as_attachment=True,
+        download_name=export.filename(chat, kind),
+    )
 
 
 @bp.get("/chats/<chat_id>")

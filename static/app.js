@@ -178,6 +178,25 @@
     });
   });
 
+  // A request that reached no server (offline, or the server down), or an error page from
+  // something in front of the app (a proxy's 502): say so where the app's own errors go.
+  function flash(text) {
+    var area = document.getElementById("flash");
+    if (!area) return;
+    var message = document.createElement("p");
+    message.className = "flash-message";
+    message.textContent = text;
+    area.replaceChildren(message);
+  }
+  document.addEventListener("htmx:sendError", function () {
+    flash("Could not reach the server: check your connection, then try again.");
+  });
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    if (!xhr || xhr.getResponseHeader("HX-Retarget")) return;  // the app's own message
+    flash("The server could not take this now (error " + xhr.status + "). Try again in a moment.");
+  });
+
   // Connection state, for the reader and for tests: data-connection on the stream's holder.
   function mark(event, state) {
     var holder = event.target.closest && event.target.closest("[sse-connect]");

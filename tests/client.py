@@ -80,9 +80,7 @@ def page_after(events: list[Event]) -> dict[str, str]:
     for event in events:
         if event.event == "snapshot":
             articles = {}
-            body = event.data.removeprefix(
-                '<div id="messages" class="messages" hx-swap-oob="true">'
-            )
+            body = event.data.removeprefix('<div id="messages" hx-swap-oob="innerHTML">')
             for chunk in re.split(r"(?=<article )", body.removesuffix("</div>")):
                 if match := ARTICLE_ID.match(chunk.strip()):
                     assert match.group(1) not in articles, "a message twice in a snapshot"

@@ -26,7 +26,10 @@ from tests.storing import keys_and_values
 ROUTES = [
     ("GET", "/"),
     ("POST", "/chats"),
+    ("GET", "/chats/new"),
     ("GET", "/chats/{chat}"),
+    ("GET", "/chats/{chat}/export.md"),
+    ("GET", "/chats/{chat}/export.{message}"),
     ("POST", "/chats/{chat}/messages"),
     ("POST", "/chats/{chat}/messages/{message}/stop"),
     ("GET", "/chats/{chat}/messages/{message}/stream"),

@@ -1,5 +1,6 @@
-"""The chat page's layout in Chromium on a phone-sized screen: words stay whole in buttons
-and table headers, and the streaming cursor follows the newest text on its line."""
+"""The chat page's layout in Chromium. On a phone-sized screen: words stay whole in buttons
+and table headers, and the streaming cursor follows the newest text on its line. On a
+desktop: the chat list's panel reaches the bottom of the window."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.servers import Stack, running_stack
 
 TIMEOUT_MS = 30_000
 PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 860}
 TABLE = (
     "| Language | Description | Performance | Compatibility |\n"
     "|---|---|---|---|\n"
@@ -58,3 +60,16 @@ def test_on_a_phone_words_stay_whole_and_the_cursor_follows_the_text(
         assert header.evaluate(LINES_OF) == 1, header.inner_text()  # not "Compat|ibility"
     for button in phone.locator("article.answer .answer-actions button").all():
         assert button.evaluate(LINES_OF) == 1, button.inner_text()  # not "Cop|y"
+
+
+def test_on_a_desktop_the_chat_list_panel_fills_the_height(browser: Browser, stack: Stack) -> None:
+    context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+    try:
+        page = context.new_page()
+        sign_up_and_start_a_chat(page, stack.base)  # an empty chat: a short page
+        panel = page.locator("nav.sidebar").bounding_box()
+        assert panel is not None
+        assert abs(panel["y"] + panel["height"] - DESKTOP["height"]) <= 1, panel
+        assert page.evaluate("document.documentElement.scrollHeight") <= DESKTOP["height"]
+    finally:
+        context.close()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import re
 from html import escape
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -149,3 +151,36 @@ def test_hostile_markdown_is_rendered_inert() -> None:
     )
     assert unsafe_parts(html) == []
     assert "<a" not in html  # neither link survives: both have unsafe URLs
+
+
+def test_a_tables_column_alignment_survives_sanitizing() -> None:
+    html = render_markdown("| left | middle | right | plain |\n|:-|:-:|-:|-|\n| 1 | 2 | 3 | 4 |")
+    assert '<th class="align-left">left</th>' in html
+    assert '<td class="align-center">2</td>' in html and '<td class="align-right">3</td>' in html
+    assert "<td>4</td>" in html and "style" not in html
+
+
+def test_every_light_theme_code_colour_reads_at_wcag_aa_contrast() -> None:
+    """4.5:1 against the code's background (app.css; the dark theme's is monokai's)."""
+    css = (Path(__file__).parent.parent / "static" / "app.css").read_text()
+    dark = css.index("@media (prefers-color-scheme: dark)", css.index(".answer pre code .hll"))
+    light = css[css.index(".answer pre code .hll") : dark]
+    background = re.search(r"\.answer pre code \{ background: (#[0-9a-fA-F]{6})", light)
+    assert background is not None
+    colours = re.findall(r"(?<![-\w])color: (#[0-9a-fA-F]{3,6})", light)
+    assert len(colours) > 40
+    ratios = {colour: round(_contrast(colour, background[1]), 2) for colour in colours}
+    assert {colour: ratio for colour, ratio in ratios.items() if ratio < 4.5} == {}
+
+
+def _contrast(one: str, other: str) -> float:
+    lighter, darker = sorted((_luminance(one), _luminance(other)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def _luminance(colour: str) -> float:
+    digits = colour.lstrip("#")
+    digits = "".join(c * 2 for c in digits) if len(digits) == 3 else digits
+    channels = [int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]

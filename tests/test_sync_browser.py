@@ -225,3 +225,60 @@ def test_send_waits_while_the_answer_is_written_and_esc_stops_it(
     expect(send_button).to_be_enabled()
     send_button.click()
     expect(laptop.locator("article.user")).to_have_count(2)
+
+
+def test_a_lost_connection_shows_beside_the_answer_and_a_send_that_cannot_go_says_so(
+    contexts: list[BrowserContext], sync_stack: Stack
+) -> None:
+    laptop = contexts[0].new_page()
+    sign_up_and_start_a_chat(laptop, sync_stack.base)
+    send(laptop, "Hello")
+    answer = laptop.locator("article.answer")
+    expect(answer.locator(".blocks")).to_contain_text("About")  # being written
+    expect(answer.locator(".state-writing")).to_be_visible()
+
+    contexts[0].set_offline(True)
+    expect(laptop.locator("section.chat")).to_have_attribute("data-connection", "reconnecting")
+    expect(answer.locator(".state-offline")).to_be_visible()  # where the reader looks
+    expect(answer.locator(".state-writing")).to_be_hidden()
+    expect(laptop.locator(".connection-state .when-reconnecting")).to_be_visible()
+    cursor = answer.locator(".pending").evaluate("el => getComputedStyle(el, '::after').content")
+    assert cursor == "none"  # no blinking cursor on a stream that is not coming
+    contexts[0].set_offline(False)
+    expect(laptop.locator("section.chat")).to_have_attribute("data-connection", "open")
+    expect(answer.locator(".state-offline")).to_be_hidden()
+
+    laptop.keyboard.press("Escape")
+    expect(answer).to_have_attribute("data-status", "stopped")
+    contexts[0].set_offline(True)
+    send(laptop, "Anyone there?")
+    expect(laptop.locator("#flash")).to_contain_text("Could not reach the server")
+    expect(laptop.locator("#composer-text")).to_have_value("Anyone there?")  # kept
+    contexts[0].set_offline(False)
+    expect(laptop.locator("section.chat")).to_have_attribute("data-connection", "open")
+    laptop.get_by_role("button", name="Send").click()
+    expect(laptop.locator("article.user")).to_have_count(2)
+
+
+def test_a_page_given_every_message_again_keeps_its_live_region(
+    contexts: list[BrowserContext], sync_stack: Stack
+) -> None:
+    """A page whose cursor the server cannot use gets a snapshot of the chat: its messages
+    are replaced, and screen readers still hear what comes next (aria-live stays)."""
+    laptop = contexts[0].new_page()
+    sign_up_and_start_a_chat(laptop, sync_stack.base)
+    send(laptop, "Hello")
+    expect(laptop.locator("article.answer")).to_have_attribute(
+        "data-status", "done", timeout=60_000
+    )
+    laptop.evaluate(
+        "window.seen = []; document.addEventListener('htmx:sseMessage',"
+        " e => window.seen.push(e.detail.type))"
+    )
+    laptop.locator("section.chat").evaluate("el => el.dataset.cursor = 'c999999'")  # unusable
+    contexts[0].set_offline(True)
+    expect(laptop.locator("section.chat")).to_have_attribute("data-connection", "reconnecting")
+    contexts[0].set_offline(False)
+    wait_until(lambda: "snapshot" in laptop.evaluate("window.seen"), what="a snapshot")
+    expect(laptop.locator("#messages")).to_have_attribute("aria-live", "polite")
+    expect(laptop.locator("#messages > article")).to_have_count(2)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import redis
 from flask.testing import FlaskClient
+from rq import Queue, SimpleWorker
 
 from chatapp import store
 from tests.accounts import Person
@@ -319,3 +321,37 @@ def test_renames_deletes_and_regenerations_are_checked(
     assert alice.post(f"/chats/{chat_id}/messages/{last}/regenerate").status_code == 204
     again = store.get_message(r, chat_id, last)
     assert again is not None and again.status == "queued" and again.text == ""
+
+
+def test_a_chat_exports_as_markdown_and_json_to_its_owner_only(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path
+) -> None:
+    app = make_test_app(redis_server.url, tmp_path, OFFLINE_TOKENS_PER_SECOND=0)
+    alice, bob = Person(app), Person(app)
+    chat_id = alice.new_chat()
+    assert alice.send(chat_id, 'Say "hi" — in *markdown*').status_code == 200
+    queue: Queue = app.extensions["queue"]
+    with app.app_context():  # the answer is written here, as RQ's work horse writes it
+        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    question, answer = store.get_messages(r, chat_id)
+    assert answer.status == "done" and answer.text
+
+    markdown = alice.client.get(f"/chats/{chat_id}/export.md")
+    assert markdown.status_code == 200
+    assert markdown.mimetype == "text/markdown"
+    assert "attachment" in markdown.headers["Content-Disposition"]
+    chat = store.get_chat(r, chat_id)
+    assert chat is not None and markdown.text.startswith(f"# {chat.title}\n")
+    assert 'Say "hi" — in *markdown*' in markdown.text  # as typed, not as rendered
+    assert answer.text.rstrip() in markdown.text
+    assert "**Assistant (offline model)**" in markdown.text
+
+    exported = alice.client.get(f"/chats/{chat_id}/export.json")
+    assert exported.status_code == 200
+    document = json.loads(exported.text)
+    assert [(m["role"], m["status"], m["text"]) for m in document["messages"]] == [
+        ("user", "done", question.text),
+        ("assistant", "done", answer.text),
+    ]
+    assert bob.client.get(f"/chats/{chat_id}/export.json").status_code == 404
+    assert alice.client.get(f"/chats/{chat_id}/export.exe").status_code == 404
