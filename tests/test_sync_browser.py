@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from chatapp import store
 from tests.accounts import PASSWORD, sign_up_and_start_a_chat
@@ -209,14 +209,20 @@ def test_a_chat_deleted_on_one_device_leaves_every_screen_showing_it(
     expect(phone.get_by_role("link", name="Start a new chat")).to_be_visible()
 
 
+def an_answer_being_written(context: BrowserContext, stack: Stack) -> tuple[Page, Locator]:
+    """A new person's chat page, its first answer being written; return both."""
+    page = context.new_page()
+    sign_up_and_start_a_chat(page, stack.base)
+    send(page, "Hello")
+    answer = page.locator("article.answer")
+    expect(answer.locator(".blocks")).to_contain_text("About")
+    return page, answer
+
+
 def test_send_waits_while_the_answer_is_written_and_esc_stops_it(
     contexts: list[BrowserContext], sync_stack: Stack
 ) -> None:
-    laptop = contexts[0].new_page()
-    sign_up_and_start_a_chat(laptop, sync_stack.base)
-    send(laptop, "Hello")
-    answer = laptop.locator("article.answer")
-    expect(answer.locator(".blocks")).to_contain_text("About")  # being written
+    laptop, answer = an_answer_being_written(contexts[0], sync_stack)
     send_button = laptop.get_by_role("button", name="Send")
     expect(send_button).to_be_disabled()
     laptop.locator("#composer-text").fill("A second question")
@@ -230,11 +236,7 @@ def test_send_waits_while_the_answer_is_written_and_esc_stops_it(
 def test_a_lost_connection_shows_beside_the_answer_and_a_send_that_cannot_go_says_so(
     contexts: list[BrowserContext], sync_stack: Stack
 ) -> None:
-    laptop = contexts[0].new_page()
-    sign_up_and_start_a_chat(laptop, sync_stack.base)
-    send(laptop, "Hello")
-    answer = laptop.locator("article.answer")
-    expect(answer.locator(".blocks")).to_contain_text("About")  # being written
+    laptop, answer = an_answer_being_written(contexts[0], sync_stack)
     expect(answer.locator(".state-writing")).to_be_visible()
 
     contexts[0].set_offline(True)
