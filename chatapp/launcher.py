@@ -88,6 +88,7 @@ def main() -> None:
         redis_process, env["REDIS_URL"] = start_embedded_redis(data_dir)
         if redis_process is not None:
             started.append(("redis", redis_process))
+    bind = bind_for_web(env)
     python = sys.executable
     worker = [python, str(PROJECT_DIR / "rq_worker.py")]
     web = [python, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"), "wsgi:app"]
@@ -96,8 +97,16 @@ def main() -> None:
         started.append((name, process))
     model = "the offline model" if not env.get("OPENAI_API_KEY") else config["MODEL"]
     print(f"chatapp: starting the web server and the answer worker ({model})", flush=True)
-    _say_where_to_open(env.get("CHATAPP_BIND", "127.0.0.1:8000"), started)
+    _say_where_to_open(bind, started)
     _wait_then_stop(started)
+
+
+def bind_for_web(env: dict[str, str]) -> str:
+    """Decide where the web server listens, and tell it (`CHATAPP_BIND` in `env`): the
+    address printed is then the one it listens on. A `PORT` left in the shell would
+    otherwise move it to every interface (gunicorn.conf.py's rule for Procfile platforms)."""
+    env["CHATAPP_BIND"] = env.get("CHATAPP_BIND") or "127.0.0.1:8000"
+    return env["CHATAPP_BIND"]
 
 
 def _say_where_to_open(bind: str, started: list[tuple[str, subprocess.Popen[bytes]]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -63,7 +64,7 @@ def openai_client() -> Any:
         from chatapp.openai_model import make_client  # the web processes never import openai
 
         config = current_app.config
-        count = max(1, -(-int(config["WORKER_CONCURRENCY"]) // ANSWERS_PER_CLIENT))
+        count = max(1, math.ceil(int(config["WORKER_CONCURRENCY"]) / ANSWERS_PER_CLIENT))
         made = [
             make_client(
                 config["OPENAI_API_KEY"],

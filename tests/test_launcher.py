@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from chatapp.launcher import start_embedded_redis
+from chatapp.launcher import bind_for_web, start_embedded_redis
 from tests.servers import PROJECT_DIR, children, free_port, wait_until
 
 
@@ -89,5 +89,20 @@ def test_the_procfile_web_process_listens_on_port_when_a_platform_sets_it() -> N
         [*command, "wsgi:app"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60
     )
     assert "['0.0.0.0:5123']" in next(
+        line for line in shown.stdout.splitlines() if line.startswith("bind ")
+    )
+
+
+def test_make_run_listens_where_it_says_even_with_port_in_the_shell() -> None:
+    """`make run` prints 127.0.0.1:8000 by default; a PORT set for something else must not
+    move gunicorn to 0.0.0.0:$PORT (every interface) behind its back."""
+    env = {k: v for k, v in os.environ.items() if k != "CHATAPP_BIND"}
+    env["PORT"] = "5123"
+    assert bind_for_web(env) == "127.0.0.1:8000"
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--print-config"]
+    shown = subprocess.run(
+        [*command, "wsgi:app"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "['127.0.0.1:8000']" in next(
         line for line in shown.stdout.splitlines() if line.startswith("bind ")
     )
