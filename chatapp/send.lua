@@ -5,7 +5,8 @@
 --       7 claim ttl s, 8 model label, 9 title for a chat that has none yet,
 --       10 how long the answer may wait for a worker (ms) before it counts as dead,
 --       11 the most messages a chat may hold, 12 the chat's pub/sub channel,
---       13 the publish command (PUBLISH, or SPUBLISH on a Cluster)
+--       13 the publish command (PUBLISH, or SPUBLISH on a Cluster),
+--       14 '1' if the answer waits behind its asker's other answers (their cap), else ''
 -- Returns {'ok'} | {'missing'} | {'busy', running answer id} | {'duplicate', user id, answer id}
 --         | {'full'}
 local chat, messages, claim, user, answer, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -31,7 +32,7 @@ redis.call('SET', claim, user_id .. ' ' .. answer_id, 'EX', ARGV[7])
 redis.call('HSET', user, 'id', user_id, 'role', 'user', 'status', 'done',
   'text', ARGV[4], 'html', ARGV[5], 'created', now)
 redis.call('HSET', answer, 'id', answer_id, 'role', 'assistant', 'status', 'queued',
-  'gen', gen, 'text', '', 'html', '', 'model', ARGV[8], 'created', now)
+  'gen', gen, 'text', '', 'html', '', 'model', ARGV[8], 'created', now, 'behind_own', ARGV[14])
 redis.call('SET', KEYS[7], gen, 'PX', ARGV[10])
 redis.call('RPUSH', messages, user_id, answer_id)
 redis.call('HSET', chat, 'running', answer_id, 'updated', now)

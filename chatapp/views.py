@@ -102,10 +102,10 @@ def new_chat() -> BaseResponse:
     client_id, text = request.form.get("client_id", ""), request.form["text"].strip()
     if problem := _message_problem(client_id, text):
         return problem
-    chat = store.create_chat(r, owner, time.time())
-    if started := store.claim_new_chat(r, owner, client_id, chat.id):
-        store.delete_chat(r, chat)  # a resend: the first one started its chat
-        return redirect(url_for("chat.show", chat_id=started), code=303)
+    chat_id = store.new_id()
+    if started := store.claim_new_chat(r, owner, client_id, chat_id):
+        return redirect(url_for("chat.show", chat_id=started), code=303)  # a resend
+    chat = store.create_chat(r, owner, time.time(), chat_id=chat_id)
     try:
         sent = _store_within_cap(r, chat, client_id, text)
     except HTTPException:  # refused (the user's cap): nothing stays
@@ -220,15 +220,16 @@ def _message_problem(client_id: str, text: str) -> Response | None:
 
 def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> store.SendResult:
     """Store the message unless its owner already has the most answers running at once."""
-    return _within_cap(r, chat, lambda: _store_message(r, chat.id, client_id, text))
+    return _within_cap(r, chat, lambda behind: _store_message(r, chat.id, client_id, text, behind))
 
 
 def _within_cap(
-    r: redis.Redis, chat: Chat, start: Callable[[], store.SendResult]
+    r: redis.Redis, chat: Chat, start: Callable[[bool], store.SendResult]
 ) -> store.SendResult:
     """Start an answer (`start`) unless the chat's owner already has as many answers
     running or waiting as they may. Past `MAX_RUNNING_PER_USER` the answer is queued behind
-    the owner's own (RQ's rate limit starts it when one of theirs ends) and says so. A
+    the owner's own (RQ's rate limit starts it when one of theirs ends) and says so from
+    the moment it is stored (`start(behind_own)`): every screen shows the same. A
     per-user lock makes the count and the start one step, so racing sends from several
     tabs or devices cannot each see room for one more.
     """
@@ -248,10 +249,7 @@ def _within_cap(
                 f"You have {live} answers being written or waiting already. Wait for one to "
                 "finish, or stop one, then send again.",
             )
-        started = start()
-        if started.status == "ok" and live >= config["MAX_RUNNING_PER_USER"]:
-            store.mark_behind_own(r, chat.id, started.answer_id)
-        return started
+        return start(live >= config["MAX_RUNNING_PER_USER"])
     finally:
         lock.release()
 
@@ -267,7 +265,9 @@ def _live_answers(r: redis.Redis, owner: str) -> int:
     return live
 
 
-def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> store.SendResult:
+def _store_message(
+    r: redis.Redis, chat_id: str, client_id: str, text: str, behind_own: bool
+) -> store.SendResult:
     """Store the message; if the chat is busy with an answer whose producer died, end that."""
     config = current_app.config
     label = providers.model_label(config)
@@ -287,6 +287,7 @@ def _store_message(r: redis.Redis, chat_id: str, client_id: str, text: str) -> s
             wait_ms,
             title,
             max_messages=config["MAX_CHAT_MESSAGES"],
+            behind_own=behind_own,
         )
 
     sent = attempt()
@@ -378,9 +379,9 @@ def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
     r = get_redis()
     config = current_app.config
 
-    def attempt() -> store.SendResult:
+    def attempt(behind_own: bool) -> store.SendResult:
         label, wait_ms = providers.model_label(config), config["QUEUE_WAIT_SECONDS"] * 1000
-        return store.regenerate(r, chat.id, message_id, label, time.time(), wait_ms)
+        return store.regenerate(r, chat.id, message_id, label, time.time(), wait_ms, behind_own)
 
     again = _within_cap(r, chat, attempt)
     if again.status == "missing":

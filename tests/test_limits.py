@@ -198,6 +198,34 @@ def test_past_the_cap_an_answer_waits_behind_the_users_own_and_says_so(
     assert alice.send(chats[3]).status_code == 200
 
 
+def test_an_answer_says_it_is_queued_behind_the_users_own_before_anyone_is_told(
+    make_app, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every page that hears of the answer (its event, the owner's lists) reads the note: it
+    # is stored in the same step as the answer, for a send and for a regenerate alike.
+    app = make_app(MAX_RUNNING_PER_USER=1, MAX_WAITING_PER_USER=2)
+    alice = Person(app)
+    chats = [alice.new_chat() for _ in range(2)]
+    alice.send(chats[0])  # running (no worker here): alice is at her cap
+    told: list[str] = []
+    nudge = store.nudge
+
+    def note_when_told(client: redis.Redis, owner: str) -> None:
+        chat_id = chats[1]
+        answer_id = store.get_chat(r, chat_id).running  # type: ignore[union-attr]
+        told.append(r.hget(store.message_key(chat_id, answer_id), "behind_own") or "")
+        nudge(client, owner)
+
+    monkeypatch.setattr(store, "nudge", note_when_told)
+    answer = answer_id_of(alice.send(chats[1]))
+    monkeypatch.setattr(store, "nudge", nudge)
+    assert alice.post(f"/chats/{chats[1]}/messages/{answer}/stop").status_code == 204
+    monkeypatch.setattr(store, "nudge", note_when_told)
+    again = alice.post(f"/chats/{chats[1]}/messages/{answer}/regenerate")
+    assert again.status_code == 204
+    assert told == ["1", "1"]
+
+
 def test_a_first_message_past_the_users_cap_starts_no_chat(make_app, r: redis.Redis) -> None:
     app = make_app(MAX_RUNNING_PER_USER=1, MAX_WAITING_PER_USER=0)
     alice = Person(app)

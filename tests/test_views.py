@@ -46,8 +46,10 @@ def test_the_new_chat_page_stores_nothing_until_its_first_message(
     messages = store.get_messages(r, chat_id)
     assert [(m.role, m.status) for m in messages] == [("user", "done"), ("assistant", "queued")]
     assert r.llen("rq:queue:test") == 1
+    stored = keys_and_values(r)
     again = alice.client.post("/chats", data=first)  # a resend (a double click, a retry)
     assert again.headers["location"] == sent.headers["location"]
+    assert keys_and_values(r) == stored
     (owner,) = {store.get_chat(r, chat_id).owner}  # type: ignore[union-attr]
     assert [chat.id for chat in store.list_chats(r, owner)] == [chat_id]
     assert r.llen("rq:queue:test") == 1
