@@ -104,6 +104,9 @@ class PacedServer:
                 body = await _read_request(reader)
                 if body is None:
                     return
+                if not body:  # not a completion (the app's GET /models): as servers without one
+                    writer.write(NOT_FOUND)
+                    continue
                 asked_at = time.time()  # (not before: a kept-alive connection waits between)
                 writer.write(HEADERS)
                 while not self.go.is_set():  # every answer starts together, once viewers are on
@@ -152,6 +155,9 @@ class PacedServer:
 HEADERS = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 )
+
+
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes | None:

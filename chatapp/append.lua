@@ -8,8 +8,9 @@
 --       8 error message, 9 final text, 10 final html (done; error: optional),
 --       11 mode ('' | 'if-dead': only if the heartbeat has expired),
 --       12 the publish command (PUBLISH, or SPUBLISH on a Cluster), 13.. delta entries (JSON)
--- Delta entries: {"t": "delta", "text", "blocks", "tail"?, "more"?} (render.py). The log is
--- append-only: an entry is never changed, so a position holds the same bytes for everyone.
+-- Delta entries: {"t": "delta", "text", "blocks", "tail"?, "more"?, "think"?} (render.py,
+-- producer.py). The log is append-only: an entry is never changed, so a position holds
+-- the same bytes for everyone.
 -- Returns {status, log length}; status: ok | stale (not the current generation) |
 --         ended (already has its terminal entry) | seq (expected length did not match) |
 --         alive (mode 'if-dead' and the producer's heartbeat is still there).
@@ -43,13 +44,14 @@ if kind ~= '' then
   if kind ~= 'done' and html == '' then
     -- Stopped (or failed with no render given): the answer is what the log holds so far:
     -- its blocks, the open block's last render, and the text that came after that render.
-    local texts, blocks, tail, more = {}, {}, '', {}
+    local texts, blocks, tail, more, thinking = {}, {}, '', {}, {}
     local function take(raw)
       local entry = cjson.decode(raw)
       texts[#texts + 1] = entry.text or ''
       blocks[#blocks + 1] = entry.blocks or ''
       if entry.tail ~= nil then tail, more = entry.tail, {} end
       if entry.more ~= nil then more[#more + 1] = entry.more end
+      if entry.think ~= nil then thinking[#thinking + 1] = entry.think end
     end
     for _, raw in ipairs(redis.call('LRANGE', log, 0, -1)) do take(raw) end
     for _, raw in ipairs(entries) do take(raw) end
@@ -57,6 +59,9 @@ if kind ~= '' then
     local after = table.concat(more)
     if after ~= '' then after = '<p>' .. after .. '</p>\n' end
     html = table.concat(blocks) .. tail .. after
+    if #thinking > 0 then  -- the model's reasoning so far, kept with the answer
+      redis.call('HSET', msg, 'thinking_html', table.concat(thinking))
+    end
   end
   local model = redis.call('HGET', msg, 'model') or ''
   entries[#entries + 1] = cjson.encode({t = kind, html = html, message = ARGV[8], model = model})

@@ -26,6 +26,7 @@ from chatapp import frames, probes, store
 from chatapp.follow import relay, retry_later, serve
 from chatapp.frames import ChatCursor, Cursor
 from chatapp.hub import DRAIN, REFILL, TICK, Hub, Subscription
+from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class AnswerBody:
 
     blocks: str
     tail: str
+    thinking: str = ""  # the model's reasoning so far, escaped
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ def answer_so_far(
         return store.get_message(r, chat_id, message.id) or message, None, 0
     blocks = "".join(entry.get("blocks", "") for entry in entries)
     tail = frames.open_block(message.id, entries)
-    return message, AnswerBody(blocks, tail), len(entries)
+    thinking = "".join(entry.get("think", "") for entry in entries)
+    return message, AnswerBody(blocks, tail, thinking), len(entries)
 
 
 def follow_chat(
@@ -139,7 +142,7 @@ class _ChatStream:
     def run(self) -> Iterator[bytes]:
         # Something at once, so the response (and the browser's `open`) starts now even when
         # nothing is new: a resumed page may wait minutes for its next event.
-        yield frames.ServerSentEvent(comment="following").encode()
+        yield ServerSentEvent(comment="following").encode()
         if store.get_chat(self.r, self.chat_id) is None:  # deleted since the request began
             yield self._gone()
             return

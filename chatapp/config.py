@@ -18,9 +18,11 @@ DEFAULTS: dict[str, Any] = {
     "DATA_DIR": str(PROJECT_DIR / "data"),
     "OPENAI_API_KEY": None,
     "OPENAI_BASE_URL": None,
-    "MODEL": "gpt-4o-mini",
+    "MODEL": "gpt-4o-mini",  # the default; each chat may pick another (models.py)
+    "MODELS": None,  # comma-separated: the models offered (else the server's /models list)
     "MODEL_TIMEOUT_SECONDS": 120.0,  # the longest silence from the model server
-    "SYSTEM_PROMPT": "You are a helpful assistant. Answer in markdown.",
+    "SYSTEM_PROMPT": "You are a helpful assistant. Answer in markdown.",  # each chat may change it
+    "MAX_SYSTEM_PROMPT_CHARS": 8_000,
     "AUTO_TITLES": True,  # a real model titles each chat after its first answer (one more call)
     "CONTEXT_CHARS": 24_000,  # history sent to the model, trimmed from the oldest
     "MAX_MESSAGE_CHARS": 16_000,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -57,7 +58,9 @@ def init_app(app: Flask) -> None:
     app.extensions["hub"] = None
 
 
-def make_redis(url: str, config: dict | None = None, **overrides: object) -> redis.Redis:
+def make_redis(
+    url: str, config: Mapping[str, Any] | None = None, **overrides: object
+) -> redis.Redis:
     """Return a client on a blocking pool sized on purpose (not redis-py's default of 100)."""
     max_connections = (config or {}).get("REDIS_MAX_CONNECTIONS", 50)
     options: dict[str, object] = {

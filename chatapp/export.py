@@ -58,11 +58,18 @@ def as_json(chat: Chat, messages: list[Message]) -> str:
                 "created": _when(message.created),
                 **({"model": message.model} if message.role == "assistant" else {}),
                 **({"error": message.error} if message.status == "error" else {}),
+                **(_usage(message) if message.answer_tokens else {}),
             }
             for message in messages
         ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def _usage(message: Message) -> dict[str, object]:
+    """The tokens the model server counted, as OpenAI's API names them."""
+    counts = {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.answer_tokens}
+    return {"usage": counts}
 
 
 def _when(epoch_seconds: float) -> str:

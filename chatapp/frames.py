@@ -81,15 +81,29 @@ def open_block_swaps(message_id: str, entry: dict[str, Any]) -> str:
     return ""
 
 
-def answer_body(message_id: str, blocks_html: str, tail_html: str | None = None) -> str:
-    """Return the inside of a running answer's body: its finished blocks, then its tail.
+def answer_body(
+    message_id: str, blocks_html: str, tail_html: str | None = None, thinking: str = ""
+) -> str:
+    """Return the inside of a running answer's body: the model's reasoning so far (hidden
+    while there is none), its finished blocks, then its tail.
 
-    Both parts are sanitized HTML from the producer; `hx-disable` keeps htmx out of them.
+    All are from the producer: sanitized HTML, escaped text; `hx-disable` keeps htmx out.
     """
+    reasoning = (
+        f'<details class="thinking" open><summary>Thinking</summary><div class="thinking-text" '
+        f'id="thinking-{message_id}" hx-disable>{thinking}</div></details>'
+    )
     blocks = f'<div class="blocks" id="blocks-{message_id}" hx-disable>{blocks_html}</div>'
     if tail_html is None:  # nothing written yet
         tail_html = with_pending(message_id, "")
-    return blocks + tail_element(message_id, tail_html)
+    return reasoning + blocks + tail_element(message_id, tail_html)
+
+
+def thinking_swap(message_id: str, entry: dict[str, Any]) -> str:
+    """Return the out-of-band swap that adds an entry's reasoning (escaped text), if any."""
+    if not entry.get("think"):
+        return ""
+    return f'<div hx-swap-oob="beforeend:#thinking-{message_id}">{entry["think"]}</div>'
 
 
 def built_once(
@@ -105,12 +119,13 @@ def built_once(
     built = entry.get(key)
     if built is None:
         built = entry[key] = event(*args).encode()
-    return built  # type: ignore[no-any-return]
+    return built
 
 
 def delta_event(message_id: str, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
     """Return the event that appends an entry's new blocks and updates the open block."""
     data = entry.get("blocks", "") + open_block_swaps(message_id, entry)
+    data += thinking_swap(message_id, entry)
     return ServerSentEvent(data=data, event="delta", id=str(cursor))
 
 
@@ -119,7 +134,8 @@ def snapshot_event(
 ) -> ServerSentEvent:
     """Return the event that replaces the answer's body with everything up to `cursor`."""
     blocks = "".join(entry.get("blocks", "") for entry in entries)
-    data = answer_body(message_id, blocks, open_block(message_id, entries))
+    thinking = "".join(entry.get("think", "") for entry in entries)
+    data = answer_body(message_id, blocks, open_block(message_id, entries), thinking)
     return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
 
 
@@ -198,11 +214,11 @@ def chat_delta_event(message_id: str, cursor: ChatCursor, entry: dict[str, Any])
     out-of-band swaps, which carried more markup than text for a token (a blank that
     starts a line goes as a character reference: see sse.py)."""
     blocks = entry.get("blocks", "")
-    if not blocks and "tail" not in entry:
+    if not blocks and "tail" not in entry and "think" not in entry:
         text = entry.get("more", "")
         return ServerSentEvent(data=f"{message_id}\n{text}", event="delta", id=str(cursor))
     data = f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{blocks}</div>' if blocks else ""
-    data += open_block_swaps(message_id, entry)
+    data += open_block_swaps(message_id, entry) + thinking_swap(message_id, entry)
     return ServerSentEvent(data=data, event="delta", id=str(cursor))
 
 

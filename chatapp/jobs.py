@@ -119,15 +119,13 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
         writer, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing, running
     )
     history = store.get_messages(r, chat_id)
-    context = prompt.build_context(
-        history,
-        message_id,
-        config["SYSTEM_PROMPT"],
-        config["CONTEXT_CHARS"],
-    )
-    model = providers.make_model(config)
+    system_prompt = prompt.system_prompt_of(store.get_chat(r, chat_id), config)
+    context = prompt.build_context(history, message_id, system_prompt, config["CONTEXT_CHARS"])
+    model = providers.make_model(config, message.model)  # the chat's pick, when it was sent
+    if model.name != message.model:  # this worker's model, which may not be the web's
+        store.set_model(r, chat_id, message_id, model.name)
     progress = Progress(get_current_job())
-    progress.name_model(providers.model_label(config))  # this worker's, which may not be the web's
+    progress.name_model(model.name)
     progress.note("waiting for the model", 0, last=True)
     heartbeat = Heartbeat(
         writer,
@@ -144,11 +142,18 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
             for piece in model.stream(context):
                 if heartbeat.fenced.is_set():
                     raise Fenced("ended", producer.length)
-                producer.feed(piece)
+                if isinstance(piece, providers.Thinking):
+                    producer.think(piece)
+                else:
+                    producer.feed(piece)
                 progress.note("writing", producer.length)
                 producer.wait_for_window(model.whole_reads)  # the next read takes the rest
             if heartbeat.fenced.is_set():
                 raise Fenced("ended", producer.length)
+            if model.usage is not None:  # before the end: the ended answer shows it
+                prompt_tokens, answer_tokens = model.usage
+                usage = {"prompt_tokens": prompt_tokens, "answer_tokens": answer_tokens}
+                store.set_answer_fields(r, chat_id, message_id, generation_id, usage)
             unfinished = why_unfinished(model, producer.length)
             if unfinished:
                 producer.fail(unfinished)

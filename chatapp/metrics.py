@@ -66,7 +66,7 @@ def count_outcome(queue_redis: redis.Redis, outcome: str) -> None:
 
 
 def outcomes(queue_redis: redis.Redis) -> dict[str, int]:
-    counts: dict[bytes | str, bytes | str] = queue_redis.hgetall(OUTCOMES_KEY)  # type: ignore[assignment]
+    counts: dict[bytes | str, bytes | str] = queue_redis.hgetall(OUTCOMES_KEY)
     return {_text(name): int(count) for name, count in counts.items()}
 
 

@@ -20,6 +20,7 @@ import contextlib
 import json
 import socket
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ import openai
 import orjson
 
 from chatapp.network_body import MalformedBody, network_reads
+from chatapp.providers import Thinking
 
 try:  # the HTTP client of openai 3, and its transport
     import httpcore2 as transport
@@ -71,6 +73,7 @@ class OpenAIModel:
         self.ending = ""  # set when the stream is over: a finish_reason, or "cut"
         self.tool_calls = False  # the model asked for a tool (chatapp runs none)
         self.whole_reads = False  # each piece is all that had arrived (network_body.py)
+        self.usage: tuple[int, int] | None = None  # prompt and answer tokens, if reported
         self._client = client
         self._response: Any = None
         self._waiting: Any = None  # the greenlet waiting for the server's headers
@@ -93,13 +96,19 @@ class OpenAIModel:
         return the request (to close) and its response."""
         for attempt in range(1, ATTEMPTS + 1):
             request = self._client.chat.completions.with_streaming_response.create(
-                model=self.name, messages=cast(Any, messages), stream=True
+                model=self.name,
+                messages=cast(Any, messages),
+                stream=True,
+                **self._usage_asked(),
             )
             self._waiting = _current_greenlet()
             try:
                 return request, request.__enter__()
             except (openai.APITimeoutError, openai.APIStatusError) as exc:
                 status = getattr(exc, "status_code", None)
+                if _refuses_usage_option(exc) and self._client not in _NO_USAGE_OPTION:
+                    _NO_USAGE_OPTION.add(self._client)  # ask again at once, without it
+                    continue
                 if status not in BUSY or attempt == ATTEMPTS or self._closed:
                     raise
             except openai.APIConnectionError:
@@ -109,6 +118,12 @@ class OpenAIModel:
                 self._waiting = None
             time.sleep(0.5 * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
+
+    def _usage_asked(self) -> dict[str, Any]:
+        """Ask for the token counts at the end of the stream, unless the server refused."""
+        if self._client in _NO_USAGE_OPTION:
+            return {}
+        return {"stream_options": {"include_usage": True}}
 
     def _read(self, response: Any) -> Iterator[str]:
         """Yield the text of each network read at once (a busy worker reads seldom, so one
@@ -121,15 +136,19 @@ class OpenAIModel:
                 lines = (rest + data).split(b"\n")
                 rest = lines.pop()  # an incomplete line waits for the next read
                 text: list[str] = []
+                thinking: list[str] = []
                 for line in lines:
                     if done:
                         break
                     try:
-                        content, finish, done = self._parse(line.strip(), finish)
+                        content, thought, finish, done = self._parse(line.strip(), finish)
                     except ModelError:
                         yield "".join(text)  # what came before the error is kept
                         raise
                     text.append(content)
+                    thinking.append(thought)
+                if any(thinking):  # a model reasons before it answers
+                    yield Thinking("".join(thinking))
                 if any(text):
                     yield "".join(text)
                 if done:
@@ -142,25 +161,30 @@ class OpenAIModel:
             pass  # the connection closed mid-body (a chunked stream cut short): "cut" below
         self.ending = finish or ("stop" if done else "cut")
 
-    def _parse(self, line: bytes, finish: str) -> tuple[str, str, bool]:
-        """Return one line's text, the finish reason so far, and whether it is `[DONE]`."""
+    def _parse(self, line: bytes, finish: str) -> tuple[str, str, str, bool]:
+        """Return one line's text, its reasoning, the finish reason so far, and whether it
+        is `[DONE]`."""
         if not line.startswith(b"data:"):
-            return "", finish, False  # comments, event names, blank lines
+            return "", "", finish, False  # comments, event names, blank lines
         data = line[5:].strip()
         if data == b"[DONE]":
-            return "", finish, True
+            return "", "", finish, True
         chunk = _loads(data)
         if not isinstance(chunk, dict):
-            return "", finish, False
+            return "", "", finish, False
         if chunk.get("error"):
             raise ModelError(_whole_characters(error_text(chunk["error"])))
-        text = ""
+        if isinstance(chunk.get("usage"), dict):  # the last chunk, when asked (no choices)
+            self.usage = _token_counts(chunk["usage"])
+        text = thought = ""
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            text += delta.get("content") or ""
+            text += _text(delta.get("content"))
+            # DeepSeek and vLLM name it `reasoning_content`; Ollama, OpenRouter, gpt-oss `reasoning`
+            thought += _text(delta.get("reasoning_content")) or _text(delta.get("reasoning"))
             self.tool_calls |= bool(delta.get("tool_calls"))
             finish = choice.get("finish_reason") or finish
-        return _whole_characters(text), finish, False
+        return _whole_characters(text), _whole_characters(thought), finish, False
 
     def close(self) -> None:
         """Stop the stream from another thread or greenlet (the answer was stopped)."""
@@ -176,11 +200,33 @@ class OpenAIModel:
             _interrupt(self._waiting, lambda: self._waiting)
 
 
+# The clients of servers that refused `stream_options` (some OpenAI-compatible servers
+# reject a field they do not know): their answers are asked for without it.
+_NO_USAGE_OPTION: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _refuses_usage_option(exc: Exception) -> bool:
+    status = getattr(exc, "status_code", None)
+    return status in (400, 422) and "stream_options" in str(exc)
+
+
+def _token_counts(usage: dict[str, Any]) -> tuple[int, int] | None:
+    prompt, answer = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(prompt, int) and isinstance(answer, int) and prompt >= 0 and answer >= 0:
+        return prompt, answer
+    return None
+
+
 def _loads(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)  # orjson refuses a lone surrogate (`\ud83d`); json keeps it
+
+
+def _text(value: object) -> str:
+    """A delta field's text; anything else a server may put there (null, an object) is none."""
+    return value if isinstance(value, str) else ""
 
 
 def _whole_characters(text: str) -> str:

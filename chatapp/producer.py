@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from html import escape
 from types import TracebackType
 
 import redis
@@ -72,6 +73,8 @@ class Producer:
         self._unwritten: list[dict[str, str]] = []
         self._renderer = IncrementalRenderer()
         self._text: list[str] = []
+        self._thinking: list[str] = []  # the model's reasoning, escaped (see `think`)
+        self._thinking_sent = 0  # how many of those pieces went out in deltas
         self._next_flush = 0.0  # the first piece is written at once: the time to first token
         self._asked_at = 0.0  # when the caller went back to the model for more
         self._caught_up = False  # the last piece had to be waited for: none is buffered
@@ -83,6 +86,13 @@ class Producer:
         self._renderer.feed(text)
         self._text.append(text)
         if now >= self._next_flush:
+            self.flush()
+
+    def think(self, text: str) -> None:
+        """Take a piece of the model's reasoning: it goes out with the next flush, apart
+        from the answer's text (a delta's `think`, escaped), and is kept with the answer."""
+        self._thinking.append(escape(text, quote=False))
+        if time.monotonic() >= self._next_flush:
             self.flush()
 
     def window(self) -> float:
@@ -110,20 +120,27 @@ class Producer:
 
     def flush(self) -> None:
         """Append what arrived since the last flush (raises Fenced if refused)."""
-        if self._renderer.pending:
+        if self._renderer.pending or self._thinking_sent < len(self._thinking):
             began = time.monotonic()  # the next window counts from here, not from the reply
-            self._append([delta_entry(self._renderer.flush())])
+            self._append([delta_entry(self._renderer.flush(), self._new_thinking())])
             self._next_flush = began + self.window()
+
+    def _new_thinking(self) -> str:
+        new, self._thinking_sent = self._thinking[self._thinking_sent :], len(self._thinking)
+        return "".join(new)
 
     def finish(self) -> None:
         """Append the rest and the `done` entry with the canonical render of the whole answer."""
-        self._append(self._last_entries(), store.Terminal("done", **self._whole()))
+        entries = self._last_entries()
+        self._keep_thinking()
+        self._append(entries, store.Terminal("done", **self._whole()))
 
     def fail(self, message: str) -> None:
         """End the generation with an `error` a person can read, keeping the text so far."""
         entries = self._last_entries()
         terminal = store.Terminal("error", message=message, **self._whole())
         try:
+            self._keep_thinking()
             try:
                 self._append(entries, terminal)
             except redis.exceptions.OutOfMemoryError:  # end without the last pieces
@@ -134,8 +151,16 @@ class Producer:
 
     def _last_entries(self) -> list[dict[str, str]]:
         """The last delta, which closes every block (none if nothing is left)."""
-        piece = self._renderer.finish()
-        return [delta_entry(piece)] if piece.text or piece.blocks else []
+        piece, thinking = self._renderer.finish(), self._new_thinking()
+        return [delta_entry(piece, thinking)] if piece.text or piece.blocks or thinking else []
+
+    def _keep_thinking(self) -> None:
+        """Keep the reasoning with the answer (before its end: the ended answer shows it)."""
+        if self._thinking:
+            thinking = {"thinking_html": "".join(self._thinking)}
+            store.set_answer_fields(
+                self.r, self.chat_id, self.message_id, self.generation_id, thinking
+            )
 
     def _whole(self) -> dict[str, str]:
         """The whole answer so far and its canonical render (one render: linear in it)."""
@@ -214,13 +239,16 @@ class Producer:
             return result
 
 
-def delta_entry(piece: Flush) -> dict[str, str]:
-    """A log entry: the raw text, new blocks, and the open block re-rendered or its new text."""
+def delta_entry(piece: Flush, thinking: str = "") -> dict[str, str]:
+    """A log entry: the raw text, new blocks, and the open block re-rendered or its new
+    text; and the model's new reasoning (escaped), if any."""
     entry = {"t": "delta", "text": piece.text, "blocks": piece.blocks}
     if piece.tail is not None:
         entry["tail"] = piece.tail
     if piece.more:
         entry["more"] = piece.more
+    if thinking:
+        entry["think"] = thinking
     return entry
 
 
@@ -245,7 +273,7 @@ class Heartbeat:
         on_fenced: Callable[[], None] = lambda: None,
         appended_at: Callable[[], float] = lambda: 0.0,
     ) -> None:
-        self._beat = lambda: store.append(
+        self._beat: Callable[[], store.AppendResult] = lambda: store.append(
             r, chat_id, message_id, generation_id, [], expected_length=None, timing=timing
         )
         self._every = every

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from chatapp.store import Message
+from collections.abc import Mapping
+from typing import Any
+
+from chatapp.store import Chat, Message
+
+
+def system_prompt_of(chat: Chat | None, config: Mapping[str, Any]) -> str:
+    """The instructions the chat's answers get: its own, else the configured ones."""
+    own = chat.system_prompt if chat is not None else None
+    return str(config["SYSTEM_PROMPT"]) if own is None else own
 
 
 def build_context(

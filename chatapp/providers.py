@@ -14,6 +14,11 @@ from flask import current_app
 OFFLINE_LABEL = "offline model"
 
 
+class Thinking(str):
+    """A piece of the model's reasoning (`reasoning_content` or `reasoning` in a stream):
+    shown apart from the answer, under "Thinking", and never sent back to the model."""
+
+
 class Model(Protocol):
     name: str
     ending: str  # once the stream is over: "stop" when complete (see openai_model.py)
@@ -21,9 +26,11 @@ class Model(Protocol):
     # Each piece is all the model's output that had arrived, so the producer may sleep
     # a whole flush window after it (else more may be waiting behind it: producer.py).
     whole_reads: bool
+    usage: tuple[int, int] | None  # once the stream is over: prompt and answer tokens, if told
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        """Yield the answer's text in pieces, as the model produces them."""
+        """Yield the answer's text in pieces, as the model produces them (its reasoning
+        in `Thinking` pieces)."""
         ...
 
     def close(self) -> None:
@@ -40,13 +47,15 @@ def model_label(config: Mapping[str, Any]) -> str:
     return OFFLINE_LABEL if uses_offline_model(config) else str(config["MODEL"])
 
 
-def make_model(config: Mapping[str, Any]) -> Model:
-    """Return the configured model for one answer; the client under it is the process's."""
+def make_model(config: Mapping[str, Any], name: str = "") -> Model:
+    """Return the model `name` (else the configured one) for one answer; the client under
+    it is the process's. Without a key, the offline model writes every answer."""
     if uses_offline_model(config):
         return OfflineModel(tokens_per_second=float(config["OFFLINE_TOKENS_PER_SECOND"]))
     from chatapp.openai_model import OpenAIModel
 
-    return OpenAIModel(openai_client(), model=str(config["MODEL"]))
+    chosen = name if name and name != OFFLINE_LABEL else str(config["MODEL"])
+    return OpenAIModel(openai_client(), model=chosen)
 
 
 ANSWERS_PER_CLIENT = 50  # answers that share one client's connection pool
@@ -83,6 +92,7 @@ class OfflineModel:
     name = OFFLINE_LABEL
     tool_calls = False
     whole_reads = False  # it writes at its own pace, which may be no pace at all
+    usage: tuple[int, int] | None = None  # it counts no tokens
 
     def __init__(self, tokens_per_second: float = 30.0) -> None:
         self.ending = ""

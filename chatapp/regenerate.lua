@@ -18,7 +18,8 @@ if redis.call('LINDEX', messages, -1) ~= answer_id then
   return {'not_last'}
 end
 redis.call('HSET', answer, 'status', 'queued', 'gen', gen, 'text', '', 'html', '',
-  'error', '', 'length', 0, 'model', ARGV[5], 'created', ARGV[3], 'behind_own', ARGV[8])
+  'error', '', 'length', 0, 'model', ARGV[5], 'created', ARGV[3], 'behind_own', ARGV[8],
+  'prompt_tokens', 0, 'answer_tokens', 0, 'thinking_html', '')
 redis.call('SET', KEYS[5], gen, 'PX', ARGV[4])
 redis.call('HSET', chat, 'running', answer_id, 'updated', ARGV[3])
 local event = cjson.encode({t = 'answer_started', m = answer_id, g = gen, again = true})

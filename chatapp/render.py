@@ -24,6 +24,8 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
+from chatapp import formulas
+
 ALLOWED_TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li",
     "pre", "code", "span", "div", "em", "strong", "del", "s", "a",
@@ -39,6 +41,8 @@ ALLOWED_ATTRIBUTES = {
     "th": {"class"},  # align-left, align-center, align-right (see _alignment_as_class)
     "td": {"class"},
 }
+ALLOWED_TAGS |= formulas.MATHML_TAGS
+ALLOWED_ATTRIBUTES |= formulas.MATHML_ATTRIBUTES
 URL_SCHEMES = {"http", "https", "mailto"}
 _FORMATTER = HtmlFormatter(nowrap=True)  # markdown-it wraps it in <pre><code>
 
@@ -62,7 +66,7 @@ def _highlight(code: str, language: str, _attrs: str) -> str:
         lexer = get_lexer_by_name(language.strip() or "text")
     except ClassNotFound:
         return ""  # markdown-it escapes it as plain code
-    return pygments_highlight(code, lexer, _FORMATTER)
+    return str(pygments_highlight(code, lexer, _FORMATTER))
 
 
 def _alignment_as_class(state: Any) -> None:
@@ -82,6 +86,7 @@ def _parser(highlight: bool, breaks: bool = False) -> MarkdownIt:
         options["highlight"] = _highlight
     parser = MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
     parser.core.ruler.push("alignment_as_class", _alignment_as_class)
+    formulas.use_math(parser)
     return parser
 
 

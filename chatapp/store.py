@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,16 @@ _NO_SCRIPT_FLAGS: weakref.WeakSet[Any] = weakref.WeakSet()
 _SEND = Script(None, (Path(__file__).parent / "send.lua").read_bytes())  # type: ignore[arg-type]
 _CHAT_EVENT = Script(None, (Path(__file__).parent / "chat_event.lua").read_bytes())  # type: ignore[arg-type]
 _DELETE_CHAT = Script(None, (Path(__file__).parent / "delete_chat.lua").read_bytes())  # type: ignore[arg-type]
+_SET_IF_EXISTS = Script(
+    None,  # type: ignore[arg-type]
+    b"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    b"redis.call('HSET', KEYS[1], unpack(ARGV)) return 1",
+)
+_SET_IF_GENERATION = Script(
+    None,  # type: ignore[arg-type]
+    b"if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end "
+    b"redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return 1",
+)
 _REGENERATE = Script(None, (Path(__file__).parent / "regenerate.lua").read_bytes())  # type: ignore[arg-type]
 
 
@@ -89,6 +100,11 @@ def user_chats_key(user_id: str) -> str:
 def user_channel(user_id: str) -> str:
     """Return the pub/sub channel that says "your chat list changed" to a user's pages."""
     return f"{PREFIX}:user:{user_id}:live"
+
+
+def models_cache_key() -> str:
+    """The model server's list of models, kept a few minutes (models.py)."""
+    return f"{PREFIX}:models"
 
 
 def new_chat_claim_key(user_id: str, client_message_id: str) -> str:
@@ -141,6 +157,8 @@ class Chat:
     created: float
     updated: float
     running: str  # the id of the answer being written, or ""
+    model: str = ""  # the model its owner picked ("": the configured default)
+    system_prompt: str | None = None  # its own instructions (None: the configured ones)
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,9 @@ class Message:
     created: float = 0.0
     length: int = 0  # log length at the terminal entry
     behind_own: bool = False  # queued behind the asker's other answers (their cap)
+    prompt_tokens: int = 0  # as the model server counted them (0: not told)
+    answer_tokens: int = 0
+    thinking_html: str = ""  # the model's reasoning, escaped (shown apart, never sent back)
 
     @property
     def running(self) -> bool:
@@ -172,6 +193,8 @@ def _chat(chat_id: str, fields: dict[str, str]) -> Chat | None:
         created=float(fields.get("created", 0)),
         updated=float(fields.get("updated", 0)),
         running=fields.get("running", ""),
+        model=fields.get("model", ""),
+        system_prompt=fields.get("system_prompt"),
     )
 
 
@@ -190,6 +213,9 @@ def _message(fields: dict[str, str]) -> Message | None:
         created=float(fields.get("created", 0)),
         length=int(fields.get("length", 0)),
         behind_own=bool(fields.get("behind_own")),
+        prompt_tokens=int(fields.get("prompt_tokens") or 0),
+        answer_tokens=int(fields.get("answer_tokens") or 0),
+        thinking_html=fields.get("thinking_html", ""),
     )
 
 
@@ -206,6 +232,13 @@ def create_chat(
     r.zadd(user_chats_key(owner), {chat_id: now})
     nudge(r, owner)
     return Chat(chat_id, owner, title, now, now, "")
+
+
+def set_chat_options(r: redis.Redis, chat_id: str, model: str, system_prompt: str) -> bool:
+    """Set the model and the instructions that the chat's next answers use; False if the
+    chat is gone (it is not made again)."""
+    fields = ["model", model, "system_prompt", system_prompt]
+    return bool(_SET_IF_EXISTS(keys=[chat_key(chat_id)], args=fields, client=r))
 
 
 def claim_new_chat(r: redis.Redis, owner: str, client_message_id: str, chat_id: str) -> str:
@@ -437,6 +470,21 @@ def _owner(r: redis.Redis, chat_id: str) -> str:
     return r.hget(chat_key(chat_id), "owner") or ""  # type: ignore[return-value]
 
 
+def set_answer_fields(
+    r: redis.Redis,
+    chat_id: str,
+    message_id: str,
+    generation_id: str,
+    fields: Mapping[str, str | int],
+) -> None:
+    """Record facts about the answer's generation (the tokens the model server counted,
+    the model's reasoning), not on a newer generation that replaced it meanwhile."""
+    args: list[str | int] = [generation_id]
+    for name, value in fields.items():
+        args += [name, value]
+    _SET_IF_GENERATION(keys=[message_key(chat_id, message_id)], args=args, client=r)
+
+
 def set_model(r: redis.Redis, chat_id: str, message_id: str, model: str) -> None:
     """Record which model writes the answer (shown on the answer)."""
     r.hset(message_key(chat_id, message_id), "model", model)
@@ -576,7 +624,7 @@ def read_log(r: redis.Redis, chat_id: str, generation_id: str, after: int = 0) -
 
 
 def log_length(r: redis.Redis, chat_id: str, generation_id: str) -> int:
-    return int(r.llen(log_key(chat_id, generation_id)))  # type: ignore[arg-type]
+    return int(r.llen(log_key(chat_id, generation_id)))
 
 
 def chat_events(r: redis.Redis, chat_id: str, after: int = 0) -> list[dict[str, Any]]:
@@ -590,4 +638,4 @@ def chat_events(r: redis.Redis, chat_id: str, after: int = 0) -> list[dict[str, 
 
 
 def chat_event_count(r: redis.Redis, chat_id: str) -> int:
-    return int(r.llen(events_key(chat_id)))  # type: ignore[arg-type]
+    return int(r.llen(events_key(chat_id)))

@@ -5,6 +5,8 @@ answer. A title the person chose (a rename) is never replaced."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from flask import current_app
 from rq import Queue
@@ -24,7 +26,7 @@ QUOTES_AND_MARKS = "#*_`\"'\u201c\u201d\u2018\u2019"  # markdown marks, straight
 LONGEST_REPLY = 200  # characters read from the model before giving up on brevity
 
 
-def wanted(config: dict, history: list[store.Message], answer_id: str) -> bool:
+def wanted(config: Mapping[str, Any], history: list[store.Message], answer_id: str) -> bool:
     """A title is made after the chat's first answer, by a real model only, unless the
     operator turned titles off (each costs one more model call)."""
     first_answer = len(history) == 2 and history[1].id == answer_id

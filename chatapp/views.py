@@ -22,11 +22,12 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from markupsafe import escape
 from rq.job import Job
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from chatapp import export, frames, jobs, providers, store
+from chatapp import export, frames, jobs, models, prompt, store
 from chatapp.chat_stream import (
     AnswerBody,
     FollowChat,
@@ -161,6 +162,9 @@ def show(chat_id: str) -> str:
         cursor=frames.ChatCursor(events, answer_cursor),
         chat_stream=True,
         client_id=store.new_id(),
+        models=models.available(r, current_app.config),
+        chat_model=_chat_model(chat),
+        system_prompt=prompt.system_prompt_of(chat, current_app.config),
     )
 
 
@@ -220,7 +224,7 @@ def _message_problem(client_id: str, text: str) -> Response | None:
 
 def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> store.SendResult:
     """Store the message unless its owner already has the most answers running at once."""
-    return _within_cap(r, chat, lambda behind: _store_message(r, chat.id, client_id, text, behind))
+    return _within_cap(r, chat, lambda behind: _store_message(r, chat, client_id, text, behind))
 
 
 def _within_cap(
@@ -254,6 +258,12 @@ def _within_cap(
         lock.release()
 
 
+def _chat_model(chat: Chat) -> str:
+    """The model the chat's next answer uses: the one its owner picked, while it is offered."""
+    config = current_app.config
+    return chat.model if models.still_offered(config, chat.model) else models.default_model(config)
+
+
 def _live_answers(r: redis.Redis, owner: str) -> int:
     """Count the owner's answers that are still being written, ending any whose job died."""
     longest = jobs.longest_answer_seconds(current_app.config)
@@ -266,11 +276,11 @@ def _live_answers(r: redis.Redis, owner: str) -> int:
 
 
 def _store_message(
-    r: redis.Redis, chat_id: str, client_id: str, text: str, behind_own: bool
+    r: redis.Redis, chat: Chat, client_id: str, text: str, behind_own: bool
 ) -> store.SendResult:
     """Store the message; if the chat is busy with an answer whose producer died, end that."""
     config = current_app.config
-    label = providers.model_label(config)
+    chat_id, label = chat.id, _chat_model(chat)
     wait_ms = config["QUEUE_WAIT_SECONDS"] * 1000
     html = render_message(text)
     title = plain_text(html)
@@ -351,6 +361,29 @@ def rename(chat_id: str) -> BaseResponse | tuple[str, int]:
     return _done_here(url_for("chat.show", chat_id=chat.id))
 
 
+@bp.post("/chats/<chat_id>/options")
+@every_action_counts
+def set_options(chat_id: str) -> BaseResponse | tuple[str, int]:
+    """Choose the model and the instructions (system prompt) of the chat's next answers."""
+    chat = load_chat(chat_id)
+    r, config = get_redis(), current_app.config
+    model = request.form.get("model", "")
+    system_prompt = request.form.get("system_prompt", "").strip()
+    limit = config["MAX_SYSTEM_PROMPT_CHARS"]
+    if model not in models.available(r, config):
+        shown = model[:100]
+        return error_response(400, f"The model {shown!r} is not offered here: pick another.")
+    if len(system_prompt) > limit:
+        return error_response(
+            413, f"The instructions have {len(system_prompt):,} characters; the limit is {limit:,}."
+        )
+    if not store.set_chat_options(r, chat.id, model, system_prompt):
+        abort(404, "This chat does not exist, or it is not yours.")
+    if is_htmx():
+        return f"Saved: the next answers use {escape(model)}.", 200
+    return redirect(url_for("chat.show", chat_id=chat.id), code=303)
+
+
 @bp.post("/chats/<chat_id>/delete")
 def delete(chat_id: str) -> BaseResponse | tuple[str, int]:
     """Delete the chat (stopping its answer); every page showing it says so."""
@@ -380,7 +413,7 @@ def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
     config = current_app.config
 
     def attempt(behind_own: bool) -> store.SendResult:
-        label, wait_ms = providers.model_label(config), config["QUEUE_WAIT_SECONDS"] * 1000
+        label, wait_ms = _chat_model(chat), config["QUEUE_WAIT_SECONDS"] * 1000
         return store.regenerate(r, chat.id, message_id, label, time.time(), wait_ms, behind_own)
 
     again = _within_cap(r, chat, attempt)

@@ -46,7 +46,7 @@ def remove(queue: Queue, job_id: str, chat_id: str, message_id: str, generation_
 
 def count(queue: Queue) -> int:
     """Return how many answers wait for a worker."""
-    return int(queue.connection.zcard(_key(queue)))  # type: ignore[arg-type]
+    return int(queue.connection.zcard(_key(queue)))
 
 
 def end_removed(queue: Queue, r: redis.Redis, timing: store.Timing) -> int:

@@ -144,7 +144,7 @@ class AnswerWorker(BaseWorker):
             self._drain()
         finally:
             beats.kill()
-            self.teardown()
+            self.teardown()  # type: ignore[no-untyped-call]  # RQ's, unannotated
         return True
 
     def _spawn_takers(self, burst: bool) -> list[gevent.Greenlet]:
@@ -198,7 +198,7 @@ class AnswerWorker(BaseWorker):
         if result is None:
             return None
         job, _ = result
-        job.redis_server_version = self.get_redis_server_version()
+        job.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]  # RQ's, unannotated
         log.info("worker %s: %s (%s)", self.name, job.description, job.id)
         return job
 
@@ -273,7 +273,7 @@ class AnswerWorker(BaseWorker):
     def _drain(self) -> None:
         """Wait for the running jobs, at most `drain_seconds`; then end their answers."""
         if self._running:
-            self.set_shutdown_requested_date()
+            self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]  # RQ's, unannotated
             log.info(
                 "worker %s: finishing %d jobs (at most %s s)",
                 self.name,
@@ -305,7 +305,7 @@ class AnswerWorker(BaseWorker):
         """RQ's commands: stop-job and stop-execution end the answer they name."""
         payload = parse_payload(message)
         if payload.get("command") not in ("stop-job", "stop-execution"):
-            super().handle_payload(message)
+            super().handle_payload(message)  # type: ignore[no-untyped-call]  # RQ's, unannotated
             return
         for _, job in list(self._running.values()):
             if job.id == payload.get("job_id"):
@@ -334,7 +334,7 @@ class AnswerWorker(BaseWorker):
             try:
                 self._beat()
                 if self.should_run_maintenance_tasks:  # RQ's own, every ten minutes
-                    self.run_maintenance_tasks()
+                    self.run_maintenance_tasks()  # type: ignore[no-untyped-call]  # RQ's, unannotated
                 if time.monotonic() - swept_at >= SWEEP_SECONDS:
                     swept_at = time.monotonic()
                     self._sweep()

@@ -55,13 +55,15 @@ def blocks_of(events: list[Event]) -> str:
     """Return the finished blocks that a page would hold after applying `events`."""
     html = ""
     for event in events:
-        if event.event == "snapshot":
-            html = re.match(
+        if event.event == "snapshot":  # (after the model's reasoning, if any)
+            html = re.search(
                 r'<div class="blocks"[^>]*>(.*?)</div><div class="tail"', event.data, re.S
             )[1]  # type: ignore[index]
-        elif event.event == "delta":  # its blocks, then the open block's update (if any)
+        elif event.event == "delta":  # its blocks, then the open block's and reasoning's updates
             html += re.split(
-                r'<div class="tail"|<div hx-swap-oob="beforeend:#pending-', event.data, maxsplit=1
+                r'<div class="tail"|<div hx-swap-oob="beforeend:#(?:pending|thinking)-',
+                event.data,
+                maxsplit=1,
             )[0]
     return html
 
@@ -69,8 +71,9 @@ def blocks_of(events: list[Event]) -> str:
 ARTICLE_ID = re.compile(
     r'<article class="message (?:user|answer)" id="(?:message|answer)-([0-9a-f]{16})"'
 )
-DELTA_TARGET = re.compile(r'(?:#blocks-|#pending-|id="tail-)([0-9a-f]{16})')
+DELTA_TARGET = re.compile(r'(?:#blocks-|#pending-|#thinking-|id="tail-)([0-9a-f]{16})')
 PENDING_TEXT = re.compile(r'<div hx-swap-oob="beforeend:#pending-[0-9a-f]{16}">[^<]*</div>$')
+THINKING = re.compile(r'<div hx-swap-oob="beforeend:#thinking-[0-9a-f]{16}">[^<]*</div>$')
 
 
 def page_after(events: list[Event]) -> dict[str, str]:
@@ -101,7 +104,8 @@ def page_after(events: list[Event]) -> dict[str, str]:
             match = DELTA_TARGET.search(event.data)
             assert match, event.data[:200]
             answer_id = match.group(1)
-            data = PENDING_TEXT.sub("", event.data)  # text for the open block, not a block
+            data = THINKING.sub("", event.data)  # the model's reasoning: not a block
+            data = PENDING_TEXT.sub("", data)  # text for the open block, not a block
             opened = f'<div hx-swap-oob="beforeend:#blocks-{answer_id}">'
             if not data.startswith(opened):
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,12 @@ class FakeModel:
         chunked: bool = False,
         together: bool = False,
         gzipped: bool = False,
+        models: list[str] | None = None,
+        usage: dict[str, int] | None = None,
+        knows_stream_options: bool = True,
+        thinking: list[str] | None = None,
+        reasoning_field: str = "reasoning_content",
+        pace: float = 0.0,
     ) -> None:
         self.pieces = pieces
         self.status = status
@@ -41,6 +48,14 @@ class FakeModel:
         self.chunked = chunked
         self.together = together  # the whole body in one write: one network read holds it all
         self.gzipped = gzipped  # the whole body compressed, with its Content-Length
+        self.models = models  # listed at GET /models (None: 404, as some servers have it)
+        self.usage = usage  # the token counts sent last, when the request asks for them
+        # False: a request with `stream_options` is refused (400), as by some servers
+        self.knows_stream_options = knows_stream_options
+        self.thinking = thinking or []  # reasoning pieces, sent before the answer's
+        self.reasoning_field = reasoning_field  # DeepSeek's name; Ollama's is `reasoning`
+        self.pace = pace  # seconds between two pieces
+        self.listings = 0  # times the list of models was asked for
         self.disconnected = threading.Event()  # the client hung up while we were silent
         self.requests: list[dict[str, Any]] = []
         self.connections = 0  # connections the client opened
@@ -58,6 +73,19 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             model.connections += 1
             super().setup()
 
+        def do_GET(self) -> None:
+            model.listings += 1
+            if model.models is None or not self.path.endswith("/models"):
+                self.send_error(404)
+                return
+            listed = [{"id": name, "object": "model", "owned_by": "test"} for name in model.models]
+            body = json.dumps({"object": "list", "data": listed}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             self.held: list[bytes] | None = None  # what `together` sends in one write
@@ -66,9 +94,13 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             if model.headers_delay and self._client_hangs_up_within(model.headers_delay):
                 model.disconnected.set()
                 return
-            if model.status != 200:
-                error = json.dumps({"error": {"message": model.error, "type": "server_error"}})
-                self.send_response(model.status)
+            status, message = model.status, model.error
+            if "stream_options" in body and not model.knows_stream_options:
+                status, message = 400, "Unrecognized request argument supplied: stream_options"
+            self.usage_asked = bool(body.get("stream_options", {}).get("include_usage"))
+            if status != 200:
+                error = json.dumps({"error": {"message": message, "type": "server_error"}})
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(error)))
                 self.end_headers()
@@ -87,8 +119,9 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             if model.first_delay and self._client_hangs_up_within(model.first_delay):
                 model.disconnected.set()
                 return
-            for event in _events(model):
+            for event in _events(model, self.usage_asked):
                 self._send(event)
+                time.sleep(model.pace)
             if model.chunked and (model.done or model.finish):
                 self._send(b"")  # the last chunk: the body is complete
             else:
@@ -113,7 +146,7 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             super().flush_headers()
 
         def _send_compressed(self) -> None:
-            body = gzip.compress(b"".join(_events(model)))
+            body = gzip.compress(b"".join(_events(model, self.usage_asked)))
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Content-Encoding", "gzip")
@@ -131,14 +164,19 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _events(model: FakeModel) -> Iterator[bytes]:
-    """The server-sent events of an answer: its pieces, then how it ends."""
+def _events(model: FakeModel, usage_asked: bool) -> Iterator[bytes]:
+    """The server-sent events of an answer: its pieces, then how it ends (then the token
+    counts, if asked for: a chunk with no choices, as OpenAI sends it)."""
+    for thought in model.thinking:
+        yield chunk_event({model.reasoning_field: thought})
     for piece in model.pieces:
         yield chunk_event({"content": piece})
     for chunk in model.extra:
         yield f"data: {json.dumps(chunk)}\n\n".encode()
     if model.finish:
         yield chunk_event({}, finish=model.finish)
+    if model.usage is not None and usage_asked:
+        yield f"data: {json.dumps({'choices': [], 'usage': model.usage})}\n\n".encode()
     if model.done:
         yield b"data: [DONE]\n\n"
 

@@ -13,11 +13,14 @@ def delta(text: str) -> dict[str, str]:
     return {"t": "delta", "text": text, "blocks": f"<p>{text}</p>\n", "tail": ""}
 
 
-def new_answer(r: redis.Redis, text: str = "hello", owner: str = "0" * 16) -> store.SendResult:
-    """Create a chat with one user message and its queued answer."""
+def new_answer(
+    r: redis.Redis, text: str = "hello", owner: str = "0" * 16, model: str = ""
+) -> store.SendResult:
+    """Create a chat with one user message and its queued answer (by `model`, else the
+    configured one)."""
     chat = store.create_chat(r, owner, time.time())
     sent = store.send_message(
-        r, chat.id, f"client-{store.new_id()}", text, f"<p>{text}</p>", "m", 0
+        r, chat.id, f"client-{store.new_id()}", text, f"<p>{text}</p>", model, 0
     )
     assert sent.status == "ok"
     return sent

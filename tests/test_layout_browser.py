@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.accounts import sign_up_and_start_a_chat
+from tests.accounts import sign_up_and_start_a_chat, sign_up_in_browser, start_a_chat
 from tests.servers import Stack, running_stack
 
 TIMEOUT_MS = 30_000
@@ -73,3 +73,36 @@ def test_on_a_desktop_the_chat_list_panel_fills_the_height(browser: Browser, sta
         assert page.evaluate("document.documentElement.scrollHeight") <= DESKTOP["height"]
     finally:
         context.close()
+
+
+def test_chat_options_save_the_chats_instructions(phone: Page, stack: Stack) -> None:
+    """On a phone: Chat options shows the model and the chat's instructions; Save says
+    what it saved, and the page shows them again after a reload."""
+    sign_up_and_start_a_chat(phone, stack.base)
+    phone.get_by_text("Chat options").click()
+    expect(phone.get_by_label("Model")).to_have_value("offline model")
+    instructions = phone.get_by_label("Instructions (system prompt)")
+    expect(instructions).to_have_value("You are a helpful assistant. Answer in markdown.")
+    instructions.fill("Answer like a pirate.")
+    phone.get_by_role("button", name="Save").click()
+    expect(phone.locator("#options-saved")).to_have_text(
+        "Saved: the next answers use offline model."
+    )
+    phone.reload()
+    phone.get_by_text("Chat options").click()
+    expect(phone.get_by_label("Instructions (system prompt)")).to_have_value(
+        "Answer like a pirate."
+    )
+
+
+def test_a_formula_is_drawn_as_mathml(phone: Page, stack: Stack) -> None:
+    sign_up_in_browser(phone, stack.base)
+    start_a_chat(phone, "The area is $\\pi r^2$, not $5.")
+    question = phone.locator("article.message.user")
+    formula = question.locator("math")
+    expect(formula).to_have_count(1)
+    box = formula.bounding_box()
+    assert box is not None and box["width"] > 10 and box["height"] > 5  # drawn, not hidden
+    assert formula.evaluate("el => el.namespaceURI") == "http://www.w3.org/1998/Math/MathML"
+    assert formula.locator("msup").count() == 1  # r squared
+    expect(question).to_contain_text("not $5.")

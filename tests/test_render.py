@@ -29,7 +29,12 @@ CODE = st.tuples(
 ).map(lambda t: f"```{t[0]}\n" + "\n".join(t[1]) + "\n```")
 QUOTE = LINE.map(lambda x: "> " + x)
 TABLE = st.tuples(LINE, LINE).map(lambda t: f"| a | b |\n|---|---|\n| {t[0]} | {t[1]} |")
-BLOCK = st.one_of(PARAGRAPH, HEADING, BULLETS, NUMBERED, CODE, QUOTE, TABLE, st.just("---"))
+FORMULA = st.sampled_from([r"\frac{a}{b}", "x^2 + y^2 = z^2", r"\sum_{i=1}^{n} i", r"\sqrt{2"])
+MATH = st.one_of(
+    FORMULA.map(lambda f: f"$$\n{f}\n$$"),  # a formula on its own lines
+    st.tuples(LINE, FORMULA).map(lambda t: f"{t[0]} ${t[1]}$ costs $5 and $10"),
+)
+BLOCK = st.one_of(PARAGRAPH, HEADING, BULLETS, NUMBERED, CODE, QUOTE, TABLE, MATH, st.just("---"))
 SEPARATOR = st.sampled_from(["\n\n", "\n\n\n", "\r\n\r\n", "\n"])
 DOCUMENT = st.lists(st.tuples(BLOCK, SEPARATOR), min_size=1, max_size=8).map(
     lambda parts: "".join(block + sep for block, sep in parts)
@@ -184,3 +189,34 @@ def _luminance(colour: str) -> float:
     channels = [int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
     linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
     return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_formulas_render_as_mathml_and_prices_stay_text() -> None:
+    html = render_markdown(
+        "Euler: $e^{i\\pi} + 1 = 0$, for $5 and $10.\n\n$$\n\\frac{1}{3}\n$$\n\n"
+        "Not LaTeX: $\\frac{$ here. In code: `$x$`."
+    )
+    inline = re.search(
+        r'<span class="math inline"><math display="inline">(.*?)</math></span>', html
+    )
+    assert inline is not None and "<mi>π</mi>" in inline.group(1)
+    assert "for $5 and $10." in html
+    assert '<div class="math block">\n<math display="block">' in html and "<mfrac>" in html
+    assert '<span class="math inline"><code>\\frac{</code></span>' in html  # its source
+    assert "<code>$x$</code>" in html
+    assert render_markdown("$" + "x" * 5_001 + "$").count("<math") == 0  # too long: source
+
+
+def test_hostile_formulas_are_rendered_inert() -> None:
+    for latex in [
+        r"\href{javascript:alert(1)}{x}",
+        r"\text{<img src=x onerror=alert(1)>}",
+        r"\style{background:url(x)}{x}",
+        r"\mathrm{<script>alert(1)</script>}",
+        r"\unicode{x3c}script\unicode{x3e}",
+        "x</math><img src=x onerror=alert(1)>",
+    ]:
+        for text in (f"${latex}$", f"$$\n{latex}\n$$"):
+            html = render_markdown(text)
+            assert unsafe_parts(html) == [], (text, html)
+            assert not re.search(r"<(img|script|a)\b|href|style=|onerror=", html), (text, html)

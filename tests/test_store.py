@@ -55,7 +55,7 @@ def test_nothing_is_appended_after_the_terminal_entry(r: redis.Redis) -> None:
 
 
 def test_the_terminal_entry_writes_history_retention_and_the_chat_event(r: redis.Redis) -> None:
-    sent = new_answer(r)
+    sent = new_answer(r, model="m")
     chat_id = chat_of(r, sent.answer_id)
     append(r, sent, [delta("a")], expected=0)
     final = Terminal("done", text="a!", html="<p>a!</p>")

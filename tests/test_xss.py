@@ -32,6 +32,7 @@ error allowed is a favicon 404.
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
@@ -45,6 +46,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from chatapp import store
+from chatapp.formulas import MATHML_TAGS
 from chatapp.render import (
     ALLOWED_ATTRIBUTES,
     ALLOWED_TAGS,
@@ -172,6 +174,11 @@ CORPUS: list[tuple[str, str]] = [
     ("fullwidth-brackets", "\uff1cscript\uff1ealert(1)\uff1c/script\uff1e"),
     ("line-separators", "<img src=x\u2028onerror=alert(1)> \u2029 \u202e<script>alert(1)</script>"),
     ("bom-nbsp", "\ufeff<img\u00a0src=x onerror=alert(1)>"),
+    # LaTeX formulas, drawn as MathML (formulas.py)
+    ("math-href", r"$\href{javascript:alert(1)}{x}$ and $$\href{javascript:alert(1)}{y}$$"),
+    ("math-text-tag", r"$\text{</math><img src=x onerror=alert(1)>}$"),
+    ("math-block-break", "$$\nx</math><script>alert(1)</script>\n$$"),
+    ("math-style", r"$\style{background:url(javascript:alert(1))}{x}$"),
     # meta refresh, base href, form action
     ("meta-refresh", '<meta http-equiv="refresh" content="0;url=javascript:alert(1)">'),
     ("base-href", '<base href="javascript:alert(1)//"><base href="https://evil.example/">'),
@@ -286,7 +293,11 @@ def corpus_model() -> GatedCorpus:
 def xss_stack(
     tmp_path_factory: pytest.TempPathFactory, corpus_model: GatedCorpus
 ) -> Iterator[Stack]:
-    with fake_openai_server(FakeModel(corpus_model)) as base_url:
+    # The model reasons in the corpus too (once the page follows, like its answer): its
+    # "Thinking" is shown as text, never as markup.
+    thinking = GatedCorpus(MODEL_TEXT)
+    thinking.gate = corpus_model.gate
+    with fake_openai_server(FakeModel(corpus_model, thinking=thinking)) as base_url:
         settings = {
             "OPENAI_API_KEY": "test",
             "OPENAI_BASE_URL": base_url,
@@ -328,13 +339,17 @@ SENTINEL = r"""
   });
 
   const ALLOWED_TAGS = new Set(__ALLOWED_TAGS__);
+  const MATHML_TAGS = new Set(__MATHML_TAGS__);  // formulas: in MathML's namespace, not HTML's
+  const inItsNamespace = (el) => el.namespaceURI === (MATHML_TAGS.has(el.localName)
+    ? "http://www.w3.org/1998/Math/MathML" : "http://www.w3.org/1999/xhtml");
   const ALLOWED_ATTRIBUTES = __ALLOWED_ATTRIBUTES__;
   const URL_PROTOCOLS = new Set(__URL_PROTOCOLS__);
   // Never acceptable once the page has loaded, wherever they are.
   const FORBIDDEN_TAGS = new Set(["script", "iframe", "frame", "frameset", "object", "embed",
-    "applet", "img", "image", "picture", "svg", "math", "style", "link", "meta", "base",
+    "applet", "img", "image", "picture", "svg", "style", "link", "meta", "base",
     "template", "noscript", "video", "audio", "source", "track", "canvas", "marquee",
     "details", "dialog", "portal", "isindex", "select"]);
+  // (MathML's <math> is allowed content: formulas. Its tags are in ALLOWED_TAGS.)
   const URL_ATTRIBUTES = ["href", "src", "action", "formaction", "data", "poster",
     "background", "xlink:href", "srcset", "cite", "ping", "codebase"];
   const BAD_SCHEME = /^(javascript|data|vbscript):/;
@@ -349,6 +364,7 @@ SENTINEL = r"""
     ["#messages > article.answer > header.answer-meta", ["class"]],
     ["#messages > article.answer > header.answer-meta > span.model", ["class"]],
     ["#messages > article.answer > header.answer-meta > span.state", ["class"]],
+    ["#messages > article.answer > header.answer-meta > span.usage", ["class", "title"]],
     ["#messages > article.answer > header.answer-meta > button.stop",
       ["type", "class", "hx-post", "hx-swap"]],
     ["#messages > article.answer > header.answer-meta > span.answer-actions", ["class"]],
@@ -357,6 +373,10 @@ SENTINEL = r"""
     ["#messages > article.answer > header.answer-meta > span.answer-actions > button.regenerate",
       ["type", "class", "hx-post", "hx-swap"]],
     ["#messages > article.answer > div.answer-body", ["class"]],
+    ["#messages > article.answer > div.answer-body > details.thinking", ["class", "open"]],
+    ["#messages > article.answer > div.answer-body > details.thinking > summary", []],
+    ["#messages > article.answer > div.answer-body > details.thinking > div.thinking-text",
+      ["class", "id", "hx-disable"]],
     ["#messages > article.answer > div.answer-body > div.blocks", ["class", "id", "hx-disable"]],
     ["#messages > article.answer > div.answer-body > div.tail",
       ["class", "id", "hx-disable", "hx-swap-oob"]],
@@ -377,8 +397,8 @@ SENTINEL = r"""
   // Elements that carry hx-*/sse-* attributes by design, anywhere in the document.
   const APP_HTMX_ELEMENTS = "body, section.chat, section.chat > div[hidden], form#composer, " +
     "section.welcome, section.welcome > div[hidden], ul#chat-list, " +
-    "button.stop, button.regenerate, div.blocks, div.tail, div.message-body, " +
-    "form.rename, form[hx-confirm]";
+    "button.stop, button.regenerate, div.blocks, div.tail, div.message-body, div.thinking-text, " +
+    "form.rename, form.options, form[hx-confirm]";
 
   const describe = (el) => {
     const attrs = Array.from(el.attributes).map((a) => ` ${a.name}="${a.value}"`).join("");
@@ -391,9 +411,12 @@ SENTINEL = r"""
   // Rules for any element anywhere: no handlers, no styles, no script-bearing URLs.
   function hardProblems(el, attributeNames) {
     const found = [];
-    // The app's one <details> (the chat's options menu, templates/chat.html) is no content.
-    const appDetails = el.matches("section.chat > header.chat-header > details.chat-actions");
-    if (FORBIDDEN_TAGS.has(el.localName) && !appDetails)
+    // The app's one <details> (the chat's options menu, templates/chat.html) and the model
+    // picker in it are no content.
+    const options = "section.chat > header.chat-header > details.chat-actions";
+    const appOwn = el.matches(`${options}, ${options} > form.options > select#chat-model, ` +
+      "#messages > article.answer > div.answer-body > details.thinking");
+    if (FORBIDDEN_TAGS.has(el.localName) && !appOwn)
       found.push(`forbidden tag ${describe(el)}`);
     for (const name of attributeNames || el.getAttributeNames()) {
       const value = el.getAttribute(name);
@@ -419,7 +442,7 @@ SENTINEL = r"""
 
   function contentProblems(el) {
     const found = hardProblems(el);
-    if (el.namespaceURI !== "http://www.w3.org/1999/xhtml" || !ALLOWED_TAGS.has(el.localName))
+    if (!inItsNamespace(el) || !ALLOWED_TAGS.has(el.localName))
       found.push(`tag outside the allowlist ${describe(el)}`);
     const allowed = new Set(ALLOWED_ATTRIBUTES[el.localName] || []);
     if (el.localName === "a") allowed.add("rel");
@@ -539,9 +562,10 @@ SENTINEL = r"""
   window.__midStreamScans = 0;
   window.__blocksBeforeEnd = {};
   // The chat stream's events name their answer at the start (frames.py): a delta targets
-  // its blocks, its pending text or its open block; a new or replaced answer is its
-  // article. A user message names none.
-  const ANSWER_OF = new RegExp(`^<div hx-swap-oob="beforeend:#(?:blocks|pending)-(${ID})">|` +
+  // its blocks, its pending text, its reasoning or its open block; a new or replaced
+  // answer is its article. A user message names none.
+  const ANSWER_OF = new RegExp(
+    `^<div hx-swap-oob="beforeend:#(?:blocks|pending|thinking)-(${ID})">|` +
     `^<div class="tail" id="tail-(${ID})"|^(${ID})\\n|` +
     `^(?:<div hx-swap-oob="beforeend:#messages">)?\\s*` +
     `<article class="message answer" id="answer-(${ID})"`);
@@ -576,6 +600,7 @@ def sentinel_script() -> str:
     allowed = {tag: sorted(names) for tag, names in ALLOWED_ATTRIBUTES.items()}
     return (
         SENTINEL.replace("__ALLOWED_TAGS__", json.dumps(sorted(ALLOWED_TAGS)))
+        .replace("__MATHML_TAGS__", json.dumps(sorted(MATHML_TAGS)))
         .replace("__ALLOWED_ATTRIBUTES__", json.dumps(allowed))
         .replace("__URL_PROTOCOLS__", json.dumps(sorted(f"{s}:" for s in URL_SCHEMES)))
     )
@@ -743,6 +768,9 @@ def test_corpus_stays_inert_in_chromium(
             final = store.get_message(r, chat_id, answer_id)
             assert final is not None
             assert article.locator(".blocks").inner_html() == watch.as_browser_html(final.html)
+            assert html.unescape(final.thinking_html) == MODEL_TEXT
+            shown = article.locator(".thinking-text").inner_html()  # as text, no markup
+            assert shown == watch.as_browser_html(final.thinking_html)
             watch.assert_nothing_ran()
 
         # The streams cut payloads in two: the page applied half-payload fragments.

@@ -1,0 +1,132 @@
+"""Reasoning models: the `reasoning_content` / `reasoning` deltas of a stream show live in
+a "Thinking" section apart from the answer, stay with the answer however it ends, and are
+never sent back to the model. Real redis-server, an OpenAI-compatible server on loopback,
+and (for the page) the whole stack in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from playwright.sync_api import Browser, Page, expect
+
+from chatapp import jobs, store
+from tests.accounts import Person, sign_up_in_browser
+from tests.conftest import make_test_app
+from tests.fake_openai import FakeModel, fake_openai_server
+from tests.servers import RedisServer, Stack, running_stack
+from tests.storing import chat_of, new_answer
+
+THOUGHTS = ["The user says hi. ", "I should greet them <politely>\n", "& briefly."]
+ESCAPED = "The user says hi. I should greet them &lt;politely&gt;\n&amp; briefly."
+TIMEOUT_MS = 30_000
+
+
+def app_on(redis_server: RedisServer, tmp_path: Path, base_url: str) -> Flask:
+    return make_test_app(
+        redis_server.url, tmp_path, OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=base_url
+    )
+
+
+def run_answer(app: Flask, r: redis.Redis, chat_id: str, answer_id: str) -> str:
+    generation = store.get_message(r, chat_id, answer_id).gen  # type: ignore[union-attr]
+    with app.app_context():
+        return jobs.generate_answer(chat_id, answer_id, generation)
+
+
+def answer_id_of(response) -> str:
+    return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_the_models_reasoning_is_kept_apart_from_the_answer_and_never_sent_back(
+    redis_server: RedisServer, r: redis.Redis, tmp_path: Path, field: str
+) -> None:
+    model = FakeModel(["Hello", " there."], thinking=THOUGHTS, reasoning_field=field)
+    with fake_openai_server(model) as base_url:
+        app = app_on(redis_server, tmp_path, base_url)
+        alice = Person(app)
+        chat_id = alice.new_chat()
+        answer_id = answer_id_of(alice.send(chat_id, "Hi"))
+        assert run_answer(app, r, chat_id, answer_id) == "done"
+        answer = store.get_message(r, chat_id, answer_id)
+        assert answer is not None
+        assert (answer.text, answer.thinking_html) == ("Hello there.", ESCAPED)
+        log = [json.loads(e) for e in store.read_log(r, chat_id, answer.gen)]
+        assert "".join(entry.get("think", "") for entry in log) == ESCAPED  # live, in order
+        page = alice.client.get(f"/chats/{chat_id}").text
+        folded = r'<details class="thinking"><summary>Thinking</summary><div class="thinking-text"'
+        shown = re.search(folded + r" hx-disable>(.*?)</div></details>", page, re.S)
+        assert shown is not None and shown.group(1) == ESCAPED
+
+        second = answer_id_of(alice.send(chat_id, "And?", client_id="client-0002"))
+        assert run_answer(app, r, chat_id, second) == "done"
+    history = model.requests[-1]["messages"]
+    assert {"role": "assistant", "content": "Hello there."} in history
+    assert not any("greet" in message["content"] for message in history)
+
+
+def test_an_answer_stopped_while_the_model_reasons_keeps_its_reasoning(
+    r: redis.Redis,
+) -> None:
+    sent = new_answer(r)
+    chat_id = chat_of(r, sent.answer_id)
+    entries = [{"t": "delta", "text": "", "blocks": "", "think": "Hmm, &lt;let me"}]
+    entries += [{"t": "delta", "text": "", "blocks": "", "think": " see."}]
+    result = store.append(
+        r, chat_id, sent.answer_id, sent.generation_id, entries, expected_length=0
+    )
+    assert result.ok
+    store.end(r, chat_id, sent.answer_id, sent.generation_id, store.Terminal("stopped"))
+    stopped = store.get_message(r, chat_id, sent.answer_id)
+    assert stopped is not None and stopped.status == "stopped"
+    assert (stopped.thinking_html, stopped.text) == ("Hmm, &lt;let me see.", "")
+
+
+@pytest.fixture(scope="module")
+def reasoning_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    thoughts = [f"Step {n}: weighing it. " for n in range(1, 41)]
+    model = FakeModel(["The answer ", "is ", "42."], thinking=thoughts, pace=0.1, chunked=True)
+    with fake_openai_server(model) as base_url:
+        settings = {
+            "OPENAI_API_KEY": "k",
+            "OPENAI_BASE_URL": base_url,
+            "CHATAPP_AUTO_TITLES": "off",
+        }
+        with running_stack(tmp_path_factory.mktemp("reasoning"), **settings) as stack:
+            yield stack
+
+
+def test_the_page_shows_the_reasoning_live_then_folded_with_the_answer(
+    browser: Browser, reasoning_stack: Stack
+) -> None:
+    context = browser.new_context()
+    try:
+        page: Page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        sign_up_in_browser(page, reasoning_stack.base)
+        page.get_by_role("link", name="Start a new chat").click()
+        page.locator("#composer-text").fill("What is the answer?")
+        page.get_by_role("button", name="Send").click()
+        answer = page.locator("article.answer")
+        thinking = answer.locator("details.thinking")
+        expect(thinking).to_be_visible()  # it appears as the model reasons, open
+        expect(thinking.locator(".thinking-text")).to_contain_text("Step 3: weighing it.")
+        assert thinking.get_attribute("open") is not None
+        assert answer.locator(".blocks").inner_text() == ""  # not in the answer's text
+        page.reload()  # a page opened meanwhile has the reasoning so far
+        expect(answer.locator("details.thinking .thinking-text")).to_contain_text("Step 1:")
+        expect(answer).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
+        expect(answer.locator(".blocks")).to_have_text("The answer is 42.")
+        folded = answer.locator("details.thinking")
+        assert folded.get_attribute("open") is None  # folded once the answer is written
+        expect(folded.locator(".thinking-text")).to_contain_text("Step 40: weighing it.")
+        folded.locator("summary").click()
+        expect(folded.locator(".thinking-text")).to_be_visible()
+    finally:
+        context.close()
