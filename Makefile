@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench screenshots system-test-packages
+.PHONY: run test test-fast bench screenshots system-test-packages
 
 ## Install everything and start the whole app (Redis, RQ worker, gunicorn) on http://127.0.0.1:8000.
 run: $(VENV)/.installed
@@ -15,6 +15,12 @@ test: system-test-packages $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+## Everyday work: lint, types and the tests that need no process of the app's (2-3 minutes).
+test-fast: system-test-packages $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -m "unit or redis"
 
 ## Run the benchmark scenarios on loopback and print their figures (see bench/).
 bench: system-test-packages $(VENV)/.installed-test

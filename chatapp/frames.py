@@ -46,7 +46,13 @@ def tail_element(message_id: str, tail_html: str, oob: bool = False) -> str:
 
 # The open block's last render ends with one of these: the text that arrives after it goes
 # inside, where it continues (a paragraph, an open code fence, a list's last item).
-_CONTINUED = ("</code></pre>\n", "</p>\n", "</li>\n</ul>\n", "</li>\n</ol>\n")
+_CONTINUED = (
+    "</code></pre>\n</div>\n",  # a fenced code block, under its header (render.py)
+    "</code></pre>\n",
+    "</p>\n",
+    "</li>\n</ul>\n",
+    "</li>\n</ol>\n",
+)
 
 
 def with_pending(message_id: str, tail_html: str, more: str = "") -> str:

@@ -18,6 +18,8 @@ from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import unescapeAll as unescape_all
+from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from pygments import highlight as pygments_highlight
 from pygments.formatters import HtmlFormatter
@@ -79,6 +81,19 @@ def _alignment_as_class(state: Any) -> None:
                 token.attrs["class"] = "align-" + style.removeprefix("text-align:")
 
 
+def _labelled_fence(
+    renderer: RendererHTML, tokens: list[Token], idx: int, options: Any, env: Any
+) -> str:
+    """A fenced code block under a header with its language: the page copies the code
+    when the header is clicked (app.js). Only the renderer makes this markup (raw HTML is
+    off), so the page can trust a header it finds."""
+    info = unescape_all(tokens[idx].info).strip()
+    language = info.split(maxsplit=1)[0] if info else ""
+    label = f'<span class="code-lang">{escape(language)}</span>' if language else ""
+    code = RendererHTML.fence(renderer, tokens, idx, options, env)
+    return f'<div class="code-block"><div class="code-head">{label}</div>{code}</div>\n'
+
+
 def _parser(highlight: bool, breaks: bool = False) -> MarkdownIt:
     options: dict[str, Any] = {"html": False, "linkify": False, "typographer": False}
     options["breaks"] = breaks
@@ -86,6 +101,7 @@ def _parser(highlight: bool, breaks: bool = False) -> MarkdownIt:
         options["highlight"] = _highlight
     parser = MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
     parser.core.ruler.push("alignment_as_class", _alignment_as_class)
+    parser.add_render_rule("fence", _labelled_fence)
     formulas.use_math(parser)
     return parser
 

@@ -61,6 +61,8 @@ def make_title(chat_id: str, current_title: str) -> str:
                 {"role": "user", "content": exchange},
             ]
         ):
+            if isinstance(piece, providers.Thinking):
+                continue  # a reasoning model's thoughts are not its title
             reply += piece
             if len(reply) > LONGEST_REPLY:
                 break

@@ -178,6 +178,18 @@
     });
   });
 
+  // A code block's header copies its code (render.py makes the header; the sanitized
+  // answer itself has no buttons, so "Copy" is the header's own text, from app.css).
+  document.addEventListener("click", function (event) {
+    var head = event.target.closest && event.target.closest(".message .code-head");
+    var code = head && head.parentElement.querySelector("pre");
+    if (!code || !navigator.clipboard) return;
+    navigator.clipboard.writeText(code.innerText.replace(/\n$/, "")).then(function () {
+      head.setAttribute("data-copied", "");
+      setTimeout(function () { head.removeAttribute("data-copied"); }, 1500);
+    });
+  });
+
   // A request that reached no server (offline, or the server down), or an error page from
   // something in front of the app (a proxy's 502): say so where the app's own errors go.
   function flash(text) {

@@ -99,6 +99,37 @@ def stack_on_each_redis(
     yield from _stack(tmp_path_factory, cluster=request.param == "Redis Cluster")
 
 
+# -- tiers: every test gets one marker, its heaviest need (pyproject.toml lists them) -----
+
+STACK_MODULES = {  # modules whose tests start the app's processes themselves
+    "test_bench", "test_cluster", "test_concurrent_worker", "test_fanout_faults",
+    "test_install", "test_job_faults", "test_launcher", "test_many_processes", "test_nginx",
+    "test_redis_restart", "test_shutdown", "test_stack",
+}  # fmt: skip
+
+
+TIERS = ("browser", "stack", "redis", "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):  # (else marked by hand)
+            item.add_marker(_tier(item))
+
+
+def _tier(item: pytest.Item) -> str:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    if "browser" in fixtures:
+        return "browser"
+    processes = any(word in name for name in fixtures for word in ("stack", "gunicorn"))
+    if processes or module in STACK_MODULES:
+        return "stack"
+    if "redis_server" in fixtures:
+        return "redis"
+    return "unit"
+
+
 # Debian's chromium, launched by Playwright (it cannot download its own browsers here). The
 # background-networking flags keep it from calling out of this closed network.
 CHROMIUM_ARGS = [

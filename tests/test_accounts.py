@@ -410,6 +410,7 @@ print(ticks - before)
 """
 
 
+@pytest.mark.stack  # it starts gunicorn itself
 def test_a_login_under_the_gevent_worker_does_not_stop_the_process_streams() -> None:
     """scrypt runs in a real thread: the process's other greenlets go on meanwhile."""
     out = subprocess.run(

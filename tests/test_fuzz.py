@@ -191,6 +191,7 @@ def _raw_request(port: int, head: str, body: bytes) -> bytes:
     return answer.split(b"\r\n", 1)[0]
 
 
+@pytest.mark.stack  # it starts gunicorn itself
 def test_through_gunicorn_broken_bodies_and_odd_cursors_get_a_4xx_and_no_traceback(
     redis_server: RedisServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -318,6 +318,7 @@ def test_on_a_cluster_the_limits_storage_gets_every_node_named() -> None:
     assert uri == "redis+cluster://a:7000,b:7001,[::1]:7002"
 
 
+@pytest.mark.stack  # it starts gunicorn itself
 def test_one_user_holds_at_most_their_share_of_a_processs_streams(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

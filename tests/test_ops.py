@@ -6,6 +6,7 @@ import html
 import json
 from pathlib import Path
 
+import pytest
 import redis
 from flask import Flask
 from rq import Queue, SimpleWorker, Worker
@@ -130,6 +131,7 @@ def test_the_job_dashboard_answers_a_missing_job_with_404(
         assert missing.status_code == 404 and b"no such job" in missing.data
 
 
+@pytest.mark.stack  # it starts gunicorn itself
 def test_gunicorn_keeps_a_metrics_folder_while_it_runs_and_removes_it_at_exit(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

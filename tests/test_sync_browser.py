@@ -167,6 +167,13 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
     code = laptop.evaluate("navigator.clipboard.readText()")
     assert code == finished.locator(".blocks pre").inner_text().rstrip("\n")
     assert code.startswith("message = 'And again, from the last tab'")
+    # A code block's header names its language, and copies that block when clicked.
+    head = finished.locator(".code-head")
+    expect(head.locator(".code-lang")).to_have_text("python")
+    laptop.evaluate("navigator.clipboard.writeText('')")
+    head.click()
+    expect(head).to_have_attribute("data-copied", "", timeout=TIMEOUT_MS)
+    assert laptop.evaluate("navigator.clipboard.readText()") == code
 
     # A new chat made on the laptop appears in the phone's list, without a reload.
     expect(phone.locator("#chat-list > li")).to_have_count(1, timeout=TIMEOUT_MS)

@@ -26,7 +26,8 @@ def queued_titles(redis_server: RedisServer) -> list[tuple[str, ...]]:
 def test_a_real_model_titles_the_chat_after_its_first_answer(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path, renamed_first: bool
 ) -> None:
-    model = FakeModel(["# Hi", "\n\nThis is ", "**the** answer."])
+    # A reasoning model: its thoughts come first, and are not the title.
+    model = FakeModel(["# Hi", "\n\nThis is ", "**the** answer."], thinking=["Think...\n"])
     with fake_openai_server(model) as base_url:
         app = make_test_app(
             redis_server.url, tmp_path, OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=base_url
