@@ -4,7 +4,9 @@ desktop: the chat list's panel reaches the bottom of the window."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -106,3 +108,22 @@ def test_a_formula_is_drawn_as_mathml(phone: Page, stack: Stack) -> None:
     assert formula.evaluate("el => el.namespaceURI") == "http://www.w3.org/1998/Math/MathML"
     assert formula.locator("msup").count() == 1  # r squared
     expect(question).to_contain_text("not $5.")
+
+
+def test_chat_options_export_the_chat_as_files(phone: Page, stack: Stack) -> None:
+    sign_up_in_browser(phone, stack.base)
+    start_a_chat(phone, "Export *this* chat")
+    expect(phone.locator("article.answer")).to_have_attribute(
+        "data-status", "done", timeout=TIMEOUT_MS
+    )
+    phone.get_by_text("Chat options").click()
+    with phone.expect_download() as markdown:
+        phone.get_by_role("link", name="Markdown").click()
+    assert markdown.value.suggested_filename.endswith(".md")
+    text = Path(markdown.value.path()).read_text()
+    assert "Export *this* chat" in text and "Assistant (offline model)" in text
+    with phone.expect_download() as as_json:
+        phone.get_by_role("link", name="JSON").click()
+    document = json.loads(Path(as_json.value.path()).read_text())
+    assert [m["role"] for m in document["messages"]] == ["user", "assistant"]
+    assert document["messages"][0]["text"] == "Export *this* chat"
