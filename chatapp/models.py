@@ -41,11 +41,8 @@ def available(r: redis.Redis, config: Mapping[str, Any]) -> list[str]:
     default = default_model(config)
     if providers.uses_offline_model(config):
         return [default]
-    if config.get("MODELS"):
-        listed = [name.strip() for name in str(config["MODELS"]).split(",")]
-    else:
-        listed = _server_models(r, config)
-    return [default, *sorted({name for name in listed if name} - {default})][:MOST_MODELS]
+    listed = _operator_list(config) or _server_models(r, config)
+    return [default, *sorted(set(listed) - {default})][:MOST_MODELS]
 
 
 def still_offered(config: Mapping[str, Any], name: str) -> bool:
@@ -55,10 +52,15 @@ def still_offered(config: Mapping[str, Any], name: str) -> bool:
     (if it is not, the answer ends with the server's own error)."""
     if providers.uses_offline_model(config):
         return name == default_model(config)
-    if config.get("MODELS"):
-        listed = {entry.strip() for entry in str(config["MODELS"]).split(",")}
+    if listed := _operator_list(config):
         return name in listed or name == default_model(config)
     return bool(name)
+
+
+def _operator_list(config: Mapping[str, Any]) -> list[str]:
+    """The models `CHATAPP_MODELS` names (none when it is unset)."""
+    names = (name.strip() for name in str(config.get("MODELS") or "").split(","))
+    return [name for name in names if name]
 
 
 def _server_models(r: redis.Redis, config: Mapping[str, Any]) -> list[str]:

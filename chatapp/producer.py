@@ -85,14 +85,16 @@ class Producer:
         self._caught_up = now - self._asked_at > BUFFERED_SECONDS
         self._renderer.feed(text)
         self._text.append(text)
-        if now >= self._next_flush:
-            self.flush()
+        self._flush_if_due(now)
 
     def think(self, text: str) -> None:
         """Take a piece of the model's reasoning: it goes out with the next flush, apart
         from the answer's text (a delta's `think`, escaped), and is kept with the answer."""
         self._thinking.append(escape(text, quote=False))
-        if time.monotonic() >= self._next_flush:
+        self._flush_if_due(time.monotonic())
+
+    def _flush_if_due(self, now: float) -> None:
+        if now >= self._next_flush:
             self.flush()
 
     def window(self) -> float:
