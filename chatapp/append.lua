@@ -7,7 +7,9 @@
 --       5 heartbeat ms, 6 retention s, 7 terminal kind ('' | done | error | stopped),
 --       8 error message, 9 final text, 10 final html (done; error: optional),
 --       11 mode ('' | 'if-dead': only if the heartbeat has expired),
---       12 the publish command (PUBLISH, or SPUBLISH on a Cluster), 13.. delta entries (JSON)
+--       12 the publish command (PUBLISH, or SPUBLISH on a Cluster),
+--       13 fields kept with an ended answer (JSON object of strings: the tokens the model
+--          server counted, the model's reasoning; '' = none), 14.. delta entries (JSON)
 -- Delta entries: {"t": "delta", "text", "blocks", "tail"?, "more"?, "think"?} (render.py,
 -- producer.py). The log is append-only: an entry is never changed, so a position holds
 -- the same bytes for everyone.
@@ -35,7 +37,7 @@ end
 
 local chat_event, chat_event_seq = nil, 0  -- the chat-level event of a terminal entry
 local entries = {}
-for i = 13, #ARGV do
+for i = 14, #ARGV do
   entries[#entries + 1] = ARGV[i]
 end
 
@@ -61,6 +63,11 @@ if kind ~= '' then
     html = table.concat(blocks) .. tail .. after
     if #thinking > 0 then  -- the model's reasoning so far, kept with the answer
       redis.call('HSET', msg, 'thinking_html', table.concat(thinking))
+    end
+  end
+  if ARGV[13] ~= '' then
+    for name, value in pairs(cjson.decode(ARGV[13])) do
+      redis.call('HSET', msg, name, value)
     end
   end
   local model = redis.call('HGET', msg, 'model') or ''

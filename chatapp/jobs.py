@@ -109,7 +109,8 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     config = current_app.config
     r = get_redis()
     waiting.remove(get_queue(), job_id(generation_id), chat_id, message_id, generation_id)
-    message = store.get_message(r, chat_id, message_id)
+    chat, history = store.get_chat_and_messages(r, chat_id)
+    message = next((message for message in history if message.id == message_id), None)
     if message is None or message.gen != generation_id or not message.running:
         return not_run_because(message, generation_id)  # shown as the job's result
     timing = timing_from(config)
@@ -118,8 +119,7 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     producer = Producer(
         writer, chat_id, message_id, generation_id, config["FLUSH_MS"] / 1000, timing, running
     )
-    history = store.get_messages(r, chat_id)
-    system_prompt = prompt.system_prompt_of(store.get_chat(r, chat_id), config)
+    system_prompt = prompt.system_prompt_of(chat, config)
     context = prompt.build_context(history, message_id, system_prompt, config["CONTEXT_CHARS"])
     model = providers.make_model(config, message.model)  # the chat's pick, when it was sent
     if model.name != message.model:  # this worker's model, which may not be the web's
@@ -150,16 +150,13 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
                 producer.wait_for_window(model.whole_reads)  # the next read takes the rest
             if heartbeat.fenced.is_set():
                 raise Fenced("ended", producer.length)
-            if model.usage is not None:  # before the end: the ended answer shows it
-                prompt_tokens, answer_tokens = model.usage
-                usage = {"prompt_tokens": prompt_tokens, "answer_tokens": answer_tokens}
-                store.set_answer_fields(r, chat_id, message_id, generation_id, usage)
+            counted = usage_fields(model)
             unfinished = why_unfinished(model, producer.length)
             if unfinished:
-                producer.fail(unfinished)
+                producer.fail(unfinished, counted)
                 progress.ended("failed", producer.length)
                 return "unfinished"
-            producer.finish()
+            producer.finish(counted)
             progress.ended("done", producer.length)
         except Fenced as fenced:
             log.info("answer %s: stopped producing (%s)", message_id, fenced.status)
@@ -183,7 +180,7 @@ class Progress:
     the log entries written, saved every few seconds and at the end, each time in one round
     trip with the install's counts (metrics.py)."""
 
-    EVERY_SECONDS = 2.0
+    EVERY_SECONDS = 5.0
 
     def __init__(self, job: Job | None) -> None:
         self.job = job  # None outside an RQ worker (tests, the benchmark's threads)
@@ -284,6 +281,14 @@ def end_if_producer_dead(job: Job) -> None:
     message = store.get_message(r, chat_id, message_id)
     if message is not None:
         store.end_if_dead(r, chat_id, message, timing_from(current_app.config))
+
+
+def usage_fields(model: providers.Model) -> dict[str, str]:
+    """The tokens the model server counted for the answer, as its message keeps them."""
+    if model.usage is None:
+        return {}
+    prompt_tokens, answer_tokens = model.usage
+    return {"prompt_tokens": str(prompt_tokens), "answer_tokens": str(answer_tokens)}
 
 
 INCOMPLETE = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from html import escape
 from types import TracebackType
 
@@ -131,18 +131,18 @@ class Producer:
         new, self._thinking_sent = self._thinking[self._thinking_sent :], len(self._thinking)
         return "".join(new)
 
-    def finish(self) -> None:
-        """Append the rest and the `done` entry with the canonical render of the whole answer."""
+    def finish(self, fields: Mapping[str, str] | None = None) -> None:
+        """Append the rest and the `done` entry with the canonical render of the whole
+        answer, and `fields` to keep with it (the tokens the model server counted)."""
         entries = self._last_entries()
-        self._keep_thinking()
-        self._append(entries, store.Terminal("done", **self._whole()))
+        self._append(entries, store.Terminal("done", **self._whole(), fields=self._kept(fields)))
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, fields: Mapping[str, str] | None = None) -> None:
         """End the generation with an `error` a person can read, keeping the text so far."""
         entries = self._last_entries()
-        terminal = store.Terminal("error", message=message, **self._whole())
+        kept = self._kept(fields)
+        terminal = store.Terminal("error", message=message, **self._whole(), fields=kept)
         try:
-            self._keep_thinking()
             try:
                 self._append(entries, terminal)
             except redis.exceptions.OutOfMemoryError:  # end without the last pieces
@@ -156,13 +156,12 @@ class Producer:
         piece, thinking = self._renderer.finish(), self._new_thinking()
         return [delta_entry(piece, thinking)] if piece.text or piece.blocks or thinking else []
 
-    def _keep_thinking(self) -> None:
-        """Keep the reasoning with the answer (before its end: the ended answer shows it)."""
+    def _kept(self, fields: Mapping[str, str] | None) -> dict[str, str]:
+        """What the ended answer keeps beside its text: `fields`, and the model's reasoning."""
+        kept = dict(fields or {})
         if self._thinking:
-            thinking = {"thinking_html": "".join(self._thinking)}
-            store.set_answer_fields(
-                self.r, self.chat_id, self.message_id, self.generation_id, thinking
-            )
+            kept["thinking_html"] = "".join(self._thinking)
+        return kept
 
     def _whole(self) -> dict[str, str]:
         """The whole answer so far and its canonical render (one render: linear in it)."""
@@ -286,8 +285,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self._check(self._beat())
-        self._thread.start()
+        self._thread.start()  # its first beat goes out while the model is asked
         return self
 
     def __exit__(
@@ -300,13 +298,15 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every) and not self.fenced.is_set():
-            if time.monotonic() - self._appended_at() < self._every:
-                continue  # the producer's own append was this beat
-            try:
-                self._check(self._beat())
-            except UNAVAILABLE:
-                pass  # the next beat tries again; the TTL covers several misses
+        while not self.fenced.is_set():
+            # Skipped if the producer's own append was this beat.
+            if time.monotonic() - self._appended_at() >= self._every:
+                try:
+                    self._check(self._beat())
+                except UNAVAILABLE:
+                    pass  # the next beat tries again; the TTL covers several misses
+            if self._stop.wait(self._every):
+                return
 
     def _check(self, result: store.AppendResult) -> None:
         if not result.ok and not self._stop.is_set():

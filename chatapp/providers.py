@@ -58,6 +58,13 @@ def make_model(config: Mapping[str, Any], name: str = "") -> Model:
     return OpenAIModel(openai_client(), model=chosen)
 
 
+def prepare(config: Mapping[str, Any]) -> None:
+    """Make what every answer of a worker process shares before the first one (its first
+    asker would wait for the imports and clients)."""
+    if not uses_offline_model(config):
+        openai_client()
+
+
 ANSWERS_PER_CLIENT = 50  # answers that share one client's connection pool
 
 

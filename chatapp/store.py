@@ -17,7 +17,7 @@ import re
 import secrets
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,6 @@ _SET_IF_EXISTS = Script(
     None,  # type: ignore[arg-type]
     b"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
     b"redis.call('HSET', KEYS[1], unpack(ARGV)) return 1",
-)
-_SET_IF_GENERATION = Script(
-    None,  # type: ignore[arg-type]
-    b"if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end "
-    b"redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return 1",
 )
 _REGENERATE = Script(None, (Path(__file__).parent / "regenerate.lua").read_bytes())  # type: ignore[arg-type]
 
@@ -294,6 +289,15 @@ def read_chat(r: redis.Redis, chat_id: str) -> tuple[int, list[Message]]:
     return int(count), _messages(r, chat_id, ids)
 
 
+def get_chat_and_messages(r: redis.Redis, chat_id: str) -> tuple[Chat | None, list[Message]]:
+    """Return the chat and its messages in order, in two round trips (an answer's start)."""
+    pipe = r.pipeline(transaction=False)  # both in the chat's slot
+    pipe.hgetall(chat_key(chat_id))
+    pipe.lrange(messages_key(chat_id), 0, -1)
+    fields, ids = pipe.execute()
+    return _chat(chat_id, fields), _messages(r, chat_id, ids)
+
+
 def get_messages(r: redis.Redis, chat_id: str) -> list[Message]:
     """Return the chat's messages in order."""
     ids: list[str] = r.lrange(messages_key(chat_id), 0, -1)  # type: ignore[assignment]
@@ -470,21 +474,6 @@ def _owner(r: redis.Redis, chat_id: str) -> str:
     return r.hget(chat_key(chat_id), "owner") or ""  # type: ignore[return-value]
 
 
-def set_answer_fields(
-    r: redis.Redis,
-    chat_id: str,
-    message_id: str,
-    generation_id: str,
-    fields: Mapping[str, str | int],
-) -> None:
-    """Record facts about the answer's generation (the tokens the model server counted,
-    the model's reasoning), not on a newer generation that replaced it meanwhile."""
-    args: list[str | int] = [generation_id]
-    for name, value in fields.items():
-        args += [name, value]
-    _SET_IF_GENERATION(keys=[message_key(chat_id, message_id)], args=args, client=r)
-
-
 def set_model(r: redis.Redis, chat_id: str, message_id: str, model: str) -> None:
     """Record which model writes the answer (shown on the answer)."""
     r.hset(message_key(chat_id, message_id), "model", model)
@@ -499,6 +488,9 @@ class Terminal:
     message: str = ""  # for error: what a person reads
     text: str = ""  # for done: the whole answer
     html: str = ""  # for done: its canonical render
+    # Kept with the ended answer, in the same step: the tokens the model server counted,
+    # the model's reasoning (field name -> value).
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -555,6 +547,7 @@ def append(
         terminal.html if terminal else "",
         "if-dead" if only_if_dead else "",
         publish_command(r),
+        orjson.dumps(terminal.fields) if terminal and terminal.fields else "",
         *(orjson.dumps(entry) for entry in entries),  # compact, as the scripts' own JSON
     ]
     status, length = _run_append(r, keys, args, small=not entries)

@@ -23,6 +23,7 @@ What differs from RQ's workers, and why:
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -47,7 +48,7 @@ from rq.utils import current_timestamp
 from rq.worker import BaseWorker
 from rq.worker.base import WorkerStatus
 
-from chatapp import store, waiting
+from chatapp import providers, store, waiting
 from chatapp.batching import BatchedScripts
 from chatapp.connections import get_redis
 from chatapp.jobs import end_if_producer_dead, end_with_error, timing_from
@@ -136,6 +137,10 @@ class AnswerWorker(BaseWorker):
     ) -> bool:
         """Take jobs from each lane while it has a free slot; on a stop request, drain."""
         self.bootstrap(logging_level)
+        providers.prepare(self.app.config)
+        # Everything made so far (modules, clients) lives as long as the process: kept out
+        # of the collector's full passes, which took 100 ms over them, stalling every answer.
+        gc.freeze()
         self._install_signal_handlers()
         self.set_state(WorkerStatus.IDLE)
         beats = gevent.spawn(self._in_app(self._beat_forever))
