@@ -26,7 +26,7 @@ test-fast: system-test-packages $(VENV)/.installed-test
 bench: system-test-packages $(VENV)/.installed-test
 	$(BIN)/python -m bench
 
-## Take the README's screenshots of the chat page (desktop light and dark, phone) into docs/.
+## Take the screenshots (docs/how-it-works.md) of the chat page (desktop light and dark, phone) into docs/.
 screenshots: system-test-packages $(VENV)/.installed-test
 	$(BIN)/python -m tests.screenshots docs
 

@@ -13,7 +13,8 @@
 -- Delta entries: {"t": "delta", "text", "blocks", "tail"?, "more"?, "think"?} (render.py,
 -- producer.py). The log is append-only: an entry is never changed, so a position holds
 -- the same bytes for everyone.
--- Returns {status, log length}; status: ok | stale (not the current generation) |
+-- Returns {status, log length}, and after a terminal entry the chat's owner (whose chat
+-- list shows the answer ended); status: ok | stale (not the current generation) |
 --         ended (already has its terminal entry) | seq (expected length did not match) |
 --         alive (mode 'if-dead' and the producer's heartbeat is still there).
 local msg, log, hb, chat, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -100,6 +101,7 @@ if kind ~= '' then
   redis.call('DEL', hb)
   -- After the terminal entry, on the same channel: a chat viewer sees the end first.
   redis.call(publish, channel, '{"c":' .. chat_event_seq .. ',"e":[' .. chat_event .. ']}')
+  return {'ok', new_length, redis.call('HGET', chat, 'owner') or ''}
 else
   redis.call('SET', hb, gen, 'PX', ARGV[5])
 end

@@ -88,10 +88,7 @@ def answer_so_far(
     entries = [json.loads(raw) for raw in store.read_log(r, chat_id, message.gen)]
     if entries and frames.is_terminal(entries[-1]):  # it ended just now
         return store.get_message(r, chat_id, message.id) or message, None, 0
-    blocks = "".join(entry.get("blocks", "") for entry in entries)
-    tail = frames.open_block(message.id, entries)
-    thinking = "".join(entry.get("think", "") for entry in entries)
-    return message, AnswerBody(blocks, tail, thinking), len(entries)
+    return message, AnswerBody(*frames.body_so_far(message.id, entries)), len(entries)
 
 
 def follow_chat(

@@ -139,10 +139,16 @@ def snapshot_event(
     message_id: str, cursor: Cursor, entries: list[dict[str, Any]]
 ) -> ServerSentEvent:
     """Return the event that replaces the answer's body with everything up to `cursor`."""
+    data = answer_body(message_id, *body_so_far(message_id, entries))
+    return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
+
+
+def body_so_far(message_id: str, entries: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """A running answer's body as far as its log goes: its finished blocks, its open block,
+    and the model's reasoning (escaped)."""
     blocks = "".join(entry.get("blocks", "") for entry in entries)
     thinking = "".join(entry.get("think", "") for entry in entries)
-    data = answer_body(message_id, blocks, open_block(message_id, entries), thinking)
-    return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
+    return blocks, open_block(message_id, entries), thinking
 
 
 def end_event(cursor: Cursor | None, fragment: str) -> ServerSentEvent:

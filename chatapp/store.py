@@ -550,9 +550,9 @@ def append(
         orjson.dumps(terminal.fields) if terminal and terminal.fields else "",
         *(orjson.dumps(entry) for entry in entries),  # compact, as the scripts' own JSON
     ]
-    status, length = _run_append(r, keys, args, small=not entries)
-    if status == "ok" and terminal is not None:
-        nudge(r, _owner(r, chat_id))  # the chat no longer has an answer running
+    status, length, *owner = _run_append(r, keys, args, small=not entries)
+    if owner and owner[0]:  # it ended the answer: the owner's chat list shows that
+        nudge(r, owner[0])
     return AppendResult(status, int(length))
 
 

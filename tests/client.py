@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -164,22 +165,52 @@ class ChatClient:
         return [e for e in parse_events(raw, strip_every_space) if e.event not in skip]
 
     def page_shows_ended(self, chat_id: str, answer_id: str) -> Event:
-        """Follow the chat page's stream, as a tab does (resuming with its cursor after any
-        close), until it shows the answer ended (its `end`, or a snapshot of it); return
-        that event."""
+        """Follow the chat page's stream until it shows the answer ended; return that
+        event (its `end`, or a snapshot of it)."""
         ended = re.compile(rf'id="answer-{answer_id}" data-status="(done|error|stopped)"')
+        return next(e for e in self.follow_page(chat_id, answer_id) if ended.search(e.data))
 
-        def shown(events: list[Event]) -> bool:
-            return any(ended.search(e.data) for e in events)
+    def follow_page(
+        self,
+        chat_id: str,
+        answer_id: str,
+        seen: list[Event] | None = None,
+        seconds: float = 90.0,
+    ) -> list[Event]:
+        """Follow the chat page's stream as a tab does until it shows the answer ended (its
+        `end`, or a snapshot of it): after any close or refusal, wait for the retry hint's
+        second and resume from the last id read. Return every event read but keep-alives
+        and the chat list, in order, also added to `seen` as they come."""
+        ended = re.compile(rf'id="answer-{answer_id}" data-status="(done|error|stopped)"')
+        seen = [] if seen is None else seen
+        cursor, deadline = None, time.monotonic() + seconds
+        while not any(ended.search(e.data) for e in seen):
+            assert time.monotonic() < deadline, f"the page never showed answer {answer_id} ended"
+            read_before = len(seen)
+            headers = {"Last-Event-ID": cursor} if cursor else {}
+            with contextlib.suppress(httpx.HTTPError):  # a process restarting: try again
+                self._read_page(chat_id, headers, seen, until=ended)
+            cursor = next((e.id for e in reversed(seen) if e.id), cursor)
+            if not any(ended.search(e.data) for e in seen[read_before:]):
+                time.sleep(1)  # closed before the end: the retry hint says 1 to 3 s
+        return seen
 
-        cursor = None
-        for _ in range(100):
-            events = self.live(chat_id, until=shown, last_event_id=cursor)
-            hit = next((e for e in events if ended.search(e.data)), None)
-            if hit is not None:
-                return hit
-            cursor = next((e.id for e in reversed(events) if e.id), cursor)
-        raise AssertionError(f"the page never showed answer {answer_id} ended")
+    def _read_page(
+        self, chat_id: str, headers: dict[str, str], seen: list[Event], until: re.Pattern[str]
+    ) -> None:
+        """Read one connection of the chat's stream into `seen`, until an event matches."""
+        raw, taken = "", 0
+        url = f"/chats/{chat_id}/live"
+        with self.http.stream("GET", url, headers=headers, timeout=30) as response:
+            if response.status_code != 200:
+                return
+            for chunk in response.iter_text():
+                raw += chunk
+                events = [e for e in parse_events(raw) if e.event not in ("ping", "chats")]
+                seen += events[taken:]
+                taken = len(events)
+                if any(until.search(e.data) for e in events):
+                    return
 
     def new_chat(self) -> str:
         response = self.http.post("/chats", data={"csrf_token": self.token})

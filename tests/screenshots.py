@@ -1,4 +1,4 @@
-"""Screenshots of the chat page for the README: desktop light, desktop dark and a phone.
+"""Screenshots of the chat page for docs/how-it-works.md: desktop light, desktop dark and a phone.
 
 `make screenshots` runs this: it starts its own Redis, RQ worker and gunicorn (offline
 model) on free loopback ports, writes a chat in headless Chromium and saves the PNGs.

@@ -20,7 +20,7 @@ from chatapp.connections import make_hub, make_redis
 from chatapp.frames import Cursor
 from chatapp.hub import REFILL, TICK, Hub, Subscription
 from tests.accounts import Person
-from tests.client import ChatClient, Event, blocks_of
+from tests.client import ChatClient, Event, blocks_of, page_after
 from tests.conftest import make_test_app
 from tests.following import deltas_text, seqs, watch
 from tests.servers import LocalCluster, RedisServer, Stack, free_port, running_stack, wait_until
@@ -220,9 +220,10 @@ def answer_through_a_fault(
     fault: Callable[[LocalCluster, str], Any],
     viewers: int = 1,
 ) -> tuple[Any, str]:
-    """Send `question` and follow its answer to the end on `viewers` devices at once while
-    `fault(cluster, chat id)` runs, as soon as ten entries are written. Check that the
-    answer was running then, ended `done`, and that every viewer built it byte for byte.
+    """Send `question` and follow its answer to the end on the chat page of `viewers`
+    devices at once (and on the first one's per-answer stream) while `fault(cluster,
+    chat id)` runs, as soon as ten entries are written. Check that the answer was running
+    then, ended `done`, and that every viewer built it byte for byte, each entry once.
     Return what `fault` returned, and the answer's status right after it."""
     assert stack.local_cluster is not None
     servers = stack.local_cluster
@@ -231,7 +232,8 @@ def answer_through_a_fault(
     answer_id = client.send_ok(chat_id, question)
     data = stack.redis()
     faults: list[tuple[str, Any, str]] = []
-    seen: list[list[Event]] = []
+    seen: list[list[Event]] = []  # the answer's own stream
+    pages: list[list[Event]] = []  # the chat page's stream, what a tab holds
 
     def status() -> str:
         return store.get_message(data, chat_id, answer_id).status  # type: ignore[union-attr]
@@ -246,9 +248,13 @@ def answer_through_a_fault(
     def view(device: ChatClient) -> None:
         seen.append(follow_to_the_end(device, chat_id, answer_id))
 
+    def view_page(device: ChatClient) -> None:
+        pages.append(device.follow_page(chat_id, answer_id))
+
     devices = [client, *(client.another_device() for _ in range(viewers - 1))]
     threads = [threading.Thread(target=when_partly_written)]
-    threads += [threading.Thread(target=view, args=(device,)) for device in devices]
+    threads.append(threading.Thread(target=view, args=(client,)))
+    threads += [threading.Thread(target=view_page, args=(device,)) for device in devices]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -257,9 +263,13 @@ def answer_through_a_fault(
     assert before == "streaming"  # it began mid-answer
     stored = store.get_message(data, chat_id, answer_id)
     assert stored is not None and stored.status == "done", stored
-    assert len(seen) == viewers
-    for live in seen:
-        assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+    [live] = seen
+    assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+    assert len(pages) == viewers
+    for page in pages:
+        entries = [int(e.id.rsplit(":", 1)[1]) for e in page if e.event == "delta" and e.id]
+        assert entries == sorted(set(entries))  # each once, in order
+        assert stored.html in page_after(page)[answer_id]  # byte for byte
     return result, after
 
 

@@ -49,6 +49,17 @@ def test_the_stream_passes_nginx_unbuffered_with_its_headers(proxied: Stack) -> 
         assert "content-encoding" not in response.headers
         first = next(response.iter_text())  # arrives before the answer ends: not buffered
         assert first.startswith("id: ") and "event: snapshot" in first
+    with client.http.stream("GET", f"/chats/{chat_id}/live") as page:  # what a tab holds
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/event-stream")
+        assert "content-encoding" not in page.headers
+        # The stream stays open: a buffering proxy would hold it back (a read timeout).
+        raw = ""
+        for chunk in page.iter_text():
+            raw += chunk
+            if f'id="answer-{answer_id}"' in raw:
+                break
+        assert raw.startswith(": following\n\n") and "event: snapshot" in raw
 
 
 def test_a_viewer_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) -> None:
@@ -70,6 +81,33 @@ def test_a_viewer_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) 
     stored = store.get_message(proxied.redis(), chat_id, answer_id)
     assert stored is not None and stored.status == "done"
     assert blocks_of(seen) == stored.html
+
+
+def test_a_page_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) -> None:
+    """The chat page's stream, what a tab holds, cut every few events: each reconnect
+    resumes where it was (one snapshot, the first), each entry once, the stored answer."""
+    client = ChatClient(proxied.base)
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, "Resume my page through nginx")
+    ended = re.compile(rf'id="answer-{answer_id}" data-status="done"')
+
+    def few_or_ended(read: list[Event]) -> bool:
+        return len(read) >= 3 or any(ended.search(e.data) for e in read)
+
+    seen: list[Event] = []
+    cursor: str | None = None
+    for _ in range(300):  # a few events per connection, then a fresh one (either process)
+        events = client.live(chat_id, until=few_or_ended, last_event_id=cursor)
+        seen += events
+        cursor = next((e.id for e in reversed(events) if e.id), cursor)
+        if any(ended.search(e.data) for e in events):
+            break
+    assert any(ended.search(e.data) for e in seen)
+    assert [e.event for e in seen].count("snapshot") == 1  # every reconnect resumed
+    entries = [int(e.id.rsplit(":", 1)[1]) for e in seen if e.event == "delta" and e.id]
+    assert entries == sorted(set(entries))  # in order, none twice
+    stored = store.get_message(proxied.redis(), chat_id, answer_id)
+    assert stored is not None and stored.html in page_after(seen)[answer_id]
 
 
 def test_pages_and_errors_come_through_nginx(proxied: Stack) -> None:

@@ -88,14 +88,23 @@ def test_an_answer_stopped_while_the_model_reasons_keeps_its_reasoning(
     assert (stopped.thinking_html, stopped.text) == ("Hmm, &lt;let me see.", "")
 
 
+REASONER = FakeModel(
+    ["The answer ", "is ", "42."],
+    thinking=[f"Step {n}: weighing it. " for n in range(1, 41)],
+    pace=0.1,
+    chunked=True,
+    models=["fake-reasoner", "fake-larger"],
+    usage={"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290},
+)
+
+
 @pytest.fixture(scope="module")
 def reasoning_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    thoughts = [f"Step {n}: weighing it. " for n in range(1, 41)]
-    model = FakeModel(["The answer ", "is ", "42."], thinking=thoughts, pace=0.1, chunked=True)
-    with fake_openai_server(model) as base_url:
+    with fake_openai_server(REASONER) as base_url:
         settings = {
             "OPENAI_API_KEY": "k",
             "OPENAI_BASE_URL": base_url,
+            "CHATAPP_MODEL": "fake-reasoner",
             "CHATAPP_AUTO_TITLES": "off",
         }
         with running_stack(tmp_path_factory.mktemp("reasoning"), **settings) as stack:
@@ -128,5 +137,38 @@ def test_the_page_shows_the_reasoning_live_then_folded_with_the_answer(
         expect(folded.locator(".thinking-text")).to_contain_text("Step 40: weighing it.")
         folded.locator("summary").click()
         expect(folded.locator(".thinking-text")).to_be_visible()
+        # The worker process kept the server's token counts with the ended answer.
+        expect(answer.locator(".usage")).to_have_text("1,234 + 56 tokens")
+        expect(answer.locator(".model")).to_have_text("fake-reasoner")
+    finally:
+        context.close()
+
+
+def test_the_worker_writes_with_the_model_a_chat_picked(
+    browser: Browser, reasoning_stack: Stack
+) -> None:
+    """Picked in Chat options, used by `rq_worker.py` for the next answer, shown on it."""
+    context = browser.new_context()
+    try:
+        page: Page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        sign_up_in_browser(page, reasoning_stack.base)
+        page.get_by_role("link", name="Start a new chat").click()
+        page.locator("#composer-text").fill("First question")
+        page.get_by_role("button", name="Send").click()
+        first = page.locator("article.answer").first
+        expect(first).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
+        page.get_by_text("Chat options").click()
+        page.get_by_label("Model").select_option("fake-larger")
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("#options-saved")).to_contain_text("fake-larger")
+        page.locator("#composer-text").fill("Second question")
+        page.get_by_role("button", name="Send").click()
+        second = page.locator("article.answer").nth(1)
+        expect(second).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
+        expect(second.locator(".model")).to_have_text("fake-larger")
+        expect(first.locator(".model")).to_have_text("fake-reasoner")
+        asked = [body["model"] for body in REASONER.requests if "Second" in json.dumps(body)]
+        assert asked == ["fake-larger"]
     finally:
         context.close()

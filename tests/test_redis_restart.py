@@ -33,26 +33,6 @@ def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str, seen: li
         threading.Event().wait(0.1)  # the browser waits `retry:` ms; a little is enough here
 
 
-def follow_chat_to_the_end(client: ChatClient, chat_id: str, seen: list[Event]) -> None:
-    """The same, for the chat page's stream (which stays open): until an answer's `end`."""
-    last_id: str | None = None
-    for _ in range(500):
-        headers = {"Last-Event-ID": last_id} if last_id else {}
-        raw, taken = "", 0
-        with client.http.stream(
-            "GET", f"/chats/{chat_id}/live", headers=headers, timeout=30
-        ) as response:
-            for chunk in response.iter_text():
-                raw += chunk
-                events = [e for e in parse_events(raw) if e.event not in ("ping", "chats")]
-                seen += events[taken:]
-                taken = len(events)
-                if any(e.event == "end" for e in seen):
-                    return
-        last_id = next((e.id for e in reversed(seen) if e.id), last_id)
-        threading.Event().wait(0.1)
-
-
 @pytest.mark.parametrize(
     "how",
     [
@@ -71,7 +51,7 @@ def test_a_redis_restart_mid_answer_loses_nothing(tmp_path: Path, how: signal.Si
         viewer = threading.Thread(target=follow_to_the_end, args=(client, chat_id, answer_id, seen))
         viewer.start()
         on_page: list[Event] = []  # a chat page's one stream, through the same outage
-        page = threading.Thread(target=follow_chat_to_the_end, args=(client, chat_id, on_page))
+        page = threading.Thread(target=client.follow_page, args=(chat_id, answer_id, on_page))
         page.start()
         # Well into the answer, so that the message itself is on disk before a kill.
         wait_until(lambda: sum(e.event == "delta" for e in seen) >= 80, what="the answer to flow")

@@ -16,6 +16,8 @@ from tests.servers import RedisServer, rq_worker, stack_env, wait_until, web_ser
 
 
 def test_sigterm_to_gunicorn_ends_each_stream_with_a_retry_hint(tmp_path: Path) -> None:
+    """The chat page's stream (what a tab holds) and an answer's own stream, both open
+    mid-answer when gunicorn is told to stop: each ends with a retry hint, not cut."""
     server = RedisServer(tmp_path)
     env = stack_env(server.url, tmp_path, CHATAPP_OFFLINE_TOKENS_PER_SECOND="20")
     try:
@@ -23,19 +25,22 @@ def test_sigterm_to_gunicorn_ends_each_stream_with_a_retry_hint(tmp_path: Path) 
             client = ChatClient(base)
             chat_id = client.new_chat()
             answer_id = client.send_ok(chat_id, "A long answer, please")
-            raw = ""
-            url = f"/chats/{chat_id}/messages/{answer_id}/stream"
-            with client.http.stream("GET", url, timeout=30) as response:
-                for chunk in response.iter_text():
-                    if not raw:
-                        gunicorn.send_signal(signal.SIGTERM)  # mid-answer
-                    raw += chunk
+            urls = [f"/chats/{chat_id}/live", f"/chats/{chat_id}/messages/{answer_id}/stream"]
+            with (
+                client.http.stream("GET", urls[0], timeout=30) as page,
+                client.http.stream("GET", urls[1], timeout=30) as answer,
+            ):
+                reads = [page.iter_text(), answer.iter_text()]
+                raws = [next(read) for read in reads]  # both are streaming
+                gunicorn.send_signal(signal.SIGTERM)  # mid-answer
+                raws = [raw + "".join(read) for raw, read in zip(raws, reads, strict=True)]
             assert gunicorn.wait(timeout=30) == 0
     finally:
         server.stop()
-    last_block = raw.strip("\n").split("\n\n")[-1]
-    assert re.fullmatch(r": try again shortly\nretry: \d+", last_block)  # not cut mid-air
-    assert "event: end" not in raw
+    for raw in raws:
+        last_block = raw.strip("\n").split("\n\n")[-1]
+        assert re.fullmatch(r": try again shortly\nretry: \d+", last_block)  # not cut mid-air
+        assert "event: end" not in raw
 
 
 def test_sigterm_to_the_worker_takes_no_new_answers_and_ends_the_running_ones_at_the_deadline(
