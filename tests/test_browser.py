@@ -1,7 +1,8 @@
 """Real headless Chromium on the real stack (nginx in front of two gunicorn processes, so a
 reconnect may land on either): an answer followed live on the chat page's one stream
-survives a reload, the server closing its stream, and one refused reconnect, and ends on
-the page exactly once.
+survives a reload, the server closing its stream, one refused reconnect, and the network
+dropping the stream at a chosen point of the answer (a cutting proxy in front of gunicorn),
+and ends on the page exactly once.
 
 Each test checks which path ran (the stream requests' `Last-Event-ID`, the events the page
 applied) and what the page built just before `end` swapped in the final fragment: the
@@ -22,7 +23,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from chatapp import frames, store
 from tests.accounts import sign_up_in_browser, start_a_chat
-from tests.servers import Stack, stack_behind_nginx
+from tests.servers import Stack, running_stack, stack_behind_nginx
+from tests.tcp_proxy import CuttingProxy
 
 TIMEOUT_MS = 30_000
 # The offline answer is ~350 tokens: at 40 tokens/s it writes for several seconds.
@@ -85,6 +87,17 @@ def closing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = {**PACE, "CHATAPP_STREAM_MAX_SECONDS": "1"}
     with stack_behind_nginx(tmp_path_factory.mktemp("closing"), **settings) as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+def cut_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, CuttingProxy]]:
+    """A stack that the browser reaches through a proxy able to cut its stream once."""
+    settings = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "100", "CHATAPP_FLUSH_MS": "50"}
+    with running_stack(tmp_path_factory.mktemp("cut"), **settings) as stack:
+        proxy = CuttingProxy(int(stack.base.rsplit(":", 1)[1]))
+        base = f"http://127.0.0.1:{proxy.port}"
+        yield Stack(base, stack.redis_url, stack.env, stack.worker_pid), proxy
+        proxy.close()
 
 
 class Tab:
@@ -183,9 +196,10 @@ class Tab:
         )
         return serialized
 
-    def reconnect_errors(self) -> int:
+    def reconnect_errors(self, cut: bool = False) -> int:
         """Count htmx's logs of EventSource errors; fail on any other console error but the
-        refused request's 503 and the 404 of /favicon.ico (the app has none)."""
+        refused request's 503, the stream a lost network `cut` short, and the 404 of
+        /favicon.ico (the app has none)."""
         refused = self.refused is not None
         unexpected = [
             (text, url)
@@ -193,6 +207,7 @@ class Tab:
             if not (text == SSE_ERROR and "/static/htmx-" in url)
             and not url.endswith("/favicon.ico")
             and not (refused and "/live" in url and "status of 503" in text)
+            and not (cut and "/live" in url and "ERR_INCOMPLETE_CHUNKED_ENCODING" in text)
         ]
         assert unexpected == []
         return [text for text, _ in self.errors].count(SSE_ERROR)
@@ -324,3 +339,28 @@ def test_a_refused_reconnect_is_rebuilt_from_the_newest_cursor_the_page_applied(
     assert [e["type"] for e in events].count("snapshot") == 0
     assert_shown_exactly_once(tab, closing_stack, chat_id, answer_id)
     assert tab.reconnect_errors() >= 1
+
+
+CUTS = [pytest.param({"after": n}, id=f"after event {n}") for n in (1, 3, 10, 30)]
+CUTS.append(pytest.param({"before": "end"}, id="between the last delta and end"))
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_a_page_whose_stream_is_cut_anywhere_shows_the_answer_exactly_once(
+    page: Page, cut_stack: tuple[Stack, CuttingProxy], cut: dict[str, Any]
+) -> None:
+    """The connection drops at a chosen point of the answer's events (as a lost network
+    would: no retry hint, no end): the page resumes from the last event it had and shows
+    every entry once, then the end."""
+    stack, proxy = cut_stack
+    proxy.arm(**cut)
+    tab = Tab(page)
+    chat_id, answer_id = tab.ask(stack, "What happens when the network drops?")
+    tab.wait_until_done(answer_id)
+
+    assert proxy.cut.is_set()
+    assert len(tab.streams) >= 2  # it connected again
+    # From the last id it had (or the page's own cursor, before any): nothing to rebuild.
+    assert [e["type"] for e in tab.events()].count("snapshot") == 0
+    assert_shown_exactly_once(tab, stack, chat_id, answer_id)
+    assert tab.reconnect_errors(cut=True) >= 1

@@ -16,7 +16,7 @@ from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
 from chatapp import jobs, store
-from tests.accounts import Person, sign_up_in_browser
+from tests.accounts import Person, sign_up_in_browser, start_a_chat
 from tests.conftest import make_test_app
 from tests.fake_openai import FakeModel, fake_openai_server
 from tests.servers import RedisServer, Stack, running_stack
@@ -153,9 +153,7 @@ def test_the_worker_writes_with_the_model_a_chat_picked(
         page: Page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         sign_up_in_browser(page, reasoning_stack.base)
-        page.get_by_role("link", name="Start a new chat").click()
-        page.locator("#composer-text").fill("First question")
-        page.get_by_role("button", name="Send").click()
+        start_a_chat(page, "First question")
         first = page.locator("article.answer").first
         expect(first).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
         page.get_by_text("Chat options").click()
