@@ -26,6 +26,8 @@ import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
+from chatapp.config import DEFAULTS
+
 PREFIX = "chatapp:v1"
 ID_PATTERN = re.compile(r"[0-9a-f]{16}")
 TERMINAL_STATUSES = frozenset({"done", "error", "stopped"})
@@ -332,9 +334,9 @@ def send_message(
     html: str,
     model: str,
     now: float,
-    queue_wait_ms: int = 600_000,
+    queue_wait_ms: int = DEFAULTS["QUEUE_WAIT_SECONDS"] * 1000,
     title: str = "",
-    max_messages: int = 1_000_000,
+    max_messages: int = DEFAULTS["MAX_CHAT_MESSAGES"],
     behind_own: bool = False,
 ) -> SendResult:
     """Store a user message and its queued answer, unless this client id was already sent.

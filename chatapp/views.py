@@ -6,10 +6,9 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import redis
 from flask import (
     Blueprint,
     Response,
@@ -23,11 +22,9 @@ from flask import (
     url_for,
 )
 from markupsafe import escape
-from rq.job import Job
-from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from chatapp import export, frames, jobs, models, prompt, store
+from chatapp import answers, export, frames, models, prompt, store
 from chatapp.chat_stream import (
     AnswerBody,
     FollowChat,
@@ -36,13 +33,12 @@ from chatapp.chat_stream import (
     follow_chat,
     follow_chat_list,
 )
-from chatapp.connections import UNAVAILABLE, get_hub, get_queue, get_redis
+from chatapp.connections import UNAVAILABLE, get_hub, get_redis
 from chatapp.errors import error_response
 from chatapp.follow import Follow, follow, retry_later
 from chatapp.owner import current_session_id, current_user, current_user_id, find_chat, load_chat
 from chatapp.ratelimit import done, every_action_counts, limiter, per_user
-from chatapp.render import plain_text, render_message
-from chatapp.store import Chat, Message
+from chatapp.store import Message
 from chatapp.stream_share import get_stream_share
 from chatapp.web import is_htmx
 
@@ -108,14 +104,11 @@ def new_chat() -> BaseResponse:
         return redirect(url_for("chat.show", chat_id=started), code=303)  # a resend
     chat = store.create_chat(r, owner, time.time(), chat_id=chat_id)
     try:
-        sent = _store_within_cap(r, chat, client_id, text)
-    except HTTPException:  # refused (the user's cap): nothing stays
+        answers.send(chat, client_id, text, _asker())
+    except answers.Refused as refused:  # the user's cap: nothing stays
         store.delete_chat(r, chat)
         store.forget_new_chat(r, owner, client_id)
-        raise
-    answer = store.get_message(r, chat.id, sent.answer_id)
-    if answer is not None:
-        _enqueue_unless_queued(r, chat, answer)
+        abort(429, str(refused))
     return redirect(url_for("chat.show", chat_id=chat.id), code=303)
 
 
@@ -146,7 +139,7 @@ def show(chat_id: str) -> str:
     chat = load_chat(chat_id)
     r = get_redis()
     events, messages = store.read_chat(r, chat.id)
-    if messages and store.end_if_dead(r, chat.id, messages[-1], _timing()):
+    if messages and store.end_if_dead(r, chat.id, messages[-1], answers.timing()):
         events, messages = store.read_chat(r, chat.id)
     shown, answer_cursor = [], None
     for message in messages:
@@ -163,7 +156,7 @@ def show(chat_id: str) -> str:
         chat_stream=True,
         client_id=store.new_id(),
         models=models.available(r, current_app.config),
-        chat_model=_chat_model(chat),
+        chat_model=answers.chat_model(chat),
         system_prompt=prompt.system_prompt_of(chat, current_app.config),
     )
 
@@ -182,8 +175,10 @@ def send(chat_id: str) -> Response | str:
     client_id = request.form.get("client_id", "")
     if problem := _message_problem(client_id, text):
         return problem
-    r = get_redis()
-    sent = _store_within_cap(r, chat, client_id, text)
+    try:
+        sent, messages = answers.send(chat, client_id, text, _asker())
+    except answers.Refused as refused:
+        abort(429, str(refused))
     if sent.status == "busy":
         return error_response(409, "An answer is still being written: wait for it, or stop it.")
     if sent.status == "full":
@@ -193,19 +188,19 @@ def send(chat_id: str) -> Response | str:
         )
     if sent.status == "missing":
         abort(404, "This chat does not exist, or it is not yours.")
-    messages = [
-        store.get_message(r, chat.id, sent.user_id),
-        store.get_message(r, chat.id, sent.answer_id),
-    ]
-    if messages[1] is not None:
-        _enqueue_unless_queued(r, chat, messages[1])
     return render_template(
         "partials/sent.html",
         chat=chat,
         chat_id=chat.id,
-        messages=[m for m in messages if m],
+        messages=messages,
         client_id=store.new_id(),
     )
+
+
+def _asker() -> str:
+    """Who asks, as the job dashboard names them."""
+    user = current_user()
+    return user.name if user else "?"
 
 
 def _message_problem(client_id: str, text: str) -> Response | None:
@@ -222,114 +217,6 @@ def _message_problem(client_id: str, text: str) -> Response | None:
     return None
 
 
-def _store_within_cap(r: redis.Redis, chat: Chat, client_id: str, text: str) -> store.SendResult:
-    """Store the message unless its owner already has the most answers running at once."""
-    return _within_cap(r, chat, lambda behind: _store_message(r, chat, client_id, text, behind))
-
-
-def _within_cap(
-    r: redis.Redis, chat: Chat, start: Callable[[bool], store.SendResult]
-) -> store.SendResult:
-    """Start an answer (`start`) unless the chat's owner already has as many answers
-    running or waiting as they may. Past `MAX_RUNNING_PER_USER` the answer is queued behind
-    the owner's own (RQ's rate limit starts it when one of theirs ends) and says so from
-    the moment it is stored (`start(behind_own)`): every screen shows the same. A
-    per-user lock makes the count and the start one step, so racing sends from several
-    tabs or devices cannot each see room for one more.
-    """
-    config = current_app.config
-    lock = r.lock(store.user_lock_key(chat.owner), timeout=10, blocking_timeout=10)
-    if not lock.acquire():
-        abort(429, "Your other messages are still being sent. Try again in a moment.")
-    try:
-        live = _live_answers(r, chat.owner)
-        # Read under the lock: a send into a chat whose answer is running is refused below
-        # (or replaces a dead one) without adding to the count.
-        now = store.get_chat(r, chat.id)
-        busy = now.running if now else ""
-        if live >= config["MAX_RUNNING_PER_USER"] + config["MAX_WAITING_PER_USER"] and not busy:
-            abort(
-                429,
-                f"You have {live} answers being written or waiting already. Wait for one to "
-                "finish, or stop one, then send again.",
-            )
-        return start(live >= config["MAX_RUNNING_PER_USER"])
-    finally:
-        lock.release()
-
-
-def _chat_model(chat: Chat) -> str:
-    """The model the chat's next answer uses: the one its owner picked, while it is offered."""
-    config = current_app.config
-    return chat.model if models.still_offered(config, chat.model) else models.default_model(config)
-
-
-def _live_answers(r: redis.Redis, owner: str) -> int:
-    """Count the owner's answers that are still being written, ending any whose job died."""
-    longest = jobs.longest_answer_seconds(current_app.config)
-    live = 0
-    for chat_id, answer_id in store.running_answers(r, owner, time.time() - longest):
-        answer = store.get_message(r, chat_id, answer_id)
-        if answer is not None and not store.end_if_dead(r, chat_id, answer, _timing()):
-            live += 1
-    return live
-
-
-def _store_message(
-    r: redis.Redis, chat: Chat, client_id: str, text: str, behind_own: bool
-) -> store.SendResult:
-    """Store the message; if the chat is busy with an answer whose producer died, end that."""
-    config = current_app.config
-    chat_id, label = chat.id, _chat_model(chat)
-    wait_ms = config["QUEUE_WAIT_SECONDS"] * 1000
-    html = render_message(text)
-    title = plain_text(html)
-
-    def attempt() -> store.SendResult:
-        return store.send_message(
-            r,
-            chat_id,
-            client_id,
-            text,
-            html,
-            label,
-            time.time(),
-            wait_ms,
-            title,
-            max_messages=config["MAX_CHAT_MESSAGES"],
-            behind_own=behind_own,
-        )
-
-    sent = attempt()
-    if sent.status == "busy":
-        running = store.get_message(r, chat_id, sent.answer_id)
-        if running is not None and store.end_if_dead(r, chat_id, running, _timing()):
-            sent = attempt()
-    return sent
-
-
-def _enqueue_unless_queued(r: redis.Redis, chat: Chat, answer: Message) -> None:
-    """Queue the answer's job, unless it is queued already (a resend of the same message).
-
-    The job id is the generation's, so a resend after a failure between storing the
-    message and queueing its job (a crash, a Redis blip) queues it now, and only once.
-    """
-    if answer.status != "queued":
-        return
-    queue = get_queue()
-    if Job.exists(jobs.job_id(answer.gen), connection=queue.connection):
-        return
-    user, now = current_user(), store.get_chat(r, chat.id)  # a first message titled it
-    asker, title = (user.name if user else "?"), (now.title if now else chat.title)
-    try:
-        jobs.enqueue_answer(queue, chat.id, answer.id, answer.gen, asker, title, chat.owner)
-    except Exception:
-        reason = "The answer could not be queued. Send the message again."
-        terminal = store.Terminal("error", message=reason)
-        store.end(r, chat.id, answer.id, answer.gen, terminal, _timing())
-        raise
-
-
 @bp.post("/chats/<chat_id>/messages/<message_id>/stop")
 def stop(chat_id: str, message_id: str) -> tuple[str, int]:
     chat = load_chat(chat_id)
@@ -337,8 +224,7 @@ def stop(chat_id: str, message_id: str) -> tuple[str, int]:
     message = store.get_message(r, chat.id, message_id) if store.is_id(message_id) else None
     if message is None or message.role != "assistant":
         abort(404, "This answer does not exist.")
-    if message.running:
-        store.end(r, chat.id, message.id, message.gen, store.Terminal("stopped"), _timing())
+    answers.stop(chat, message)
     return "", 204
 
 
@@ -388,7 +274,7 @@ def set_options(chat_id: str) -> BaseResponse | tuple[str, int]:
 def delete(chat_id: str) -> BaseResponse | tuple[str, int]:
     """Delete the chat (stopping its answer); every page showing it says so."""
     chat = load_chat(chat_id)
-    store.delete_chat(get_redis(), chat, _timing())
+    store.delete_chat(get_redis(), chat, answers.timing())
     response = redirect(url_for("chat.index"), code=303)
     if is_htmx():
         response = Response("", 204)
@@ -409,23 +295,16 @@ def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
     chat = load_chat(chat_id)
     if not store.is_id(message_id):
         abort(404, "This answer does not exist.")
-    r = get_redis()
-    config = current_app.config
-
-    def attempt(behind_own: bool) -> store.SendResult:
-        label, wait_ms = _chat_model(chat), config["QUEUE_WAIT_SECONDS"] * 1000
-        return store.regenerate(r, chat.id, message_id, label, time.time(), wait_ms, behind_own)
-
-    again = _within_cap(r, chat, attempt)
+    try:
+        again = answers.regenerate(chat, message_id, _asker())
+    except answers.Refused as refused:
+        abort(429, str(refused))
     if again.status == "missing":
         abort(404, "This answer does not exist.")
     if again.status == "busy":
         return error_response(409, "An answer is still being written: wait for it, or stop it.")
     if again.status == "not_last":
         return error_response(409, "Only the last answer can be written again.")
-    answer = store.get_message(r, chat.id, message_id)
-    if answer is not None:
-        _enqueue_unless_queued(r, chat, answer)
     return _done_here(url_for("chat.show", chat_id=chat.id))
 
 
@@ -549,10 +428,5 @@ def _stream_settings() -> dict[str, Any]:
         "check_seconds": config["CHECK_SECONDS"],
         "max_streams": config["SSE_MAX_PER_PROCESS"],
         "max_seconds": config["STREAM_MAX_SECONDS"],
-        "timing": _timing(),
+        "timing": answers.timing(),
     }
-
-
-def _timing() -> store.Timing:
-    """Return the configured heartbeat limit and log retention, for terminals written here."""
-    return jobs.timing_from(current_app.config)
