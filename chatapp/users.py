@@ -8,21 +8,15 @@ sign-ups racing on a fresh install still make exactly one admin.
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import redis
-from werkzeug.security import check_password_hash, generate_password_hash
 
-from chatapp import store
+from chatapp import passwords, store
 from chatapp.store import user_chats_key
-
-T = TypeVar("T")
 
 PREFIX = f"{store.PREFIX}:accounts"
 NAMES_KEY = f"{PREFIX}:names"  # hash: lower-cased name -> user id
@@ -34,35 +28,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256  # a bound on hashing work per request
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash checked when the name is unknown, so that a wrong name takes as long as a
-    wrong password and the login form does not reveal which names exist."""
-    return _hash(generate_password_hash, "not a real password: timing only")
-
-
-def _hash(function: Callable[..., T], *args: str) -> T:
-    """Run a password hash (about 0.1 s of scrypt) without stopping the process.
-
-    Under gunicorn's gevent worker one process serves every stream from one thread: a
-    hash run there would freeze all of them for its length at every login. scrypt
-    releases the GIL, so in a real thread it runs beside them."""
-    from gevent import monkey
-
-    if monkey.is_module_patched("threading"):
-        return _hashing_threads().apply(function, args)  # type: ignore[no-any-return]
-    return function(*args)
-
-
-@functools.cache
-def _hashing_threads() -> Any:
-    """Two real threads per process for password hashes: a burst of logins queues here
-    (each hash takes 32 MiB), not in gevent's shared pool, where name lookups wait."""
-    from gevent.threadpool import ThreadPool
-
-    return ThreadPool(maxsize=2)
 
 
 class AccountError(ValueError):
@@ -106,7 +71,7 @@ def create_user(r: redis.Redis, name: str, password: str, others_allowed: bool) 
     """Create an account. The first one on a fresh install becomes the admin; after that,
     only while `others_allowed` (open registration, or the admin adding someone)."""
     check_name(name)
-    password_hash = _hash(generate_password_hash, check_password(password))
+    password_hash = passwords.hashed(check_password(password))
     user_id, now = store.new_id(), time.time()
     # Claim the install before anything else: of sign-ups racing on a fresh install, one
     # becomes the admin and the others count as ordinary sign-ups (refused if closed).
@@ -136,14 +101,14 @@ def password_matches(r: redis.Redis, user_id: str, password: str) -> bool:
 
 def _with_password(r: redis.Redis, user_id: str | None, password: str) -> User | None:
     stored: str | None = r.hget(user_key(user_id), "password") if user_id else None  # type: ignore[assignment]
-    matches = _hash(check_password_hash, stored or _dummy_hash(), password[:MAX_PASSWORD])
-    if not (matches and stored and user_id and len(password) <= MAX_PASSWORD):
+    matches = passwords.matches(stored, password[:MAX_PASSWORD])
+    if not (matches and user_id and len(password) <= MAX_PASSWORD):
         return None
     return get_user(r, user_id)
 
 
 def set_password(r: redis.Redis, user_id: str, password: str) -> None:
-    password_hash = _hash(generate_password_hash, check_password(password))
+    password_hash = passwords.hashed(check_password(password))
     r.hset(user_key(user_id), "password", password_hash)
 
 
