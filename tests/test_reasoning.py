@@ -111,62 +111,57 @@ def reasoning_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
             yield stack
 
 
-def test_the_page_shows_the_reasoning_live_then_folded_with_the_answer(
-    browser: Browser, reasoning_stack: Stack
-) -> None:
+@pytest.fixture
+def signed_in(browser: Browser, reasoning_stack: Stack) -> Iterator[Page]:
+    """A page of a new account on the reasoning stack, in a browser context of its own."""
     context = browser.new_context()
-    try:
-        page: Page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        sign_up_in_browser(page, reasoning_stack.base)
-        page.get_by_role("link", name="Start a new chat").click()
-        page.locator("#composer-text").fill("What is the answer?")
-        page.get_by_role("button", name="Send").click()
-        answer = page.locator("article.answer")
-        thinking = answer.locator("details.thinking")
-        expect(thinking).to_be_visible()  # it appears as the model reasons, open
-        expect(thinking.locator(".thinking-text")).to_contain_text("Step 3: weighing it.")
-        assert thinking.get_attribute("open") is not None
-        assert answer.locator(".blocks").inner_text() == ""  # not in the answer's text
-        page.reload()  # a page opened meanwhile has the reasoning so far
-        expect(answer.locator("details.thinking .thinking-text")).to_contain_text("Step 1:")
-        expect(answer).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
-        expect(answer.locator(".blocks")).to_have_text("The answer is 42.")
-        folded = answer.locator("details.thinking")
-        assert folded.get_attribute("open") is None  # folded once the answer is written
-        expect(folded.locator(".thinking-text")).to_contain_text("Step 40: weighing it.")
-        folded.locator("summary").click()
-        expect(folded.locator(".thinking-text")).to_be_visible()
-        # The worker process kept the server's token counts with the ended answer.
-        expect(answer.locator(".usage")).to_have_text("1,234 + 56 tokens")
-        expect(answer.locator(".model")).to_have_text("fake-reasoner")
-    finally:
-        context.close()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    sign_up_in_browser(page, reasoning_stack.base)
+    yield page
+    context.close()
 
 
-def test_the_worker_writes_with_the_model_a_chat_picked(
-    browser: Browser, reasoning_stack: Stack
-) -> None:
+def test_the_page_shows_the_reasoning_live_then_folded_with_the_answer(signed_in: Page) -> None:
+    page = signed_in
+    page.get_by_role("link", name="Start a new chat").click()
+    page.locator("#composer-text").fill("What is the answer?")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator("article.answer")
+    thinking = answer.locator("details.thinking")
+    expect(thinking).to_be_visible()  # it appears as the model reasons, open
+    expect(thinking.locator(".thinking-text")).to_contain_text("Step 3: weighing it.")
+    assert thinking.get_attribute("open") is not None
+    assert answer.locator(".blocks").inner_text() == ""  # not in the answer's text
+    page.reload()  # a page opened meanwhile has the reasoning so far
+    expect(answer.locator("details.thinking .thinking-text")).to_contain_text("Step 1:")
+    expect(answer).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
+    expect(answer.locator(".blocks")).to_have_text("The answer is 42.")
+    folded = answer.locator("details.thinking")
+    assert folded.get_attribute("open") is None  # folded once the answer is written
+    expect(folded.locator(".thinking-text")).to_contain_text("Step 40: weighing it.")
+    folded.locator("summary").click()
+    expect(folded.locator(".thinking-text")).to_be_visible()
+    # The worker process kept the server's token counts with the ended answer.
+    expect(answer.locator(".usage")).to_have_text("1,234 + 56 tokens")
+    expect(answer.locator(".model")).to_have_text("fake-reasoner")
+
+
+def test_the_worker_writes_with_the_model_a_chat_picked(signed_in: Page) -> None:
     """Picked in Chat options, used by `rq_worker.py` for the next answer, shown on it."""
-    context = browser.new_context()
-    try:
-        page: Page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        sign_up_in_browser(page, reasoning_stack.base)
-        start_a_chat(page, "First question")
-        first = page.locator("article.answer").first
-        expect(first).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
-        page.get_by_text("Chat options").click()
-        page.get_by_label("Model").select_option("fake-larger")
-        page.get_by_role("button", name="Save").click()
-        expect(page.locator("#options-saved")).to_contain_text("fake-larger")
-        page.locator("#composer-text").fill("Second question")
-        page.get_by_role("button", name="Send").click()
-        second = page.locator("article.answer").nth(1)
-        expect(second).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
-        expect(second.locator(".model")).to_have_text("fake-larger")
-        expect(first.locator(".model")).to_have_text("fake-reasoner")
-        asked = [body["model"] for body in REASONER.requests if "Second" in json.dumps(body)]
-        assert asked == ["fake-larger"]
-    finally:
-        context.close()
+    page = signed_in
+    start_a_chat(page, "First question")
+    first = page.locator("article.answer").first
+    expect(first).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
+    page.get_by_text("Chat options").click()
+    page.get_by_label("Model").select_option("fake-larger")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#options-saved")).to_contain_text("fake-larger")
+    page.locator("#composer-text").fill("Second question")
+    page.get_by_role("button", name="Send").click()
+    second = page.locator("article.answer").nth(1)
+    expect(second).to_have_attribute("data-status", "done", timeout=TIMEOUT_MS)
+    expect(second.locator(".model")).to_have_text("fake-larger")
+    expect(first.locator(".model")).to_have_text("fake-reasoner")
+    asked = [body["model"] for body in REASONER.requests if "Second" in json.dumps(body)]
+    assert asked == ["fake-larger"]
