@@ -19,6 +19,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import hiredis
 import redis
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,10 @@ class BatchedScripts:
         time, so it needs no check."""
         connection = self._connection
         try:
-            commands = [("EVALSHA", *call.args) for call in batch]
-            connection.send_packed_command(connection.pack_commands(commands))
+            # hiredis packs each call in C; redis-py's `pack_commands` around it re-checks every
+            # argument in Python, which was 40% of the sending greenlet's CPU
+            commands = b"".join(hiredis.pack_command(("EVALSHA", *call.args)) for call in batch)
+            connection.send_packed_command([commands])
             replies = [_reply(connection) for _ in batch]
         except Exception as exc:  # the connection: every call in the batch hears of it
             connection.disconnect()  # the next batch connects again
