@@ -36,9 +36,9 @@ from bench.worker import WorkerRun, worker_runs, worker_table, worker_targets
 from chatapp import store
 from chatapp.producer import delta_entry
 from chatapp.render import IncrementalRenderer, render_markdown
-from tests.accounts import sign_up
-from tests.client import page_after, parse_events
-from tests.servers import RedisServer, rq_worker, stack_env, web_server
+from harness.accounts import sign_up
+from harness.client import page_after, parse_events
+from harness.servers import RedisServer, rq_worker, stack_env, web_server
 
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from tests.fake_openai import chunk_event, http_chunk
+from harness.fake_openai import chunk_event, http_chunk
 
 STAMP_EVERY = 5
 

@@ -30,8 +30,8 @@ import redis
 from bench.producers import run_publishers
 from chatapp import store
 from chatapp.config import DEFAULTS
-from tests.accounts import sign_up
-from tests.servers import (
+from harness.accounts import sign_up
+from harness.servers import (
     PROJECT_DIR,
     RedisServer,
     children,
@@ -40,7 +40,7 @@ from tests.servers import (
     stack_env,
     wait_until,
 )
-from tests.servers import web_server as chatapp_web_server
+from harness.servers import web_server as chatapp_web_server
 
 SYSTEMS = ("chatapp", "chatapp page", "floor", "peer")
 WORKER_CONNECTIONS = "16000"  # gunicorn's per-process cap; the fd limit here is 20,000

@@ -44,7 +44,7 @@ from chatapp.config import DEFAULTS, from_environ
 from chatapp.connections import get_queue
 from chatapp.jobs import enqueue_answer
 from chatapp.producer import FULL_SPEED_ANSWERS
-from tests.servers import PROJECT_DIR, RedisServer, stack_env, wait_until
+from harness.servers import PROJECT_DIR, RedisServer, stack_env, wait_until
 
 TOKENS_PER_SECOND = 30.0
 FLUSH_MS = DEFAULTS["FLUSH_MS"]

@@ -12,8 +12,8 @@ from playwright.sync_api import Browser, sync_playwright
 from chatapp import create_app
 from chatapp.connections import make_hub
 from chatapp.hub import Hub
-from tests.accounts import GENEROUS_LIMITS, Person
-from tests.servers import RedisServer, Stack, running_stack
+from harness.accounts import GENEROUS_LIMITS, Person
+from harness.servers import RedisServer, Stack, running_stack
 
 
 @pytest.fixture(scope="session")

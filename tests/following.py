@@ -8,7 +8,7 @@ from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
 from chatapp.hub import Hub
 from chatapp.store import Message
-from tests.client import Event, parse_events
+from harness.client import Event, parse_events
 
 
 def final(message: Message | None) -> str:

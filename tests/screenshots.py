@@ -12,9 +12,9 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.accounts import PASSWORD, sign_up_in_browser, start_a_chat
+from harness.accounts import PASSWORD, sign_up_in_browser, start_a_chat
+from harness.servers import running_stack
 from tests.conftest import CHROMIUM_ARGS
-from tests.servers import running_stack
 
 QUESTIONS = [
     "How does chatapp keep an answer going when I close the tab?",

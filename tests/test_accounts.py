@@ -17,15 +17,15 @@ from playwright.sync_api import Browser as PlaywrightBrowser
 from playwright.sync_api import expect
 
 from chatapp import users
-from tests.accounts import (
+from harness.accounts import (
     PASSWORD,
     Person,
     csrf_token,
     sign_up,
     sign_up_and_start_a_chat,
 )
+from harness.servers import RedisServer, Stack
 from tests.conftest import make_test_app
-from tests.servers import RedisServer, Stack
 from tests.storing import keys_and_values
 
 

@@ -22,8 +22,8 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from chatapp import frames, store
-from tests.accounts import sign_up_in_browser, start_a_chat
-from tests.servers import Stack, running_stack, stack_behind_nginx
+from harness.accounts import sign_up_in_browser, start_a_chat
+from harness.servers import Stack, running_stack, stack_behind_nginx
 from tests.tcp_proxy import CuttingProxy
 
 TIMEOUT_MS = 30_000

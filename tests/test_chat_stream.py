@@ -11,8 +11,8 @@ from html import unescape
 import pytest
 
 from chatapp import store
-from tests.client import ChatClient, Event, page_after, parse_events
-from tests.servers import Stack, wait_until
+from harness.client import ChatClient, Event, page_after, parse_events
+from harness.servers import Stack, wait_until
 
 CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
 

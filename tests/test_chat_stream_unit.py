@@ -11,8 +11,8 @@ from chatapp import store
 from chatapp.chat_stream import FollowChat, Pages, follow_chat
 from chatapp.frames import ChatCursor, Cursor, parse_chat_cursor, parse_cursor
 from chatapp.hub import DRAIN, Hub, Subscription
-from tests.client import parse_events
-from tests.servers import wait_until
+from harness.client import parse_events
+from harness.servers import wait_until
 
 PAGES = Pages(
     article=lambda message, body, oob: f"<article id={message.id}>",

@@ -19,11 +19,11 @@ from chatapp import store
 from chatapp.connections import make_hub, make_redis
 from chatapp.frames import Cursor
 from chatapp.hub import REFILL, TICK, Hub, Subscription
-from tests.accounts import Person
-from tests.client import ChatClient, Event, blocks_of, page_after
+from harness.accounts import Person
+from harness.client import ChatClient, Event, blocks_of, page_after
+from harness.servers import LocalCluster, RedisServer, Stack, free_port, running_stack, wait_until
 from tests.conftest import make_test_app
 from tests.following import deltas_text, seqs, watch
-from tests.servers import LocalCluster, RedisServer, Stack, free_port, running_stack, wait_until
 from tests.storing import delta, new_answer
 
 

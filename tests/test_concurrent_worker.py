@@ -17,8 +17,15 @@ from rq.job import Job
 
 from chatapp import store
 from chatapp.titles import make_title
-from tests.client import ChatClient, Event
-from tests.servers import PROJECT_DIR, RedisServer, running_stack, stack_env, wait_until, web_server
+from harness.client import ChatClient, Event
+from harness.servers import (
+    PROJECT_DIR,
+    RedisServer,
+    running_stack,
+    stack_env,
+    wait_until,
+    web_server,
+)
 
 PEOPLE = 20
 SETTINGS = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "10"}  # answers that last about 20 s

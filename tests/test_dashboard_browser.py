@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 from rq import Queue
 
 from chatapp.providers import OFFLINE_LABEL
-from tests.accounts import (
+from harness.accounts import (
     PASSWORD,
     new_name,
     open_an_empty_chat,
@@ -22,7 +22,7 @@ from tests.accounts import (
     sign_up_in_browser,
     start_a_chat,
 )
-from tests.servers import Stack, running_stack, wait_until
+from harness.servers import Stack, running_stack, wait_until
 
 TIMEOUT_MS = 30_000
 # A chat whose first message (and so its title) is markup that would run if inserted as HTML.

@@ -25,8 +25,8 @@ import redis
 from rq import Worker
 
 from chatapp import store
-from tests.client import ChatClient, Event, blocks_of, page_after, parse_events
-from tests.servers import Stack, rq_worker, stack_behind_nginx, wait_until
+from harness.client import ChatClient, Event, blocks_of, page_after, parse_events
+from harness.servers import Stack, rq_worker, stack_behind_nginx, wait_until
 
 VIEWERS = 100
 ANSWERS = 5  # one chat each: a chat writes one answer at a time

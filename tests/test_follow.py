@@ -26,9 +26,9 @@ from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
 from chatapp.hub import DRAIN, REFILL, TICK, Hub, HubUnavailable, OneServer
 from chatapp.store import Terminal
-from tests.client import Event
+from harness.client import Event
+from harness.servers import RedisServer, wait_until
 from tests.following import deltas_text, final, seqs, watch
-from tests.servers import RedisServer, wait_until
 from tests.storing import chat_of, delta, new_answer
 from tests.tcp_proxy import BlackholeProxy
 

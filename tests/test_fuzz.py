@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatapp import store, users
-from tests.accounts import PASSWORD, Person, csrf_token, sign_up
+from harness.accounts import PASSWORD, Person, csrf_token, sign_up
+from harness.servers import RedisServer, stack_env, web_server
 from tests.conftest import make_test_app
-from tests.servers import RedisServer, stack_env, web_server
 from tests.storing import keys_and_values
 
 ROUTES = [

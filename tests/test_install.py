@@ -8,7 +8,7 @@ import subprocess
 import venv
 from pathlib import Path
 
-from tests.servers import PROJECT_DIR
+from harness.servers import PROJECT_DIR
 
 START = """
 from chatapp import create_app

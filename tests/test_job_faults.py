@@ -20,9 +20,9 @@ from rq.registry import StartedJobRegistry
 
 from chatapp import store
 from chatapp.waiting import REMOVED
-from tests.client import ChatClient, Event
-from tests.fake_openai import FakeModel, fake_openai_server
-from tests.servers import Stack, rq_worker, running_stack, wait_until
+from harness.client import ChatClient, Event
+from harness.fake_openai import FakeModel, fake_openai_server
+from harness.servers import Stack, rq_worker, running_stack, wait_until
 
 SETTINGS = {
     "CHATAPP_OFFLINE_TOKENS_PER_SECOND": "10",  # answers that last half a minute

@@ -15,9 +15,9 @@ from chatapp import jobs, store, waiting
 from chatapp.connections import get_queue
 from chatapp.producer import Heartbeat
 from chatapp.render import render_markdown
+from harness.fake_openai import FakeModel, fake_openai_server
+from harness.servers import RedisServer, wait_until
 from tests.conftest import make_test_app
-from tests.fake_openai import FakeModel, fake_openai_server
-from tests.servers import RedisServer, wait_until
 from tests.storing import chat_of, new_answer
 
 

@@ -15,8 +15,8 @@ import httpx
 import redis
 
 from chatapp.launcher import bind_for_web, start_embedded_redis
-from tests.client import ChatClient
-from tests.servers import PROJECT_DIR, children, free_port, wait_until
+from harness.client import ChatClient
+from harness.servers import PROJECT_DIR, children, free_port, wait_until
 
 
 def test_the_embedded_redis_keeps_data_on_disk_with_aof_and_noeviction(tmp_path: Path) -> None:

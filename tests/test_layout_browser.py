@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.accounts import sign_up_and_start_a_chat, sign_up_in_browser, start_a_chat
-from tests.servers import Stack, running_stack
+from harness.accounts import sign_up_and_start_a_chat, sign_up_in_browser, start_a_chat
+from harness.servers import Stack, running_stack
 
 TIMEOUT_MS = 30_000
 PHONE = {"width": 390, "height": 844}

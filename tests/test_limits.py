@@ -16,10 +16,10 @@ from flask import Flask
 
 from chatapp import store, users
 from chatapp.ratelimit import cluster_storage
-from tests.accounts import PASSWORD, Person, csrf_token, sign_up
-from tests.client import ChatClient
+from harness.accounts import PASSWORD, Person, csrf_token, sign_up
+from harness.client import ChatClient
+from harness.servers import RedisServer, stack_env, wait_until, web_server
 from tests.conftest import make_test_app
-from tests.servers import RedisServer, stack_env, wait_until, web_server
 from tests.storing import keys_and_values
 
 

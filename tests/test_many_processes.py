@@ -11,8 +11,8 @@ import redis
 from rq import Queue, Worker
 
 from chatapp import store
-from tests.client import ChatClient, blocks_of
-from tests.servers import (
+from harness.client import ChatClient, blocks_of
+from harness.servers import (
     ClusterData,
     RedisServer,
     Stack,

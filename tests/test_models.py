@@ -17,10 +17,10 @@ import redis
 from flask import Flask
 
 from chatapp import jobs, store
-from tests.accounts import Person
+from harness.accounts import Person
+from harness.fake_openai import FakeModel, fake_openai_server
+from harness.servers import RedisServer, free_port
 from tests.conftest import make_test_app
-from tests.fake_openai import FakeModel, fake_openai_server
-from tests.servers import RedisServer, free_port
 from tests.storing import keys_and_values
 
 DEFAULT = "fake-small"

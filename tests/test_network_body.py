@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from chatapp.network_body import Dechunker, MalformedBody
 from chatapp.openai_model import OpenAIModel, make_client
-from tests.fake_openai import FakeModel, fake_openai_server
+from harness.fake_openai import FakeModel, fake_openai_server
 
 chunk_data = st.lists(st.binary(min_size=1, max_size=300), max_size=30)
 extension = st.sampled_from([b"", b";name=value", b"; x", b";a=1;b=2"])

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from chatapp import store
-from tests.client import ChatClient, Event, blocks_of, page_after, parse_events
-from tests.servers import (
+from harness.client import ChatClient, Event, blocks_of, page_after, parse_events
+from harness.servers import (
     PROJECT_DIR,
     RedisServer,
     Stack,

@@ -11,9 +11,9 @@ import redis
 from flask import Flask
 from rq import Queue, SimpleWorker, Worker
 
-from tests.accounts import Person
+from harness.accounts import Person
+from harness.servers import RedisServer, free_port, stack_env, web_server
 from tests.conftest import make_test_app
-from tests.servers import RedisServer, free_port, stack_env, web_server
 
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.9"}  # a client on another host
 

@@ -16,10 +16,10 @@ from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
 from chatapp import jobs, store
-from tests.accounts import Person, sign_up_in_browser, start_a_chat
+from harness.accounts import Person, sign_up_in_browser, start_a_chat
+from harness.fake_openai import FakeModel, fake_openai_server
+from harness.servers import RedisServer, Stack, running_stack
 from tests.conftest import make_test_app
-from tests.fake_openai import FakeModel, fake_openai_server
-from tests.servers import RedisServer, Stack, running_stack
 from tests.storing import chat_of, new_answer
 
 THOUGHTS = ["The user says hi. ", "I should greet them <politely>\n", "& briefly."]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from chatapp import store
-from tests.client import ChatClient, Event, blocks_of, page_after, parse_events
-from tests.servers import RedisServer, running_stack, wait_until
+from harness.client import ChatClient, Event, blocks_of, page_after, parse_events
+from harness.servers import RedisServer, running_stack, wait_until
 
 
 def follow_to_the_end(client: ChatClient, chat_id: str, answer_id: str, seen: list[Event]) -> None:

@@ -11,8 +11,8 @@ from rq import Worker
 
 from chatapp import store
 from chatapp.worker import SHUT_DOWN
-from tests.client import ChatClient
-from tests.servers import RedisServer, rq_worker, stack_env, wait_until, web_server
+from harness.client import ChatClient
+from harness.servers import RedisServer, rq_worker, stack_env, wait_until, web_server
 
 
 def test_sigterm_to_gunicorn_ends_each_stream_with_a_retry_hint(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from rq.job import Job, JobStatus
 
 from chatapp import store
 from chatapp.providers import offline_answer
-from tests.client import ChatClient
-from tests.servers import Stack, wait_until
+from harness.client import ChatClient
+from harness.servers import Stack, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from chatapp import store
-from tests.accounts import PASSWORD, sign_up_and_start_a_chat
-from tests.servers import Stack, stack_behind_nginx, wait_until
+from harness.accounts import PASSWORD, sign_up_and_start_a_chat
+from harness.servers import Stack, stack_behind_nginx, wait_until
 
 TIMEOUT_MS = 30_000
 PACE = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "25", "CHATAPP_FLUSH_MS": "50"}

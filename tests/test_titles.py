@@ -9,9 +9,9 @@ import redis
 from rq import Queue
 
 from chatapp import store, titles
+from harness.fake_openai import FakeModel, fake_openai_server
+from harness.servers import RedisServer
 from tests.conftest import make_test_app
-from tests.fake_openai import FakeModel, fake_openai_server
-from tests.servers import RedisServer
 from tests.storing import chat_of, new_answer
 from tests.test_jobs import run_job
 

@@ -12,9 +12,9 @@ from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
 
 from chatapp import store
-from tests.accounts import Person
+from harness.accounts import Person
+from harness.servers import RedisServer, free_port
 from tests.conftest import make_test_app
-from tests.servers import RedisServer, free_port
 from tests.storing import keys_and_values
 
 

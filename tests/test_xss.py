@@ -55,10 +55,10 @@ from chatapp.render import (
     plain_text,
     render_markdown,
 )
-from tests.accounts import open_an_empty_chat, sign_up_in_browser
-from tests.fake_openai import FakeModel, fake_openai_server
+from harness.accounts import open_an_empty_chat, sign_up_in_browser
+from harness.fake_openai import FakeModel, fake_openai_server
+from harness.servers import Stack, running_stack, wait_until
 from tests.html_safety import unsafe_parts
-from tests.servers import Stack, running_stack, wait_until
 
 TIMEOUT_S = 30
 TIMEOUT_MS = TIMEOUT_S * 1000

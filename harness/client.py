@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.accounts import log_in, new_name, sign_up
+from harness.accounts import log_in, new_name, sign_up
 
 
 @dataclass

@@ -18,7 +18,7 @@ import redis
 from redis.crc import key_slot
 
 from chatapp.launcher import redis_server_binary
-from tests.accounts import GENEROUS_LIMITS
+from harness.accounts import GENEROUS_LIMITS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
