@@ -58,10 +58,35 @@ def init_app(app: Flask) -> None:
     app.extensions["hub"] = None
 
 
+def share_one_connection(app: Flask) -> None:
+    """In a gevent web process on one Redis, send every request's and stream's commands
+    through one shared connection (chatapp/shared_redis.py) instead of a pool."""
+    from gevent import monkey
+
+    from chatapp.shared_redis import SharedConnectionRedis
+
+    config = app.config
+    if monkey.is_module_patched("socket") and not config["REDIS_CLUSTER"]:
+        options = redis_options(config["REDIS_URL"])
+        del options["max_connections"], options["timeout"]  # a pool's, not a connection's
+        app.extensions["shared_redis"] = SharedConnectionRedis(config["REDIS_URL"], **options)
+
+
 def make_redis(
     url: str, config: Mapping[str, Any] | None = None, **overrides: object
 ) -> redis.Redis:
     """Return a client on a blocking pool sized on purpose (not redis-py's default of 100)."""
+    options = redis_options(url, config, **overrides)
+    if (config or {}).get("REDIS_CLUSTER"):
+        return make_cluster_client(url, options)
+    pool = redis.BlockingConnectionPool.from_url(url, **options)
+    return redis.Redis(connection_pool=pool)
+
+
+def redis_options(
+    url: str, config: Mapping[str, Any] | None = None, **overrides: object
+) -> dict[str, object]:
+    """The settings of every chat-data client: timeouts, keepalive, decoded replies."""
     max_connections = (config or {}).get("REDIS_MAX_CONNECTIONS", 50)
     options: dict[str, object] = {
         "max_connections": max_connections,
@@ -75,10 +100,7 @@ def make_redis(
     if url.startswith("unix://"):
         del options["socket_keepalive"]  # TCP only
     options.update(overrides)
-    if (config or {}).get("REDIS_CLUSTER"):
-        return make_cluster_client(url, options)
-    pool = redis.BlockingConnectionPool.from_url(url, **options)
-    return redis.Redis(connection_pool=pool)
+    return options
 
 
 def make_cluster_client(url: str, options: dict[str, object]) -> redis.Redis:
@@ -158,8 +180,11 @@ def node_address(host: str, port: int) -> str:
 
 
 def get_redis() -> redis.Redis:
-    """Return the process's Redis client for chat data."""
-    client: redis.Redis = current_app.extensions["redis"]
+    """Return the process's Redis client for chat data: in a web process its shared
+    connection, where it has one; else the pooled client."""
+    client: redis.Redis = (
+        current_app.extensions.get("shared_redis") or current_app.extensions["redis"]
+    )
     return client
 
 
