@@ -4,8 +4,9 @@ The `openai` client makes the request (its settings, auth and typed errors), but
 of typed chunk objects is not used: building them cost about half of the worker's CPU per
 token. The body is read as the network hands it over (network_body.py) and its `data:`
 lines parsed with `orjson`. The request goes through the client's documented raw `post`:
-`chat.completions.create` first walks every message of the history to type-check it, a
-third of the worker's CPU for starting an answer.
+`chat.completions.create` first walks every message of the history to type-check it
+(0.4 ms of the 4 ms of CPU that starting an answer costs the worker, with one message;
+more with a long chat).
 
 How the stream ended is kept in `ending`: the chunk's `finish_reason` ("stop", "length",
 "tool_calls", ...), or "cut" when the stream closed before saying it was finished: a cut

@@ -111,9 +111,8 @@ class SharedConnectionRedis(redis.Redis):
             return [self._reply(connection, args[0], options) for args, options in call.commands]
         redis.Redis.parse_response(self, connection, "_")  # MULTI's OK
         queued = [self._reply(connection, "_", {}) for _ in call.commands]  # QUEUED, or errors
-        replies = redis.Redis.parse_response(
-            self, connection, "_"
-        )  # EXEC's: raises EXECABORT after an error
+        # EXEC's replies; after a queueing error it raises EXECABORT, every reply read
+        replies = redis.Redis.parse_response(self, connection, "_")
         for place, error in enumerate(queued):
             if isinstance(error, Exception):
                 replies.insert(place, error)
