@@ -6,8 +6,9 @@ started and ended) and the running answer's entries, which both travel on the ch
 pub/sub channel. Its event ids carry both cursors, so the browser's `Last-Event-ID`
 resumes the two at once.
 
-The order is the answer stream's (see follow.py): subscribe first, then read, then relay,
-dropping what was sent and filling gaps from the logs. Every device, the sender's included,
+It runs on the stream engine (follow.py): subscribe first, then read, then relay, dropping
+what was sent and filling gaps from the logs; the running answer is followed by the
+engine's `AnswerLog`, as on the per-answer stream. Every device, the sender's included,
 adds messages from this stream only, so none shows twice.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +23,9 @@ from typing import Any
 import redis
 
 from chatapp import frames, probes, store
-from chatapp.follow import relay, retry_later, serve
+from chatapp.follow import AnswerLog, Pace, relay, serve
 from chatapp.frames import ChatCursor, Cursor
-from chatapp.hub import DRAIN, REFILL, TICK, Hub, Subscription
+from chatapp.hub import Hub, Subscription
 from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
 
@@ -69,13 +69,6 @@ class FollowChat:
     max_seconds: float = 600.0
     timing: store.Timing = field(default_factory=store.Timing)
     session_id: str = ""  # the page's login: when it ends, the stream says so and stops
-
-
-@dataclass
-class _Followed:
-    message_id: str
-    generation_id: str
-    sent: int  # sequence number of the last entry sent
 
 
 def answer_so_far(
@@ -127,7 +120,7 @@ class _ChatStream:
         self.deleted = False
         self.closing = False  # the process is stopping
         self.events_sent = 0  # sequence number of the last chat event sent
-        self.answer: _Followed | None = None  # the running answer whose entries we relay
+        self.answer: AnswerLog | None = None  # the running answer whose entries we relay
         self.shown: set[str] = set()  # messages this connection has added
         self.ended: set[str] = set()  # generations this connection has ended
         self.resumed_at: Cursor | None = None  # the answer entry the page's cursor names
@@ -151,7 +144,9 @@ class _ChatStream:
         if self.deleted:
             return
         yield self._chats()  # the list may have changed while the page was away
-        yield from self._relay()
+        request = self.request
+        pace = Pace(request.ping_seconds, request.check_seconds, request.max_seconds)
+        yield from relay(self.subscription, self, pace)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -171,7 +166,7 @@ class _ChatStream:
         running = self._running_answer()
         at = cursor.answer
         if running and at and self._covers(at, running):
-            self.answer = _Followed(running.id, running.gen, at.seq)
+            self.answer = self._log_of(running.id, running.gen, at.seq)
             yield from self._refill_answer()
         yield from self._refill_events()
         running = self._running_answer()
@@ -199,60 +194,34 @@ class _ChatStream:
         (which this stream then follows)."""
         current, body, position = answer_so_far(self.r, self.chat_id, message)
         if body is not None:
-            self.answer = _Followed(current.id, current.gen, position)
+            self.answer = self._log_of(current.id, current.gen, position)
         elif current.gen:
             self.ended.add(current.gen)  # shown finished: its end is no news
         return current, body
 
-    # -- relaying -------------------------------------------------------------------------
+    # -- the engine's Listener ------------------------------------------------------------
 
-    def _relay(self) -> Iterator[bytes]:
-        self.last_ping = self.last_heard = time.monotonic()
-        yield from relay(
-            self.subscription,
-            self.request.max_seconds,
-            self._on,
-            lambda: self.deleted or self.closing,
-        )
+    def done(self) -> bool:
+        return self.deleted or self.closing
 
-    def _on(self, item: dict[str, Any] | str | None) -> Iterator[bytes]:
-        """What one inbox item makes this stream send."""
-        if self.deleted or self.closing:
-            return
-        if item == DRAIN:
-            self.closing = True
-            yield retry_later()
-            return
-        now = time.monotonic()
-        if item == REFILL:  # told we may have missed something: read everything after us
-            self.last_heard = now
-            yield self._chats()  # a nudge may have been missed
-            yield from self._refill_events()
-            yield from self._refill_answer()
-        elif now - self.last_heard >= self.request.check_seconds:
-            # Quiet for a while: anything missed, or a producer gone? (Asked once per chat
-            # and answer per process, not once per viewer: see probes.py.)
-            self.last_heard = now
-            sent = self.answer.sent if self.answer else None
-            yield from self._check_quietly()
-            if item == TICK and self.answer and self.answer.sent == sent:
-                yield from self._end_if_dead()
-        if isinstance(item, dict):
-            if "u" not in item:  # a chat-list nudge says nothing about this chat
-                self.last_heard = now
-            yield from self._live(item)
-        if now - self.last_ping >= self.request.ping_seconds and not self.deleted:
-            self.last_ping = now
-            yield frames.ping_event().encode()
+    def stop(self) -> None:
+        self.closing = True
 
-    def _check_quietly(self) -> Iterator[bytes]:
+    def hears(self, payload: dict[str, Any]) -> bool:
+        return "u" not in payload  # a chat-list nudge says nothing about this chat
+
+    def missed(self) -> Iterator[bytes]:
+        yield self._chats()  # a nudge may have been missed
+        yield from self._refill_events()
+        yield from self._refill_answer()
+
+    def quiet(self, tick: bool) -> Iterator[bytes]:
         if probes.chat_event_count(self.r, self.chat_id) != self.events_sent:
             yield from self._refill_events()  # more, or fewer (the chat was deleted)
-        answer = self.answer
-        if answer and probes.log_length(self.r, self.chat_id, answer.generation_id) > answer.sent:
-            yield from self._refill_answer()
+        if self.answer and not self.deleted:
+            yield from self._send_entries(self.answer.quiet(tick, self.request.timing))
 
-    def _live(self, payload: dict[str, Any]) -> Iterator[bytes]:
+    def live(self, payload: dict[str, Any]) -> Iterator[bytes]:
         if self.request.session_id in payload.get("out", ()):
             self.deleted = True  # nothing more for this page: it is logged out
             yield frames.chat_gone_event(self.render_signed_out()).encode()
@@ -268,13 +237,10 @@ class _ChatStream:
             for event in payload["e"][skip:]:
                 self.events_sent += 1
                 yield from self._apply(event)
-        elif self.answer and payload.get("g") == self.answer.generation_id:
-            first = int(payload["s"])
-            if first > self.answer.sent + 1:
-                yield from self._refill_answer()
-                return
-            skip = self.answer.sent + 1 - first
-            yield from self._send_entries(payload["e"][skip:])
+        elif self.answer and self.answer.is_for(payload):
+            yield from self._send_entries(self.answer.after_live(payload))
+
+    # -- following the chat's events and its running answer -------------------------------
 
     def _refill_events(self) -> Iterator[bytes]:
         events = store.chat_events(self.r, self.chat_id, after=self.events_sent)
@@ -291,9 +257,7 @@ class _ChatStream:
 
     def _refill_answer(self) -> Iterator[bytes]:
         if self.answer:
-            yield from self._send_entries(
-                self._read_log(self.answer.generation_id, after=self.answer.sent)
-            )
+            yield from self._send_entries(self.answer.missed())
 
     def _apply(self, event: dict[str, Any]) -> Iterator[bytes]:
         """Send what one chat event changes on the page."""
@@ -345,14 +309,13 @@ class _ChatStream:
     def _pick_up(self, message_id: str, at: Cursor) -> None:
         """Follow a finished answer again from `at`, if its log still holds what follows."""
         if at.seq < store.log_length(self.r, self.chat_id, at.generation_id):
-            self.answer = _Followed(message_id, at.generation_id, at.seq)
+            self.answer = self._log_of(message_id, at.generation_id, at.seq)
 
     def _send_entries(self, entries: list[dict[str, Any]]) -> Iterator[bytes]:
         answer = self.answer
-        for entry in entries:
-            if answer is None or self.answer is not answer:
-                return
-            answer.sent += 1
+        if answer is None:
+            return
+        for _, entry in answer.numbered(entries):
             terminal = frames.is_terminal(entry)
             if terminal:
                 self.ending = None  # with its `end`, the page has the answer_ended event
@@ -379,14 +342,6 @@ class _ChatStream:
                 entry,
             )
 
-    def _end_if_dead(self) -> Iterator[bytes]:
-        if self.answer is None:
-            return
-        message_id = self.answer.message_id
-        if probes.end_if_dead(self.r, self.chat_id, message_id, self.request.timing):
-            log.warning("chat stream %s: producer gone; answer ended", self.chat_id)
-            yield from self._refill_answer()
-
     # -- helpers --------------------------------------------------------------------------
 
     def _gone(self) -> bytes:
@@ -404,9 +359,9 @@ class _ChatStream:
         events = self.events_sent - 1 if self.ending else self.events_sent
         return ChatCursor(events, answer)
 
-    def _read_log(self, generation_id: str, after: int) -> list[dict[str, Any]]:
-        raw = store.read_log(self.r, self.chat_id, generation_id, after)
-        return [json.loads(item) for item in raw]
+    def _log_of(self, message_id: str, generation_id: str, sent: int) -> AnswerLog:
+        """Follow an answer's log from after entry `sent`."""
+        return AnswerLog(self.r, self.chat_id, message_id, generation_id, sent)
 
 
 def shared_render(nudge: dict[str, Any] | None, page: str, render: RenderChats) -> str:
@@ -441,22 +396,40 @@ def follow_chat_list(
 
     def run(subscription: Subscription) -> Iterator[bytes]:
         yield frames.chats_event(None, render_chats()).encode()
-        last_ping = time.monotonic()
-        close_at = last_ping + max_seconds
-        while time.monotonic() < close_at:
-            item = subscription.get()  # a TICK at least every few seconds
-            if item == DRAIN:
-                break
-            if item == TICK:
-                if time.monotonic() - last_ping >= ping_seconds:
-                    last_ping = time.monotonic()
-                    yield frames.ping_event().encode()
-            elif isinstance(item, dict) and session_id in item.get("out", ()):
-                yield frames.chat_gone_event(signed_out()).encode()
-                return
-            else:  # a nudge, or a refill after a reconnect: read the list again
-                nudge = item if isinstance(item, dict) else None
-                yield frames.chats_event(None, shared_render(nudge, "", render_chats)).encode()
-        yield retry_later()
+        listener = _ChatListStream(render_chats, session_id, signed_out)
+        # Nothing to check when quiet: the list has no log to fall behind on.
+        yield from relay(subscription, listener, Pace(ping_seconds, max_seconds, max_seconds))
 
     yield from serve(hub, (store.user_channel(owner),), max_streams, "chat list stream", run)
+
+
+class _ChatListStream:
+    """The front page's stream: the owner's chat list, again on every change."""
+
+    def __init__(self, render: RenderChats, session_id: str, signed_out: Callable[[], str]):
+        self.render = render
+        self.session_id = session_id
+        self.signed_out = signed_out
+        self.ended = False
+
+    def done(self) -> bool:
+        return self.ended
+
+    def stop(self) -> None:
+        self.ended = True
+
+    def hears(self, payload: dict[str, Any]) -> bool:
+        return True
+
+    def live(self, payload: dict[str, Any]) -> Iterator[bytes]:
+        if self.session_id in payload.get("out", ()):
+            self.ended = True
+            yield frames.chat_gone_event(self.signed_out()).encode()
+        else:  # a nudge: read the list again
+            yield frames.chats_event(None, shared_render(payload, "", self.render)).encode()
+
+    def missed(self) -> Iterator[bytes]:
+        yield frames.chats_event(None, self.render()).encode()
+
+    def quiet(self, tick: bool) -> Iterator[bytes]:
+        return iter(())

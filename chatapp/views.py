@@ -25,6 +25,7 @@ from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import answers, export, frames, models, prompt, store
+from chatapp.answer_stream import Follow, follow
 from chatapp.chat_stream import (
     AnswerBody,
     FollowChat,
@@ -35,7 +36,7 @@ from chatapp.chat_stream import (
 )
 from chatapp.connections import UNAVAILABLE, get_hub, get_redis
 from chatapp.errors import error_response
-from chatapp.follow import Follow, follow, retry_later
+from chatapp.follow import retry_later
 from chatapp.owner import current_session_id, current_user, current_user_id, find_chat, load_chat
 from chatapp.ratelimit import done, every_action_counts, limiter, per_user
 from chatapp.store import Message

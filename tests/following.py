@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from chatapp.follow import Follow, follow
+from chatapp.answer_stream import Follow, follow
 from chatapp.frames import Cursor
 from chatapp.hub import Hub
 from chatapp.store import Message

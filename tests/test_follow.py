@@ -21,8 +21,8 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from chatapp import store
+from chatapp.answer_stream import Follow, follow
 from chatapp.connections import make_hub, make_redis
-from chatapp.follow import Follow, follow
 from chatapp.frames import Cursor
 from chatapp.hub import DRAIN, REFILL, TICK, Hub, HubUnavailable, OneServer
 from chatapp.store import Terminal

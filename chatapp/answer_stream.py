@@ -1,0 +1,164 @@
+"""One answer's own stream, for other clients: snapshot or resume, then live, until `end`.
+
+Browsers hold the chat page's stream (chat_stream.py); this one follows a single answer,
+for scripts and SSE libraries. It is the engine (follow.py) with the per-answer events:
+`snapshot`, `delta` and `end`, each `id` a `Cursor` (generation:sequence number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from chatapp import frames, store
+from chatapp.follow import AnswerLog, Pace, relay, serve
+from chatapp.frames import Cursor
+from chatapp.hub import Hub, Subscription
+from chatapp.sse import ServerSentEvent
+from chatapp.store import Message
+
+RenderFinal = Callable[[Message | None], str]
+
+
+@dataclass(frozen=True)
+class Follow:
+    """What a stream needs, as plain data (no request context inside the generator)."""
+
+    chat_id: str
+    message_id: str
+    cursor: Cursor | None
+    ping_seconds: float = 15.0
+    check_seconds: float = 5.0
+    max_streams: int = 900
+    max_seconds: float = 600.0  # then close; the browser reconnects with its Last-Event-ID
+    # For ending an answer whose producer is gone: the configured retention.
+    timing: store.Timing = field(default_factory=store.Timing)
+
+
+def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:
+    """Yield the SSE bytes of one viewer of one answer until its terminal entry."""
+    yield from serve(
+        hub,
+        (store.channel(request.chat_id),),
+        request.max_streams,
+        f"stream {request.message_id}",
+        lambda subscription: _AnswerStream(r, request, subscription, render_final).run(),
+    )
+
+
+class _AnswerStream:
+    """One connection's stream of one answer; a `Listener` of the engine once started."""
+
+    def __init__(
+        self, r: redis.Redis, request: Follow, subscription: Subscription, render_final: RenderFinal
+    ) -> None:
+        self.r = r
+        self.request = request
+        self.subscription = subscription
+        self.render_final = render_final
+        self.answer = AnswerLog(r, request.chat_id, request.message_id, "", 0)
+        self.finished = False
+
+    def run(self) -> Iterator[bytes]:
+        message = store.get_message(self.r, self.request.chat_id, self.request.message_id)
+        if message is None or message.role != "assistant":
+            yield self._final(None)
+            return
+        self.answer.generation_id = message.gen
+        if not message.running:
+            if self._log_serves(self.request.cursor, message):
+                yield from self._start(self.request.cursor)  # the rest, then `end`
+            else:
+                yield self._final(message)
+            return
+        yield from self._start(self.request.cursor)
+        pace = Pace(self.request.ping_seconds, self.request.check_seconds, self.request.max_seconds)
+        yield from relay(self.subscription, self, pace)
+
+    def _log_serves(self, cursor: Cursor | None, message: Message) -> bool:
+        """Return whether a finished answer's log still holds what comes after `cursor`."""
+        return (
+            cursor is not None
+            and cursor.generation_id == message.gen
+            and cursor.seq < message.length
+            and store.log_length(self.r, self.request.chat_id, message.gen) == message.length
+        )
+
+    def _start(self, cursor: Cursor | None) -> Iterator[bytes]:
+        self.answer.sent = 0
+        entries = self.answer.missed()  # all of it
+        ended = bool(entries) and frames.is_terminal(entries[-1])
+        generation_id = self.answer.generation_id
+        resumable = (
+            cursor is not None
+            and cursor.generation_id == generation_id
+            and cursor.seq <= len(entries)
+        )
+        if resumable and cursor is not None:
+            # At or past the terminal entry, the viewer gets `end` again, every time.
+            start = min(cursor.seq, len(entries) - 1) if ended else cursor.seq
+        else:
+            # No usable cursor: one snapshot of everything so far, then the tail.
+            start = len(entries) - 1 if ended else len(entries)
+            at = Cursor(generation_id, start)
+            yield frames.snapshot_event(self.request.message_id, at, entries[:start]).encode()
+        self.answer.sent = start
+        yield from self._send(entries[start:])
+
+    # -- the engine's Listener ------------------------------------------------------------
+
+    def done(self) -> bool:
+        return self.finished
+
+    def stop(self) -> None:
+        self.finished = True
+
+    def hears(self, payload: dict[str, Any]) -> bool:
+        return True
+
+    def live(self, payload: dict[str, Any]) -> Iterator[bytes]:
+        if self.answer.is_for(payload):
+            yield from self._send(self.answer.after_live(payload))
+
+    def missed(self) -> Iterator[bytes]:
+        yield from self._send(self.answer.missed())
+
+    def quiet(self, tick: bool) -> Iterator[bytes]:
+        yield from self._send(self.answer.quiet(tick, self.request.timing))
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _send(self, entries: list[dict[str, Any]]) -> Iterator[bytes]:
+        generation_id, message_id = self.answer.generation_id, self.request.message_id
+        for seq, entry in self.answer.numbered(entries):
+            cursor = Cursor(generation_id, seq)
+            if frames.is_terminal(entry):
+                self.finished = True
+                yield frames.built_once(entry, "answer stream", self._end_event, cursor, entry)
+                return
+            yield frames.built_once(
+                entry, "answer stream", frames.delta_event, message_id, cursor, entry
+            )
+
+    def _end_event(self, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
+        final = _final_message(self.request.message_id, entry)
+        return frames.end_event(cursor, self.render_final(final))
+
+    def _final(self, message: Message | None) -> bytes:
+        cursor = Cursor(message.gen, message.length) if message and message.gen else None
+        event: ServerSentEvent = frames.end_event(cursor, self.render_final(message))
+        return event.encode()
+
+
+def _final_message(message_id: str, entry: dict[str, Any]) -> Message:
+    return Message(
+        id=message_id,
+        role="assistant",
+        status=entry["t"],
+        html=entry.get("html", ""),
+        error=entry.get("message", ""),
+        model=entry.get("model", ""),
+    )
