@@ -20,7 +20,6 @@ and a fresh import per answer) on the same questions.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -39,7 +38,7 @@ from rq import Queue, Worker
 
 from bench.load import percentile
 from bench.paced_model import SHAPES, PacedServer, recorded_paced_model
-from chatapp import create_app, store
+from chatapp import contract, create_app, store
 from chatapp.config import DEFAULTS, from_environ
 from chatapp.connections import get_queue
 from chatapp.jobs import enqueue_answer
@@ -276,19 +275,19 @@ class _Appends(threading.Thread):
         while not self.done.is_set():
             message = self.pubsub.get_message(timeout=0.2)
             if message is not None:
-                self._note(message["channel"].decode(), json.loads(message["data"]))
+                self._note(message["channel"].decode(), contract.decode(message["data"]))
 
-    def _note(self, channel: str, published: dict) -> None:
-        if "at" not in published:
+    def _note(self, channel: str, published: contract.Published | None) -> None:
+        if not isinstance(published, contract.AnswerEntries):
             return  # a chat event
-        at_ms = published["at"]
+        at_ms = published.appended_ms
         chat = self.channels[channel]
         if chat not in self.first:
             self.first[chat] = at_ms / 1000
             if channel not in self.sampled:
                 self.pubsub.unsubscribe(channel)  # its first entry is all this one needs
-        for entry in published["e"]:
-            for stamp in STAMP.findall(entry.get("text", "")):
+        for entry in published.entries:
+            for stamp in STAMP.findall(entry.text):
                 self.latencies_ms.append(at_ms - int(stamp) / 1000)
 
 

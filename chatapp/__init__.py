@@ -47,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         connections,
         dashboard,
         errors,
+        live_views,  # noqa: F401 (adds the streams to views.bp)
         ops,
         ratelimit,
         stream_share,
@@ -61,7 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)  # first: a logged-out request hears "log in", not "bad token"
     web.init_app(app)
     ratelimit.init_app(app)
-    app.register_blueprint(views.bp)
+    app.register_blueprint(views.bp)  # with live_views' streams on it
     app.register_blueprint(ops.bp)
     dashboard.init_app(app)
     return app

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
 from chatapp import frames, store
-from chatapp.follow import AnswerLog, Pace, relay, serve
+from chatapp.contract import Entry, Published
+from chatapp.follow import AnswerLog, StreamSettings, relay, serve
 from chatapp.frames import Cursor
-from chatapp.hub import Hub, Subscription
+from chatapp.hub import Hub
 from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
+from chatapp.subscription import Subscription
 
 RenderFinal = Callable[[Message | None], str]
 
@@ -30,12 +31,7 @@ class Follow:
     chat_id: str
     message_id: str
     cursor: Cursor | None
-    ping_seconds: float = 15.0
-    check_seconds: float = 5.0
-    max_streams: int = 900
-    max_seconds: float = 600.0  # then close; the browser reconnects with its Last-Event-ID
-    # For ending an answer whose producer is gone: the configured retention.
-    timing: store.Timing = field(default_factory=store.Timing)
+    settings: StreamSettings = field(default_factory=StreamSettings)
 
 
 def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal) -> Iterator[bytes]:
@@ -43,7 +39,7 @@ def follow(r: redis.Redis, hub: Hub, request: Follow, render_final: RenderFinal)
     yield from serve(
         hub,
         (store.channel(request.chat_id),),
-        request.max_streams,
+        request.settings.max_streams,
         f"stream {request.message_id}",
         lambda subscription: _AnswerStream(r, request, subscription, render_final).run(),
     )
@@ -75,8 +71,7 @@ class _AnswerStream:
                 yield self._final(message)
             return
         yield from self._start(self.request.cursor)
-        pace = Pace(self.request.ping_seconds, self.request.check_seconds, self.request.max_seconds)
-        yield from relay(self.subscription, self, pace)
+        yield from relay(self.subscription, self, self.request.settings)
 
     def _log_serves(self, cursor: Cursor | None, message: Message) -> bool:
         """Return whether a finished answer's log still holds what comes after `cursor`."""
@@ -90,7 +85,7 @@ class _AnswerStream:
     def _start(self, cursor: Cursor | None) -> Iterator[bytes]:
         self.answer.sent = 0
         entries = self.answer.missed()  # all of it
-        ended = bool(entries) and frames.is_terminal(entries[-1])
+        ended = bool(entries) and entries[-1].terminal
         generation_id = self.answer.generation_id
         resumable = (
             cursor is not None
@@ -116,26 +111,25 @@ class _AnswerStream:
     def stop(self) -> None:
         self.finished = True
 
-    def hears(self, payload: dict[str, Any]) -> bool:
+    def hears(self, payload: Published) -> bool:
         return True
 
-    def live(self, payload: dict[str, Any]) -> Iterator[bytes]:
-        if self.answer.is_for(payload):
-            yield from self._send(self.answer.after_live(payload))
+    def live(self, payload: Published) -> Iterator[bytes]:
+        yield from self._send(self.answer.entries_in(payload))
 
     def missed(self) -> Iterator[bytes]:
         yield from self._send(self.answer.missed())
 
     def quiet(self, tick: bool) -> Iterator[bytes]:
-        yield from self._send(self.answer.quiet(tick, self.request.timing))
+        yield from self._send(self.answer.quiet(tick, self.request.settings.timing))
 
     # -- events ---------------------------------------------------------------------------
 
-    def _send(self, entries: list[dict[str, Any]]) -> Iterator[bytes]:
+    def _send(self, entries: list[Entry]) -> Iterator[bytes]:
         generation_id, message_id = self.answer.generation_id, self.request.message_id
         for seq, entry in self.answer.numbered(entries):
             cursor = Cursor(generation_id, seq)
-            if frames.is_terminal(entry):
+            if entry.terminal:
                 self.finished = True
                 yield frames.built_once(entry, "answer stream", self._end_event, cursor, entry)
                 return
@@ -143,7 +137,7 @@ class _AnswerStream:
                 entry, "answer stream", frames.delta_event, message_id, cursor, entry
             )
 
-    def _end_event(self, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
+    def _end_event(self, cursor: Cursor, entry: Entry) -> ServerSentEvent:
         final = _final_message(self.request.message_id, entry)
         return frames.end_event(cursor, self.render_final(final))
 
@@ -153,12 +147,12 @@ class _AnswerStream:
         return event.encode()
 
 
-def _final_message(message_id: str, entry: dict[str, Any]) -> Message:
+def _final_message(message_id: str, entry: Entry) -> Message:
     return Message(
         id=message_id,
         role="assistant",
-        status=entry["t"],
-        html=entry.get("html", ""),
-        error=entry.get("message", ""),
-        model=entry.get("model", ""),
+        status=entry.kind,
+        html=entry.html,
+        error=entry.error,
+        model=entry.model,
     )

@@ -14,20 +14,21 @@ adds messages from this stream only, so none shows twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
-from chatapp import frames, probes, store
-from chatapp.follow import AnswerLog, Pace, relay, serve
+from chatapp import contract, frames, probes, store
+from chatapp.chat_list_stream import shared_render
+from chatapp.contract import ChatEvent, ChatEvents, ChatListChanged, Entry, Published
+from chatapp.follow import AnswerLog, StreamSettings, relay, serve
 from chatapp.frames import ChatCursor, Cursor
-from chatapp.hub import Hub, Subscription
+from chatapp.hub import Hub
 from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
+from chatapp.subscription import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,6 @@ class Pages:
     signed_out: Callable[[], str]  # what it shows when its session ended elsewhere
 
 
-RenderChats = Callable[[], str]
-
-
 @dataclass(frozen=True)
 class FollowChat:
     """What a chat stream needs, as plain data (no request context inside the generator)."""
@@ -63,11 +61,7 @@ class FollowChat:
     chat_id: str
     owner: str
     cursor: ChatCursor | None
-    ping_seconds: float = 15.0
-    check_seconds: float = 5.0
-    max_streams: int = 900
-    max_seconds: float = 600.0
-    timing: store.Timing = field(default_factory=store.Timing)
+    settings: StreamSettings = field(default_factory=StreamSettings)
     session_id: str = ""  # the page's login: when it ends, the stream says so and stops
 
 
@@ -78,8 +72,8 @@ def answer_so_far(
     log goes and that position (the page and the stream start from the same place)."""
     if not message.running:
         return message, None, 0
-    entries = [json.loads(raw) for raw in store.read_log(r, chat_id, message.gen)]
-    if entries and frames.is_terminal(entries[-1]):  # it ended just now
+    entries = contract.entries(store.read_log(r, chat_id, message.gen))
+    if entries and entries[-1].terminal:  # it ended just now
         return store.get_message(r, chat_id, message.id) or message, None, 0
     return message, AnswerBody(*frames.body_so_far(message.id, entries)), len(entries)
 
@@ -95,7 +89,7 @@ def follow_chat(
     yield from serve(
         hub,
         (store.channel(request.chat_id), store.user_channel(request.owner)),
-        request.max_streams,
+        request.settings.max_streams,
         f"chat stream {request.chat_id}",
         lambda subscription: _ChatStream(r, request, subscription, pages).run(),
     )
@@ -144,9 +138,7 @@ class _ChatStream:
         if self.deleted:
             return
         yield self._chats()  # the list may have changed while the page was away
-        request = self.request
-        pace = Pace(request.ping_seconds, request.check_seconds, request.max_seconds)
-        yield from relay(self.subscription, self, pace)
+        yield from relay(self.subscription, self, self.request.settings)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -174,7 +166,9 @@ class _ChatStream:
             # Running, but the page's cursor does not cover it: send it whole, then follow.
             current, body = self._current(running)
             article = self.render(current, body, True)
-            yield frames.answer_replace_event(self._cursor(), article, "answer").encode()
+            yield frames.answer_replace_event(
+                self._cursor(), article, frames.EVENTS.answer
+            ).encode()
 
     def _covers(self, cursor: Cursor, running: Message) -> bool:
         """Return whether the page's answer cursor is a position in the running answer."""
@@ -207,8 +201,8 @@ class _ChatStream:
     def stop(self) -> None:
         self.closing = True
 
-    def hears(self, payload: dict[str, Any]) -> bool:
-        return "u" not in payload  # a chat-list nudge says nothing about this chat
+    def hears(self, payload: Published) -> bool:
+        return not isinstance(payload, ChatListChanged)  # it says nothing about this chat
 
     def missed(self) -> Iterator[bytes]:
         yield self._chats()  # a nudge may have been missed
@@ -219,26 +213,26 @@ class _ChatStream:
         if probes.chat_event_count(self.r, self.chat_id) != self.events_sent:
             yield from self._refill_events()  # more, or fewer (the chat was deleted)
         if self.answer and not self.deleted:
-            yield from self._send_entries(self.answer.quiet(tick, self.request.timing))
+            yield from self._send_entries(self.answer.quiet(tick, self.request.settings.timing))
 
-    def live(self, payload: dict[str, Any]) -> Iterator[bytes]:
-        if self.request.session_id in payload.get("out", ()):
-            self.deleted = True  # nothing more for this page: it is logged out
-            yield frames.chat_gone_event(self.render_signed_out()).encode()
-        elif "u" in payload:
-            yield self._chats(nudge=payload)
-        elif "c" in payload:
-            first = int(payload["c"])
-            if first > self.events_sent + 1:
+    def live(self, payload: Published) -> Iterator[bytes]:
+        if isinstance(payload, ChatListChanged):
+            if self.request.session_id in payload.signed_out:
+                self.deleted = True  # nothing more for this page: it is logged out
+                yield frames.chat_gone_event(self.render_signed_out()).encode()
+            else:
+                yield self._chats(nudge=payload)
+        elif isinstance(payload, ChatEvents):
+            if payload.first > self.events_sent + 1:
                 yield from self._refill_events()  # a gap: something we did not get
-            skip = self.events_sent + 1 - first
+            skip = self.events_sent + 1 - payload.first
             if skip < 0 or self.deleted:
                 return  # still a gap: the log no longer has it (the chat is gone)
-            for event in payload["e"][skip:]:
+            for event in payload.events[skip:]:
                 self.events_sent += 1
                 yield from self._apply(event)
-        elif self.answer and self.answer.is_for(payload):
-            yield from self._send_entries(self.answer.after_live(payload))
+        elif self.answer:
+            yield from self._send_entries(self.answer.entries_in(payload))
 
     # -- following the chat's events and its running answer -------------------------------
 
@@ -259,25 +253,28 @@ class _ChatStream:
         if self.answer:
             yield from self._send_entries(self.answer.missed())
 
-    def _apply(self, event: dict[str, Any]) -> Iterator[bytes]:
+    def _apply(self, event: ChatEvent) -> Iterator[bytes]:
         """Send what one chat event changes on the page."""
-        kind, message_id = event.get("t"), str(event.get("m", ""))
-        if kind == "answer_started" and event.get("again"):  # the page has it: replace it
+        kind, message_id = event.kind, event.message_id
+        if kind == contract.ANSWER_STARTED and event.again:  # the page has it: replace it
             yield from self._answer_again(message_id)
-        elif kind == "title_changed":
-            title = frames.title_element(str(event.get("title", "")))
+        elif kind == contract.TITLE_CHANGED:
+            title = frames.title_element(event.title)
             yield frames.title_event(self._cursor(), title).encode()
-        elif kind == "chat_deleted" and not self.deleted:
+        elif kind == contract.CHAT_DELETED and not self.deleted:
             yield self._gone()
-        elif kind in ("message_added", "answer_started") and message_id not in self.shown:
+        elif (
+            kind in (contract.MESSAGE_ADDED, contract.ANSWER_STARTED)
+            and message_id not in self.shown
+        ):
             message = store.get_message(self.r, self.chat_id, message_id)
             if message is not None:
                 self.shown.add(message_id)
                 current, body = self._current(message)
                 article = self.render(current, body, False)
                 yield frames.chat_message_event(self._cursor(), article).encode()
-        elif kind == "answer_ended" and event.get("g") not in self.ended:
-            yield from self._answer_ended(message_id, str(event.get("g")))
+        elif kind == contract.ANSWER_ENDED and event.generation_id not in self.ended:
+            yield from self._answer_ended(message_id, event.generation_id)
 
     def _answer_again(self, message_id: str) -> Iterator[bytes]:
         """The answer is being written again (a new generation): replace it, then follow."""
@@ -285,7 +282,9 @@ class _ChatStream:
         if message is not None:
             current, body = self._current(message)
             article = self.render(current, body, True)
-            yield frames.answer_replace_event(self._cursor(), article, "answer").encode()
+            yield frames.answer_replace_event(
+                self._cursor(), article, frames.EVENTS.answer
+            ).encode()
 
     def _answer_ended(self, message_id: str, generation_id: str) -> Iterator[bytes]:
         """Send an answer's end: the rest of its log if the page was following it (and the
@@ -304,19 +303,19 @@ class _ChatStream:
         if message is not None and not message.running:
             self.ended.add(generation_id)
             article = self.render(message, None, True)
-            yield frames.answer_replace_event(self._cursor(), article, "end").encode()
+            yield frames.answer_replace_event(self._cursor(), article, frames.EVENTS.end).encode()
 
     def _pick_up(self, message_id: str, at: Cursor) -> None:
         """Follow a finished answer again from `at`, if its log still holds what follows."""
         if at.seq < store.log_length(self.r, self.chat_id, at.generation_id):
             self.answer = self._log_of(message_id, at.generation_id, at.seq)
 
-    def _send_entries(self, entries: list[dict[str, Any]]) -> Iterator[bytes]:
+    def _send_entries(self, entries: list[Entry]) -> Iterator[bytes]:
         answer = self.answer
         if answer is None:
             return
         for _, entry in answer.numbered(entries):
-            terminal = frames.is_terminal(entry)
+            terminal = entry.terminal
             if terminal:
                 self.ending = None  # with its `end`, the page has the answer_ended event
             cursor = self._cursor()  # `end` too says which entry it is: the terminal one
@@ -325,13 +324,13 @@ class _ChatStream:
                 self.ended.add(answer.generation_id)
                 # The answer as it ended, read and rendered once per process (the entry is
                 # the hub's, shared by every stream of this chat; see frames.built_once).
-                article = entry.get("_built final article")
+                article = entry.built.get("final article")
                 if article is None:
                     final = store.get_message(self.r, self.chat_id, answer.message_id)
                     article = self.render(final, None, True) if final is not None else ""
-                    entry["_built final article"] = article
+                    entry.built["final article"] = article
                 if article:
-                    yield frames.answer_replace_event(cursor, article, "end").encode()
+                    yield frames.answer_replace_event(cursor, article, frames.EVENTS.end).encode()
                 return
             yield frames.built_once(
                 entry,
@@ -348,7 +347,7 @@ class _ChatStream:
         self.deleted = True
         return frames.chat_gone_event(self.render_deleted()).encode()
 
-    def _chats(self, nudge: dict[str, Any] | None = None) -> bytes:
+    def _chats(self, nudge: ChatListChanged | None = None) -> bytes:
         """The owner's chat list; for a nudge, read and rendered once per process for all
         the owner's pages of this chat (see `shared_render`)."""
         html = shared_render(nudge, self.chat_id, self.render_chats)
@@ -362,74 +361,3 @@ class _ChatStream:
     def _log_of(self, message_id: str, generation_id: str, sent: int) -> AnswerLog:
         """Follow an answer's log from after entry `sent`."""
         return AnswerLog(self.r, self.chat_id, message_id, generation_id, sent)
-
-
-def shared_render(nudge: dict[str, Any] | None, page: str, render: RenderChats) -> str:
-    """Render the chat list, once per nudge and page per process when it answers a nudge.
-
-    The hub hands the same decoded nudge to every stream of the owner in this process; the
-    first to handle it reads the list (after the nudge was sent, so it is current) and
-    keeps the markup in it for the others. An owner with many tabs, or a benchmark with a
-    thousand, costs one read and one render per change instead of one per tab."""
-    if nudge is None:
-        return render()
-    key = f"_chat list for {page}"
-    html = nudge.get(key)
-    if html is None:
-        html = nudge[key] = render()
-    return str(html)
-
-
-def follow_chat_list(
-    hub: Hub,
-    owner: str,
-    render_chats: RenderChats,
-    ping_seconds: float,
-    max_seconds: float,
-    max_streams: int,
-    session_id: str = "",
-    signed_out: Callable[[], str] = str,
-) -> Iterator[bytes]:
-    """Yield the SSE bytes of a page that shows only the owner's chat list (the front page):
-    the list now, then again whenever it changes, until the server closes the stream or
-    the page's session (`session_id`) ends (then `signed_out()` is its last event)."""
-
-    def run(subscription: Subscription) -> Iterator[bytes]:
-        yield frames.chats_event(None, render_chats()).encode()
-        listener = _ChatListStream(render_chats, session_id, signed_out)
-        # Nothing to check when quiet: the list has no log to fall behind on.
-        yield from relay(subscription, listener, Pace(ping_seconds, max_seconds, max_seconds))
-
-    yield from serve(hub, (store.user_channel(owner),), max_streams, "chat list stream", run)
-
-
-class _ChatListStream:
-    """The front page's stream: the owner's chat list, again on every change."""
-
-    def __init__(self, render: RenderChats, session_id: str, signed_out: Callable[[], str]):
-        self.render = render
-        self.session_id = session_id
-        self.signed_out = signed_out
-        self.ended = False
-
-    def done(self) -> bool:
-        return self.ended
-
-    def stop(self) -> None:
-        self.ended = True
-
-    def hears(self, payload: dict[str, Any]) -> bool:
-        return True
-
-    def live(self, payload: dict[str, Any]) -> Iterator[bytes]:
-        if self.session_id in payload.get("out", ()):
-            self.ended = True
-            yield frames.chat_gone_event(self.signed_out()).encode()
-        else:  # a nudge: read the list again
-            yield frames.chats_event(None, shared_render(payload, "", self.render)).encode()
-
-    def missed(self) -> Iterator[bytes]:
-        yield frames.chats_event(None, self.render()).encode()
-
-    def quiet(self, tick: bool) -> Iterator[bytes]:
-        return iter(())

@@ -126,7 +126,8 @@ def make_hub(url: str, cluster: bool = False, **options: float) -> Hub:
     redis-py's default retry would reconnect and resubscribe without telling anyone, and
     whatever was published meanwhile would be lost unnoticed; the hub must see every cut.
     """
-    from chatapp.hub import ClusterShards, Hub, OneServer, Routes
+    from chatapp.hub import Hub
+    from chatapp.pubsub_links import ClusterShards, OneServer, Routes
 
     def pubsub_client(node_url: str) -> redis.Redis:
         # A short connect timeout: a shard that does not answer is tried again soon.

@@ -19,22 +19,23 @@ whatever the timing of appends around the replay.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis
 
-from chatapp import frames, metrics, probes, store
-from chatapp.hub import DRAIN, REFILL, TICK, Hub, HubUnavailable, Subscription
+from chatapp import contract, frames, metrics, probes, store
+from chatapp.contract import AnswerEntries, Entry, Published
+from chatapp.hub import Hub, HubUnavailable
+from chatapp.subscription import DRAIN, REFILL, TICK, Subscription
 
 log = logging.getLogger(__name__)
 
-Item = dict[str, Any] | str | None  # what a subscription's inbox holds (see hub.py)
+Item = Published | str | None  # what a subscription's inbox holds (see hub.py)
 
 
 def retry_later() -> bytes:
@@ -80,7 +81,7 @@ class Listener(Protocol):
     def stop(self) -> None:
         """The process is stopping: `relay` sends `retry:` and the stream is done."""
 
-    def live(self, payload: dict[str, Any]) -> Iterator[bytes]:
+    def live(self, payload: Published) -> Iterator[bytes]:
         """A message published on one of the stream's channels."""
 
     def missed(self) -> Iterator[bytes]:
@@ -90,25 +91,30 @@ class Listener(Protocol):
         """Nothing heard for a while: check the logs cheaply (see probes.py), and on a
         `tick` (an idle inbox, not a busy one) whether a producer is gone."""
 
-    def hears(self, payload: dict[str, Any]) -> bool:
+    def hears(self, payload: Published) -> bool:
         """Whether a live message is news of what the stream follows (it resets the
         quiet clock; a chat-list nudge does not, for a chat page)."""
 
 
 @dataclass(frozen=True)
-class Pace:
-    """How often a relay pings and checks, and when it closes its stream."""
+class StreamSettings:
+    """A stream's pings, checks and limits (the configuration's: live_views.py)."""
 
-    ping_seconds: float
-    check_seconds: float
-    max_seconds: float  # then close; the browser reconnects with its Last-Event-ID
+    ping_seconds: float = 15.0
+    check_seconds: float = 5.0  # heard nothing this long: check the logs and the producer
+    max_streams: int = 900  # in this process; past it, a stream is told to come back
+    max_seconds: float = 600.0  # then close; the browser reconnects with its Last-Event-ID
+    # For ending an answer whose producer is gone: the configured retention.
+    timing: store.Timing = field(default_factory=store.Timing)
 
 
-def relay(subscription: Subscription, listener: Listener, pace: Pace) -> Iterator[bytes]:
+def relay(
+    subscription: Subscription, listener: Listener, settings: StreamSettings
+) -> Iterator[bytes]:
     """Hand each inbox item to `listener` and send what it makes, until it is done; every
-    stream's live part runs here. After `pace.max_seconds` the stream closes with `retry:`."""
-    close_at = time.monotonic() + pace.max_seconds
-    clock = _Clock(listener, pace)
+    stream's live part runs here. After `max_seconds` the stream closes with `retry:`."""
+    close_at = time.monotonic() + settings.max_seconds
+    clock = _Clock(listener, settings)
     while not listener.done():
         if time.monotonic() >= close_at:
             # Long-lived responses pin a viewer to one process; closing them now and then
@@ -133,9 +139,9 @@ def relay(subscription: Subscription, listener: Listener, pace: Pace) -> Iterato
 class _Clock:
     """One relay's sense of time: when it last heard news, and when it last pinged."""
 
-    def __init__(self, listener: Listener, pace: Pace) -> None:
+    def __init__(self, listener: Listener, settings: StreamSettings) -> None:
         self.listener = listener
-        self.pace = pace
+        self.settings = settings
         self.last_ping = self.last_heard = time.monotonic()
 
     def on(self, item: Item) -> Iterator[bytes]:
@@ -151,14 +157,14 @@ class _Clock:
         if item == REFILL:
             self.last_heard = now
             yield from listener.missed()
-        elif now - self.last_heard >= self.pace.check_seconds:
+        elif now - self.last_heard >= self.settings.check_seconds:
             self.last_heard = now
             yield from listener.quiet(tick=item == TICK)
-        if isinstance(item, dict) and not listener.done():
+        if item is not None and not isinstance(item, str) and not listener.done():
             if listener.hears(item):
                 self.last_heard = now
             yield from listener.live(item)
-        if not listener.done() and now - self.last_ping >= self.pace.ping_seconds:
+        if not listener.done() and now - self.last_ping >= self.settings.ping_seconds:
             self.last_ping = now
             yield frames.ping_event().encode()
 
@@ -174,24 +180,21 @@ class AnswerLog:
     generation_id: str
     sent: int
 
-    def is_for(self, payload: dict[str, Any]) -> bool:
-        """Whether a live message carries this generation's entries."""
-        return payload.get("g") == self.generation_id and "s" in payload
-
-    def after_live(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
-        """The entries of a live message that this stream has not sent, in order; if some
-        were published that it did not get, those are read from the log."""
-        first = int(payload["s"])
-        if first > self.sent + 1:
+    def entries_in(self, payload: Published) -> list[Entry]:
+        """The entries of a live message that this stream has not sent, in order (none if
+        it is not this generation's); if some were published that it did not get, those
+        are read from the log."""
+        if not isinstance(payload, AnswerEntries) or payload.generation_id != self.generation_id:
+            return []
+        if payload.first > self.sent + 1:
             return self.missed()
-        return list(payload["e"][self.sent + 1 - first :])
+        return payload.entries[self.sent + 1 - payload.first :]
 
-    def missed(self) -> list[dict[str, Any]]:
+    def missed(self) -> list[Entry]:
         """The entries after the last one sent, from the log."""
-        raw = store.read_log(self.r, self.chat_id, self.generation_id, self.sent)
-        return [json.loads(item) for item in raw]
+        return contract.entries(store.read_log(self.r, self.chat_id, self.generation_id, self.sent))
 
-    def quiet(self, tick: bool, timing: store.Timing) -> list[dict[str, Any]]:
+    def quiet(self, tick: bool, timing: store.Timing) -> list[Entry]:
         """Nothing heard for a while: the entries missed, if any; else, on a tick, end the
         answer if its producer is gone, and return its terminal entry."""
         if probes.log_length(self.r, self.chat_id, self.generation_id) > self.sent:
@@ -201,7 +204,7 @@ class AnswerLog:
             return self.missed()
         return []
 
-    def numbered(self, entries: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def numbered(self, entries: list[Entry]) -> Iterator[tuple[int, Entry]]:
         """Each entry with its sequence number; `sent` names it as it is handed out."""
         for entry in entries:
             self.sent += 1

@@ -1,20 +1,67 @@
 """What a follower sends: log entries turned into SSE events, and the cursors in their ids.
 
 An event id is `<generation id>:<seq>`, the last log entry the event covers, so the
-browser's `Last-Event-ID` names exactly where to resume. The answer's markup pieces live
-here too, so the page template and the SSE events build them from one source.
+browser's `Last-Event-ID` names exactly where to resume. The markup the events carry comes
+from templates: pieces of a running answer from the macros in
+templates/partials/stream_parts.html (which the page templates use too), whole messages
+and lists rendered by the web layer.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from markupsafe import escape
+import jinja2
 
+from chatapp.config import PROJECT_DIR
+from chatapp.contract import Entry
 from chatapp.sse import ServerSentEvent
+
+# Made without an app: streams and tests build events outside a request. Their output is
+# Markup; `str()` it before adding plain strings, which Markup would escape.
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(PROJECT_DIR / "templates"), autoescape=True
+)
+
+
+@functools.cache
+def parts() -> Any:
+    """The macros of templates/partials/stream_parts.html, loaded on first use."""
+    return _templates.get_template("partials/stream_parts.html").module
+
+
+@dataclass(frozen=True)
+class EventNames:
+    """The SSE event names the streams send, for this module and (as `events`) the
+    templates that listen for them (static/app.js names `delta` and `ping` too)."""
+
+    snapshot: str = "snapshot"  # everything so far, for a page without a usable cursor
+    delta: str = "delta"  # an answer's new entries
+    end: str = "end"  # an answer as it ended
+    message: str = "message"  # a message added to a chat
+    answer: str = "answer"  # an answer replaced (regenerated, or resumed whole)
+    title: str = "title"
+    chats: str = "chats"  # the user's chat list
+    gone: str = "gone"  # the chat (or the session) is gone: the page closes its source
+    ping: str = "ping"
+
+    @property
+    def chat_page(self) -> str:
+        """What a chat page's stream sends (templates/chat.html listens for each)."""
+        names = (self.snapshot, self.message, self.answer, self.delta, self.end, self.title)
+        return ",".join((*names, self.chats, self.gone, self.ping))
+
+    @property
+    def chat_list(self) -> str:
+        """What the front page's stream sends."""
+        return ",".join((self.chats, self.gone, self.ping))
+
+
+EVENTS = EventNames()
 
 # ASCII digits only (`\d` takes any script's, and int() reads them) and nothing around them:
 # an id that is not exactly one the server sent is an unknown cursor.
@@ -40,8 +87,7 @@ def parse_cursor(value: str | None) -> Cursor | None:
 
 def tail_element(message_id: str, tail_html: str, oob: bool = False) -> str:
     """Return the answer's open last block; `oob` makes it replace the one on the page."""
-    swap = ' hx-swap-oob="true"' if oob else ""
-    return f'<div class="tail" id="tail-{message_id}" hx-disable{swap}>{tail_html}</div>'
+    return str(parts().tail(message_id, tail_html, oob))
 
 
 # The open block's last render ends with one of these: the text that arrives after it goes
@@ -58,32 +104,31 @@ _CONTINUED = (
 def with_pending(message_id: str, tail_html: str, more: str = "") -> str:
     """Return the open block's last render with the span that holds the (escaped) text that
     came after it, where that text continues; later deltas append to the span."""
-    pending = f'<span class="pending" id="pending-{message_id}">{more}</span>'
+    pending = str(parts().pending(message_id, more))
     for end in _CONTINUED:
         if tail_html.endswith(end):
             return tail_html[: -len(end)] + pending + end
     return tail_html + pending
 
 
-def open_block(message_id: str, entries: list[dict[str, Any]]) -> str:
+def open_block(message_id: str, entries: list[Entry]) -> str:
     """Return the open block as `entries` leave it: its last render, then what came after."""
     tail = ""  # the open block's last render
     more: list[str] = []  # the text that came after it
     for entry in entries:
-        if "tail" in entry:
-            tail, more = entry["tail"], []
-        if "more" in entry:
-            more.append(entry["more"])
+        if entry.tail is not None:
+            tail, more = entry.tail, []
+        more.append(entry.more)
     return with_pending(message_id, tail, "".join(more))
 
 
-def open_block_swaps(message_id: str, entry: dict[str, Any]) -> str:
+def open_block_swaps(message_id: str, entry: Entry) -> str:
     """Return the out-of-band swaps that update the open block for one entry: a new render
     replaces it; new text alone is appended to its pending span."""
-    if "tail" in entry:
-        return tail_element(message_id, with_pending(message_id, entry["tail"]), oob=True)
-    if entry.get("more"):
-        return f'<div hx-swap-oob="beforeend:#pending-{message_id}">{entry["more"]}</div>'
+    if entry.tail is not None:
+        return tail_element(message_id, with_pending(message_id, entry.tail), oob=True)
+    if entry.more:
+        return str(parts().append_to(f"pending-{message_id}", entry.more))
     return ""
 
 
@@ -95,65 +140,60 @@ def answer_body(
 
     All are from the producer: sanitized HTML, escaped text; `hx-disable` keeps htmx out.
     """
-    reasoning = (
-        f'<details class="thinking" open><summary>Thinking</summary><div class="thinking-text" '
-        f'id="thinking-{message_id}" hx-disable>{thinking}</div></details>'
-    )
-    blocks = f'<div class="blocks" id="blocks-{message_id}" hx-disable>{blocks_html}</div>'
     if tail_html is None:  # nothing written yet
         tail_html = with_pending(message_id, "")
-    return reasoning + blocks + tail_element(message_id, tail_html)
+    reasoning = str(parts().thinking(message_id, thinking))
+    return (
+        reasoning
+        + str(parts().blocks(message_id, blocks_html))
+        + tail_element(message_id, tail_html)
+    )
 
 
-def thinking_swap(message_id: str, entry: dict[str, Any]) -> str:
+def thinking_swap(message_id: str, entry: Entry) -> str:
     """Return the out-of-band swap that adds an entry's reasoning (escaped text), if any."""
-    if not entry.get("think"):
+    if not entry.think:
         return ""
-    return f'<div hx-swap-oob="beforeend:#thinking-{message_id}">{entry["think"]}</div>'
+    return str(parts().append_to(f"thinking-{message_id}", entry.think))
 
 
-def built_once(
-    entry: dict[str, Any], name: str, event: Callable[..., ServerSentEvent], *args: Any
-) -> bytes:
+def built_once(entry: Entry, name: str, event: Callable[..., ServerSentEvent], *args: Any) -> bytes:
     """Return `event(*args).encode()` for a log entry, made once per process, not per viewer.
 
-    The hub decodes each published message once and hands the same entry dicts to every
+    The hub decodes each published message once and hands the same entries to every
     stream of the process, and streams at the same position send the same bytes: the first
-    stream builds them and keeps them in the entry (under a key no log entry has), the
-    others reuse them. `name` tells apart the different streams' forms of one entry."""
-    key = f"_built {name}"
-    built = entry.get(key)
+    stream builds them and keeps them in the entry (`Entry.built`), the others reuse them.
+    `name` tells apart the different streams' forms of one entry."""
+    built: bytes | None = entry.built.get(name)
     if built is None:
-        built = entry[key] = event(*args).encode()
+        built = entry.built[name] = event(*args).encode()
     return built
 
 
-def delta_event(message_id: str, cursor: Cursor, entry: dict[str, Any]) -> ServerSentEvent:
+def delta_event(message_id: str, cursor: Cursor, entry: Entry) -> ServerSentEvent:
     """Return the event that appends an entry's new blocks and updates the open block."""
-    data = entry.get("blocks", "") + open_block_swaps(message_id, entry)
+    data = entry.blocks + open_block_swaps(message_id, entry)
     data += thinking_swap(message_id, entry)
-    return ServerSentEvent(data=data, event="delta", id=str(cursor))
+    return ServerSentEvent(data=data, event=EVENTS.delta, id=str(cursor))
 
 
-def snapshot_event(
-    message_id: str, cursor: Cursor, entries: list[dict[str, Any]]
-) -> ServerSentEvent:
+def snapshot_event(message_id: str, cursor: Cursor, entries: list[Entry]) -> ServerSentEvent:
     """Return the event that replaces the answer's body with everything up to `cursor`."""
     data = answer_body(message_id, *body_so_far(message_id, entries))
-    return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
+    return ServerSentEvent(data=data, event=EVENTS.snapshot, id=str(cursor))
 
 
-def body_so_far(message_id: str, entries: list[dict[str, Any]]) -> tuple[str, str, str]:
+def body_so_far(message_id: str, entries: list[Entry]) -> tuple[str, str, str]:
     """A running answer's body as far as its log goes: its finished blocks, its open block,
     and the model's reasoning (escaped)."""
-    blocks = "".join(entry.get("blocks", "") for entry in entries)
-    thinking = "".join(entry.get("think", "") for entry in entries)
+    blocks = "".join(entry.blocks for entry in entries)
+    thinking = "".join(entry.think for entry in entries)
     return blocks, open_block(message_id, entries), thinking
 
 
 def end_event(cursor: Cursor | None, fragment: str) -> ServerSentEvent:
     """Return the event that swaps in the answer's final fragment (which closes the source)."""
-    return ServerSentEvent(data=fragment, event="end", id=str(cursor) if cursor else None)
+    return ServerSentEvent(data=fragment, event=EVENTS.end, id=str(cursor) if cursor else None)
 
 
 def retry_event(retry_ms: int) -> ServerSentEvent:
@@ -163,11 +203,7 @@ def retry_event(retry_ms: int) -> ServerSentEvent:
 
 def ping_event() -> ServerSentEvent:
     """Return a keep-alive: a comment for proxies and a named event the page can see."""
-    return ServerSentEvent(comment="ping", event="ping", data="")
-
-
-def is_terminal(entry: dict[str, Any]) -> bool:
-    return entry.get("t") in ("done", "error", "stopped")
+    return ServerSentEvent(comment="ping", event=EVENTS.ping, data="")
 
 
 # -- the chat page's stream ---------------------------------------------------------------
@@ -201,14 +237,14 @@ def parse_chat_cursor(value: str | None) -> ChatCursor | None:
 def chat_snapshot_event(cursor: ChatCursor, messages_html: str) -> ServerSentEvent:
     """Replace every message on the page (a page whose cursor the server cannot use). Only
     the list's content: the list itself keeps its attributes (its aria-live region)."""
-    data = f'<div id="messages" hx-swap-oob="innerHTML">{messages_html}</div>'
-    return ServerSentEvent(data=data, event="snapshot", id=str(cursor))
+    data = str(parts().messages(messages_html))
+    return ServerSentEvent(data=data, event=EVENTS.snapshot, id=str(cursor))
 
 
 def chat_message_event(cursor: ChatCursor, article_html: str) -> ServerSentEvent:
     """Add a message (a question, or an answer in its current state) at the end."""
-    data = f'<div hx-swap-oob="beforeend:#messages">{article_html}</div>'
-    return ServerSentEvent(data=data, event="message", id=str(cursor))
+    data = str(parts().append_to("messages", article_html))
+    return ServerSentEvent(data=data, event=EVENTS.message, id=str(cursor))
 
 
 def answer_replace_event(cursor: ChatCursor, article_html: str, event: str) -> ServerSentEvent:
@@ -217,7 +253,7 @@ def answer_replace_event(cursor: ChatCursor, article_html: str, event: str) -> S
     return ServerSentEvent(data=article_html, event=event, id=str(cursor))
 
 
-def chat_delta_event(message_id: str, cursor: ChatCursor, entry: dict[str, Any]) -> ServerSentEvent:
+def chat_delta_event(message_id: str, cursor: ChatCursor, entry: Entry) -> ServerSentEvent:
     """Append an entry's new blocks to the answer and update its open block.
 
     Most entries only add text to the open block: those go in a short form, the answer's
@@ -225,30 +261,33 @@ def chat_delta_event(message_id: str, cursor: ChatCursor, entry: dict[str, Any])
     the open block's pending span as text. It costs a third of the bytes of the
     out-of-band swaps, which carried more markup than text for a token (a blank that
     starts a line goes as a character reference: see sse.py)."""
-    blocks = entry.get("blocks", "")
-    if not blocks and "tail" not in entry and "think" not in entry:
-        text = entry.get("more", "")
-        return ServerSentEvent(data=f"{message_id}\n{text}", event="delta", id=str(cursor))
-    data = f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{blocks}</div>' if blocks else ""
+    blocks = entry.blocks
+    if not blocks and entry.tail is None and not entry.think:
+        return ServerSentEvent(
+            data=f"{message_id}\n{entry.more}", event=EVENTS.delta, id=str(cursor)
+        )
+    data = str(parts().append_to(f"blocks-{message_id}", blocks)) if blocks else ""
     data += open_block_swaps(message_id, entry) + thinking_swap(message_id, entry)
-    return ServerSentEvent(data=data, event="delta", id=str(cursor))
+    return ServerSentEvent(data=data, event=EVENTS.delta, id=str(cursor))
 
 
 def chat_gone_event(fragment: str) -> ServerSentEvent:
     """Tell a page its chat is not there (deleted, not yours, logged out); the page's
     `sse-close="gone"` then closes the source, so the browser does not retry forever."""
-    return ServerSentEvent(data=fragment, event="gone")
+    return ServerSentEvent(data=fragment, event=EVENTS.gone)
 
 
 def chats_event(cursor: ChatCursor | None, chat_list_html: str) -> ServerSentEvent:
     """Replace the user's chat list (it carries `hx-swap-oob="true"` and its id)."""
-    return ServerSentEvent(data=chat_list_html, event="chats", id=str(cursor) if cursor else None)
+    return ServerSentEvent(
+        data=chat_list_html, event=EVENTS.chats, id=str(cursor) if cursor else None
+    )
 
 
 def title_element(title: str) -> str:
     """The chat page's heading with a new title, to replace the old one (out of band)."""
-    return f'<h1 id="chat-title" hx-swap-oob="true">{escape(title)}</h1>'
+    return str(parts().title(title))
 
 
 def title_event(cursor: ChatCursor, heading_html: str) -> ServerSentEvent:
-    return ServerSentEvent(data=heading_html, event="title", id=str(cursor))
+    return ServerSentEvent(data=heading_html, event=EVENTS.title, id=str(cursor))

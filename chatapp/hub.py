@@ -3,7 +3,7 @@ process's streams.
 
 A PubSub object is not safe to share, so one thread (a greenlet under gunicorn's gevent
 worker) owns it and does all its I/O; streams talk to the hub through a lock-protected
-table and a wake-up pipe. Channels are reference-counted and unsubscribed after a short
+table (fanout.py) and a wake-up pipe. Channels are reference-counted and unsubscribed after a short
 delay, so a viewer's refresh does not churn subscriptions.
 
 Redis does not replay what it published while a subscriber was away, so after every
@@ -19,31 +19,27 @@ channels are subscribed again where they now live, and their streams refill from
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import redis
-from redis.client import PubSub
-from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError
 
+from chatapp import contract
+from chatapp.fanout import Draining, FanOut
+from chatapp.pubsub_links import Link, Routes
+from chatapp.subscription import Subscription
+
 log = logging.getLogger(__name__)
 
-REFILL = "refill"  # delivered to streams when they may have missed messages
-DRAIN = "drain"  # delivered to streams when the process shuts down: close, let them reconnect
-# Delivered to every stream every `tick_seconds`: its clock for pings and idle checks. A
-# stream then waits for its next item with no timeout of its own, and a timeout costs a
-# timer for every wait, that is for every event every viewer receives.
-TICK = "tick"
 RECONNECT_DELAY = 0.5  # after a cut; doubled after each failed try, up to the next
 MAX_RECONNECT_DELAY = 2.0  # a failover takes a few seconds: look again soon
 SLOT_MAP = "the cluster's slot map"  # retried like a server when it cannot be read
@@ -51,188 +47,6 @@ SLOT_MAP = "the cluster's slot map"  # retried like a server when it cannot be r
 
 class HubUnavailable(Exception):
     """The hub could not confirm a subscription in time (Redis down or overloaded)."""
-
-
-class Subscription:
-    """One stream's inbox for one or more channels: decoded live messages, or REFILL."""
-
-    def __init__(self, channels: tuple[str, ...], size: int = 1024) -> None:
-        self.channels = channels
-        # SimpleQueue: the lightest queue there is (C in threads, gevent's own under the
-        # gevent worker); the hub puts into thousands of these for every message.
-        self._inbox: queue.SimpleQueue[dict[str, Any] | str] = queue.SimpleQueue()
-        self._size = size
-        self.overflowed = False  # set when the stream fell behind: it reads the log instead
-        self.draining = False  # set when the process stops: never lost in a full inbox
-
-    def deliver(self, item: dict[str, Any] | str) -> None:
-        if item == DRAIN:
-            self.draining = True
-        if self._inbox.qsize() >= self._size:
-            self.overflowed = True  # the stream is busy with the rest: it will see this
-        else:
-            self._inbox.put(item)
-
-    def get(self, timeout: float | None = None) -> dict[str, Any] | str | None:
-        """Return DRAIN once the process stops, the next item, REFILL if the inbox
-        overflowed, or None after `timeout` (streams wait without one: see TICK)."""
-        flag = self._flag()
-        if flag is not None:
-            return flag
-        try:
-            return self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def ready(self, limit: int = 64) -> list[dict[str, Any] | str]:
-        """Return what has been delivered already (at most `limit` items), without waiting."""
-        items: list[dict[str, Any] | str] = []
-        while len(items) < limit:
-            flag = self._flag()
-            if flag is not None:
-                items.append(flag)
-                break
-            try:
-                items.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
-    def _flag(self) -> str | None:
-        """DRAIN once the process stops; REFILL (the inbox emptied) after an overflow."""
-        if self.draining:
-            return DRAIN
-        if self.overflowed:
-            self.overflowed = False
-            self._drain()
-            return REFILL
-        return None
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                return
-
-
-class Routes(Protocol):
-    """Where a channel lives: which server to subscribe to it on, and how."""
-
-    sharded: bool  # SSUBSCRIBE (a Cluster's shard channels) rather than SUBSCRIBE
-
-    def server_of(self, channel: str) -> str: ...
-
-    def pubsub(self, server: str) -> PubSub: ...
-
-    def refresh(self) -> None: ...
-
-
-class OneServer:
-    """Every channel on one Redis server."""
-
-    sharded = False
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-
-    def server_of(self, channel: str) -> str:
-        return "redis"
-
-    def pubsub(self, server: str) -> PubSub:
-        return self._client.pubsub()
-
-    def refresh(self) -> None:
-        pass
-
-
-class ClusterShards:
-    """A channel on the shard (master) that holds its slot, as the cluster's slot map says."""
-
-    sharded = True
-
-    def __init__(self, cluster: RedisCluster, node_client: Callable[[str, int], redis.Redis]):
-        self._cluster = cluster
-        self._node_client = node_client  # a client that never retries, for one node
-        self._clients: dict[str, redis.Redis] = {}
-
-    def server_of(self, channel: str) -> str:
-        return str(self._cluster.get_node_from_key(channel).name)  # "host:port"
-
-    def pubsub(self, server: str) -> PubSub:
-        client = self._clients.get(server)
-        if client is None:
-            host, port = server.rsplit(":", 1)
-            client = self._clients[server] = self._node_client(host, int(port))
-        return client.pubsub()
-
-    def refresh(self) -> None:
-        """Read the slot map again (after a cut: a slot moved, or a master failed over)."""
-        self._cluster.nodes_manager.initialize()
-
-
-class _Link:
-    """The hub's pub/sub connection to one server, and the channels it holds there."""
-
-    def __init__(self, pubsub: PubSub, sharded: bool) -> None:
-        self.pubsub = pubsub
-        self.sharded = sharded
-        self.channels: set[str] = set()
-        self.unsubscribing: dict[str, int] = {}  # our unsubscribes not yet confirmed
-        self.last_reply = self.last_ping = time.monotonic()
-
-    def subscribe(self, channels: list[str]) -> None:
-        self.channels.update(channels)  # before sending: a cut then subscribes them again
-        if self.sharded:  # one command per channel: a command's channels share one slot
-            for channel in channels:
-                self.pubsub.ssubscribe(channel)
-        else:
-            self.pubsub.subscribe(*channels)
-        self.last_reply = time.monotonic()
-
-    def unsubscribe(self, channels: list[str]) -> None:
-        self.channels.difference_update(channels)
-        for channel in channels:
-            self.unsubscribing[channel] = self.unsubscribing.get(channel, 0) + 1
-        if self.sharded:
-            for channel in channels:
-                self.pubsub.sunsubscribe(channel)
-        else:
-            self.pubsub.unsubscribe(*channels)
-
-    def confirms_our_unsubscribe(self, channel: str) -> bool:
-        """Whether an unsubscribe reply answers one of ours (else the server dropped it)."""
-        count = self.unsubscribing.pop(channel, 0)
-        if count > 1:
-            self.unsubscribing[channel] = count - 1
-        return count > 0
-
-    def fileno(self) -> int | None:
-        sock = getattr(self.pubsub.connection, "_sock", None) if self.pubsub.subscribed else None
-        return sock.fileno() if sock is not None else None
-
-    def next_message(self) -> dict[str, Any] | None:
-        message = self.pubsub.get_message(timeout=0) if self.pubsub.subscribed else None
-        if message is not None:
-            self.last_reply = time.monotonic()
-        return message
-
-    def check_health(self, ping_interval: float) -> None:
-        """Ping now and then; raise if Redis stopped answering (a half-open connection)."""
-        if not self.pubsub.subscribed:
-            return
-        now = time.monotonic()
-        if now - self.last_reply > 3 * ping_interval:
-            raise redis.ConnectionError("no reply from Redis to the hub's pings")
-        if now - self.last_ping >= ping_interval:
-            self.pubsub.ping()
-            self.last_ping = now
-
-    def close(self) -> None:
-        try:
-            self.pubsub.reset()  # and leave Redis's list of subscribers now
-        except (redis.RedisError, OSError):
-            pass
 
 
 class Hub:
@@ -251,26 +65,18 @@ class Hub:
         self._ping_interval = ping_interval
         self._tick_seconds = tick_seconds
         self._last_tick = time.monotonic()
-        self._lock = threading.Lock()
-        self._listeners: dict[str, set[Subscription]] = {}
-        self._subscriptions: set[Subscription] = set()  # every stream's, once
-        self._confirmed: dict[str, threading.Event] = {}
-        self._idle_since: dict[str, float] = {}
-        self._pending: list[str] = []  # channels to subscribe, in order
+        self._table = FanOut()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)  # a full pipe must never block the process
-        self._links: dict[str, _Link] = {}  # by server; only the hub's thread touches these
+        self._links: dict[str, Link] = {}  # by server; only the hub's thread touches these
         self._retry: dict[str, tuple[float, float]] = {}  # server -> (when, delay) after a cut
         # A server's first connection is made by a helper thread (see _connect), which hands
         # the new link over here when it has sent its first subscribe, or failed.
         self._connecting: set[str] = set()
-        self._connected: queue.SimpleQueue[tuple[str, _Link, Exception | None]] = (
-            queue.SimpleQueue()
-        )
+        self._connected: queue.SimpleQueue[tuple[str, Link, Exception | None]] = queue.SimpleQueue()
         self._refresh_needed = False  # read the slot map before routing channels again
         self._stopping = False
-        self._draining = False
         self.reconnects = 0
         self._thread = threading.Thread(target=self._run, name="chatapp-hub", daemon=True)
 
@@ -290,34 +96,19 @@ class Hub:
 
     def drain(self) -> None:
         """Tell every stream to close now (the process is stopping); refuse new ones."""
-        with self._lock:
-            self._draining = True
-            subscriptions = list(self._subscriptions)
-        for subscription in subscriptions:
-            subscription.deliver(DRAIN)
+        self._table.drain()
 
     @property
     def stream_count(self) -> int:
-        with self._lock:
-            return len(self._subscriptions)
+        return self._table.stream_count
 
     def subscribe(self, *channels: str, timeout: float = 5.0) -> Subscription:
         """Return one subscription to `channels` once Redis has confirmed each of them, or
         raise HubUnavailable."""
-        subscription = Subscription(channels)
-        waits = []
-        with self._lock:
-            if self._draining:
-                raise HubUnavailable("this process is shutting down")
-            self._subscriptions.add(subscription)
-            for channel in channels:
-                self._listeners.setdefault(channel, set()).add(subscription)
-                self._idle_since.pop(channel, None)
-                confirmed = self._confirmed.get(channel)
-                if confirmed is None:
-                    confirmed = self._confirmed[channel] = threading.Event()
-                    self._pending.append(channel)
-                waits.append(confirmed)
+        try:
+            subscription, waits = self._table.add(channels)
+        except Draining:
+            raise HubUnavailable("this process is shutting down") from None
         self._wake()
         deadline = time.monotonic() + timeout
         for channel, confirmed in zip(channels, waits, strict=True):
@@ -328,13 +119,7 @@ class Hub:
 
     def release(self, subscription: Subscription) -> None:
         """Stop delivering to `subscription`; a channel goes after the unsubscribe delay."""
-        with self._lock:
-            self._subscriptions.discard(subscription)
-            for channel in subscription.channels:
-                listeners = self._listeners.get(channel, set())
-                listeners.discard(subscription)
-                if not listeners:
-                    self._idle_since[channel] = time.monotonic()
+        self._table.release(subscription)
 
     def _wake(self) -> None:
         try:
@@ -387,7 +172,8 @@ class Hub:
             self._tick()
             if not self._read():
                 # Channels waiting to be subscribed again (after a cut) are retried soon.
-                self._wait(timeout=min(interval, RECONNECT_DELAY) if self._pending else interval)
+                pending = self._table.has_pending()
+                self._wait(timeout=min(interval, RECONNECT_DELAY) if pending else interval)
 
     @contextmanager
     def _guard(self, server: str) -> Iterator[None]:
@@ -406,12 +192,12 @@ class Hub:
         if link is not None:
             self._moved(link, {c for c in link.channels if key_slot(c.encode()) == slot})
 
-    def _moved(self, link: _Link, channels: set[str]) -> None:
+    def _moved(self, link: Link, channels: set[str]) -> None:
         """These channels live on another server now: take them off `link`, read the slot
         map again and subscribe to them where it says (their streams refill then)."""
         link.channels -= channels
         self._refresh_needed = True
-        self._requeue(channels)
+        self._table.requeue(channels)
 
     def _cut(self, server: str, reason: object) -> None:
         """Drop a server's connection; its channels that still have streams are subscribed
@@ -422,7 +208,7 @@ class Hub:
         link = self._links.pop(server, None)
         if link is not None:
             link.close()
-            self._requeue(link.channels)
+            self._table.requeue(link.channels)
         self._back_off(server)
 
     def _back_off(self, server: str) -> None:
@@ -431,33 +217,20 @@ class Hub:
         self._retry[server] = (time.monotonic() + delay, delay)
         self._refresh_needed = True  # the server may be gone for good: ask where slots are
 
-    def _requeue(self, channels: set[str]) -> None:
-        with self._lock:
-            again = [channel for channel in channels if channel in self._confirmed]
-            for channel in again:
-                self._confirmed[channel].clear()
-            self._pending.extend(again)
-
     def _tick(self) -> None:
         now = time.monotonic()
         if now - self._last_tick < self._tick_seconds:
             return
         self._last_tick = now
-        with self._lock:
-            subscriptions = list(self._subscriptions)
-        for subscription in subscriptions:
-            subscription.deliver(TICK)
+        self._table.tick()
 
     def _subscribe_pending(self) -> None:
-        with self._lock:
-            channels = [c for c in dict.fromkeys(self._pending) if c in self._confirmed]
-            self._pending = []
+        channels = self._table.take_pending()
         if not channels:
             return
         waiting = self._route_and_subscribe(channels)
         if waiting:
-            with self._lock:
-                self._pending[:0] = waiting
+            self._table.put_back(waiting)
 
     def _route_and_subscribe(self, channels: list[str]) -> list[str]:
         """Subscribe each channel on its server; return those that must wait (their server,
@@ -494,7 +267,7 @@ class Hub:
         """Connect to a server and subscribe to its first channels in a helper thread: a
         server that does not answer (its packets dropped) would otherwise hold this thread,
         and every other server's messages, for its whole connect timeout."""
-        link = _Link(self._routes.pubsub(server), self._routes.sharded)
+        link = Link(self._routes.pubsub(server), self._routes.sharded)
         self._connecting.add(server)
 
         def connect() -> None:
@@ -523,24 +296,14 @@ class Hub:
             if error is not None:
                 self._cut(server, error)  # it closes the link and requeues its channels
                 continue
-            with self._lock:  # a stream may have left while its channel was being subscribed
-                gone = [channel for channel in link.channels if channel not in self._confirmed]
+            # A stream may have left while its channel was being subscribed.
+            gone = [channel for channel in link.channels if not self._table.wanted(channel)]
             if gone:
                 with self._guard(server):
                     link.unsubscribe(gone)
 
     def _unsubscribe_idle(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            idle = [
-                channel
-                for channel, since in self._idle_since.items()
-                if now - since >= self._unsubscribe_delay
-            ]
-            for channel in idle:
-                del self._idle_since[channel]
-                del self._confirmed[channel]
-                self._listeners.pop(channel, None)
+        idle = self._table.take_idle(self._unsubscribe_delay)
         if not idle:
             return
         for server, link in list(self._links.items()):
@@ -584,30 +347,18 @@ class Hub:
             except BlockingIOError:
                 pass
 
-    def _dispatch(self, server: str, link: _Link, message: dict[str, Any]) -> None:
+    def _dispatch(self, server: str, link: Link, message: dict[str, Any]) -> None:
         kind = message["type"]
         channel = message.get("channel")
         if not isinstance(channel, str):
             return
         if kind in ("subscribe", "ssubscribe"):
             self._retry.pop(server, None)  # the server is back: the next cut starts afresh
-            with self._lock:
-                confirmed = self._confirmed.get(channel)
-                listeners = list(self._listeners.get(channel, ()))
-            if confirmed is not None:
-                confirmed.set()
-            for subscription in listeners:  # anything published while unsubscribed is lost
-                subscription.deliver(REFILL)
+            self._table.confirmed(channel)
         elif kind in ("message", "smessage"):
-            try:
-                payload = json.loads(message["data"])
-            except ValueError:
-                log.warning("hub: ignored a malformed message on %s", channel)
-                return
-            with self._lock:
-                listeners = list(self._listeners.get(channel, ()))
-            for subscription in listeners:
-                subscription.deliver(payload)
+            payload = contract.decode(message["data"])  # once, for all its streams
+            if payload is not None:
+                self._table.deliver(channel, payload)
         elif kind in ("unsubscribe", "sunsubscribe"):
             if link.confirms_our_unsubscribe(channel) or channel not in link.channels:
                 return

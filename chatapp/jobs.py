@@ -22,6 +22,7 @@ from chatapp import metrics, prompt, providers, store, titles, waiting
 from chatapp.connections import get_append_client, get_queue, get_redis, get_small_queue
 from chatapp.job_context import in_app_context
 from chatapp.producer import Fenced, Heartbeat, Producer
+from chatapp.streaming_model import Model, Thinking
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
             for piece in model.stream(context):
                 if heartbeat.fenced.is_set():
                     raise Fenced("ended", producer.length)
-                if isinstance(piece, providers.Thinking):
+                if isinstance(piece, Thinking):
                     producer.think(piece)
                 else:
                     producer.feed(piece)
@@ -283,7 +284,7 @@ def end_if_producer_dead(job: Job) -> None:
         store.end_if_dead(r, chat_id, message, timing_from(current_app.config))
 
 
-def usage_fields(model: providers.Model) -> dict[str, str]:
+def usage_fields(model: Model) -> dict[str, str]:
     """The tokens the model server counted for the answer, as its message keeps them."""
     if model.usage is None:
         return {}
@@ -298,7 +299,7 @@ INCOMPLETE = {
 }
 
 
-def why_unfinished(model: providers.Model, written: int) -> str:
+def why_unfinished(model: Model, written: int) -> str:
     """Return why a stream that ended is not a complete answer, or "" when it is one."""
     if model.tool_calls and not written:
         return "The model asked to use a tool instead of answering; chatapp runs no tools."

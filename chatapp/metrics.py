@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from chatapp.contract import AnswerEntries
 
 ENTRIES_APPENDED_KEY = "chatapp:v1:metrics:entries_appended"
 OUTCOMES_KEY = "chatapp:v1:metrics:answers_ended"  # a hash: outcome -> answers
@@ -34,9 +35,9 @@ DELIVERY_LATENCY = Histogram(
 )
 
 
-def observe_delivery(items: Iterable[dict[str, Any] | str | None]) -> None:
-    """Record how late the oldest of the live messages just written is."""
-    stamps = [item["at"] for item in items if isinstance(item, dict) and "at" in item]
+def observe_delivery(items: Iterable[object]) -> None:
+    """Record how late the oldest of the answer entries just written is."""
+    stamps = [item.appended_ms for item in items if isinstance(item, AnswerEntries)]
     if stamps:
         DELIVERY_LATENCY.observe(max(0.0, time.time() - min(stamps) / 1000))
 

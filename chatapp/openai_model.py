@@ -31,7 +31,7 @@ import openai
 import orjson
 
 from chatapp.network_body import MalformedBody, network_reads
-from chatapp.providers import Thinking
+from chatapp.streaming_model import Thinking
 
 try:  # the HTTP client of openai 3, and its transport
     import httpcore2 as transport

@@ -14,6 +14,7 @@ from rq import Queue
 from chatapp import providers, store
 from chatapp.connections import get_redis
 from chatapp.job_context import in_app_context
+from chatapp.streaming_model import Thinking
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def make_title(chat_id: str, current_title: str) -> str:
                 {"role": "user", "content": exchange},
             ]
         ):
-            if isinstance(piece, providers.Thinking):
+            if isinstance(piece, Thinking):
                 continue  # a reasoning model's thoughts are not its title
             reply += piece
             if len(reply) > LONGEST_REPLY:

@@ -1,4 +1,5 @@
-"""HTTP endpoints: chat pages, sending a message, stopping an answer, following it live."""
+"""HTTP endpoints: chat pages, sending a message, stopping and regenerating an answer,
+renaming, exporting and deleting a chat. The streams a page holds: live_views.py."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import io
 import logging
 import re
 import time
-from collections.abc import Iterator
-from typing import Any
 
 from flask import (
     Blueprint,
@@ -18,69 +17,31 @@ from flask import (
     render_template,
     request,
     send_file,
-    stream_with_context,
     url_for,
 )
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import answers, export, frames, models, prompt, store
-from chatapp.answer_stream import Follow, follow
 from chatapp.chat_stream import (
-    AnswerBody,
-    FollowChat,
-    Pages,
     answer_so_far,
-    follow_chat,
-    follow_chat_list,
 )
-from chatapp.connections import UNAVAILABLE, get_hub, get_redis
+from chatapp.connections import get_redis
 from chatapp.errors import error_response
-from chatapp.follow import retry_later
-from chatapp.owner import current_session_id, current_user, current_user_id, find_chat, load_chat
+from chatapp.owner import current_user, current_user_id, load_chat
 from chatapp.ratelimit import done, every_action_counts, limiter, per_user
-from chatapp.store import Message
-from chatapp.stream_share import get_stream_share
 from chatapp.web import is_htmx
 
-bp = Blueprint("chat", __name__)
+bp = Blueprint("chat", __name__)  # live_views.py adds the streams to it
 log = logging.getLogger(__name__)
 
 TITLE_LIMIT = 100
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 @bp.get("/")
 def index() -> str:
     return render_template("index.html")
-
-
-@bp.get("/live")
-def live_chat_list() -> Response:
-    """The front page's stream: the user's chat list, again whenever it changes."""
-    user = current_user()
-    if user is None:  # logged out elsewhere: say so, and the page stops reconnecting
-        gone = frames.chat_gone_event(render_template("partials/front_gone.html")).encode()
-        return Response([gone], mimetype="text/event-stream", headers=SSE_HEADERS)
-    config = current_app.config
-    events = follow_chat_list(
-        get_hub(),
-        user.id,
-        _render_chat_list,
-        ping_seconds=config["PING_SECONDS"],
-        max_seconds=config["STREAM_MAX_SECONDS"],
-        max_streams=config["SSE_MAX_PER_PROCESS"],
-        session_id=current_session_id(),
-        signed_out=lambda: render_template("partials/front_gone.html"),
-    )
-    return _event_stream(user.id, events)
-
-
-def _render_chat_list(current: str = "") -> str:
-    """The user's chat list, to replace the one on the page (out of band)."""
-    chats = store.list_chats(get_redis(), current_user_id())
-    return render_template("partials/chat_list.html", chats=chats, current=current, oob=True)
 
 
 @bp.post("/chats")
@@ -312,122 +273,3 @@ def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
 def _done_here(page: str) -> BaseResponse | tuple[str, int]:
     """204 for htmx (the page hears of it on its stream), else back to the page."""
     return ("", 204) if is_htmx() else redirect(page, code=303)
-
-
-@bp.get("/chats/<chat_id>/messages/<message_id>/stream")
-def stream(chat_id: str, message_id: str) -> Response:
-    """Follow an answer: snapshot or resume, then live, until `end`.
-
-    Stream-level conditions (unknown, not yours, finished) end with `end`; temporary ones
-    (Redis down, too many streams in the process) say `retry:` and close, keeping the
-    cursor. The one error status: 429 past the user's share of streams (stream_share.py).
-    """
-    try:
-        chat = find_chat(chat_id)
-    except UNAVAILABLE as exc:
-        return _come_back_later(exc)
-
-    def render_final(message: Message | None) -> str:
-        if message is None:
-            return render_template("partials/answer_gone.html", message_id=message_id)
-        return render_template("partials/answer.html", message=message, chat_id=chat_id)
-
-    if chat is None or not store.is_id(message_id):
-        body = [frames.end_event(None, render_final(None)).encode()]
-        return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
-    follow_request = Follow(
-        chat_id=chat.id,
-        message_id=message_id,
-        cursor=frames.parse_cursor(request.headers.get("Last-Event-ID")),
-        **_stream_settings(),
-    )
-    events = follow(get_redis(), get_hub(), follow_request, render_final)
-    return _event_stream(chat.owner, events)
-
-
-@bp.get("/chats/<chat_id>/live")
-def live(chat_id: str) -> Response:
-    """The chat page's one stream: messages from every device and the running answer.
-
-    Its cursor is the `Last-Event-ID` of a native reconnect, else `after` (which app.js
-    sets to the newest id the page applied when the SSE extension rebuilds its source).
-    """
-    try:
-        chat = find_chat(chat_id)
-    except UNAVAILABLE as exc:
-        return _come_back_later(exc)
-    if chat is None:
-        gone = render_template("partials/chat_gone.html")
-        body = [frames.chat_gone_event(gone).encode()]
-        return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
-    raw_cursor = request.headers.get("Last-Event-ID") or request.args.get("after")
-
-    def render(message: Message, body: AnswerBody | None, oob: bool) -> str:
-        return render_template(
-            "partials/message.html",
-            message=message,
-            chat_id=chat_id,
-            body=body,
-            oob=oob,
-            chat_stream=True,
-        )
-
-    pages = Pages(
-        article=render,
-        chat_list=lambda: _render_chat_list(chat.id),
-        # the list without the deleted chat, too: this stream ends here
-        deleted=lambda: (
-            render_template("partials/chat_gone.html", deleted=True) + _render_chat_list()
-        ),
-        signed_out=lambda: render_template("partials/chat_gone.html"),
-    )
-
-    follow_request = FollowChat(
-        chat_id=chat.id,
-        owner=chat.owner,
-        cursor=frames.parse_chat_cursor(raw_cursor),
-        session_id=current_session_id(),
-        **_stream_settings(),
-    )
-    events = follow_chat(get_redis(), get_hub(), follow_request, pages)
-    return _event_stream(chat.owner, events)
-
-
-def _event_stream(user_id: str, events: Iterator[bytes]) -> Response:
-    """Send `events` as the user's stream, within their share of this process's streams
-    (stream_share.py); the excess is refused with 429, which a tab retries later."""
-    share = get_stream_share()
-    if not share.take(user_id):
-        log.warning(
-            "stream %s: user %s holds %d streams here", request.path, user_id, share.per_user
-        )
-        message = (
-            f"This account has {share.per_user} live pages open on this server, the most it may "
-            "have. Close some tabs; this one reconnects by itself."
-        )
-        headers = {**SSE_HEADERS, "Retry-After": "30"}
-        return Response(message, 429, mimetype="text/plain", headers=headers)
-    response = Response(
-        stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS
-    )
-    response.call_on_close(lambda: share.give_back(user_id))
-    return response
-
-
-def _come_back_later(exc: Exception) -> Response:
-    """A stream that cannot start now (Redis down or busy): the browser retries soon."""
-    log.warning("stream %s: Redis unavailable (%s); told to come back", request.path, exc)
-    return Response(retry_later(), mimetype="text/event-stream", headers=SSE_HEADERS)
-
-
-def _stream_settings() -> dict[str, Any]:
-    """The configured pings, checks and limits of a stream, and the timing of terminals
-    it writes (an answer whose producer is gone)."""
-    config = current_app.config
-    return {
-        "ping_seconds": config["PING_SECONDS"],
-        "check_seconds": config["CHECK_SECONDS"],
-        "max_streams": config["SSE_MAX_PER_PROCESS"],
-        "max_seconds": config["STREAM_MAX_SECONDS"],
-        "timing": answers.timing(),
-    }

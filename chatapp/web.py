@@ -51,6 +51,7 @@ def init_app(app: Flask) -> None:
     app.after_request(_security_headers)
     app.jinja_env.globals.update(
         answer_body=frames.answer_body,
+        events=frames.EVENTS,
         offline_model=providers.uses_offline_model(app.config),
         model_label=providers.model_label(app.config),
         current_user=_page_user,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from chatapp.answer_stream import Follow, follow
+from chatapp.follow import StreamSettings
 from chatapp.frames import Cursor
 from chatapp.hub import Hub
 from chatapp.store import Message
@@ -24,7 +25,7 @@ def watch(
     **options: float,
 ) -> list[Event]:
     """Follow until `end` (or until the stream closes) and return the events."""
-    request = Follow(chat_id, answer_id, cursor, **options)  # type: ignore[arg-type]
+    request = Follow(chat_id, answer_id, cursor, StreamSettings(**options))  # type: ignore[arg-type]
     return parse_events(b"".join(follow(r, hub, request, final)).decode())
 
 

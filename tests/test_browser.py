@@ -12,7 +12,6 @@ log's blocks up to the last applied entry, so a doubled or lost delta fails.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Iterator
 from html import unescape
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from chatapp import frames, store
+from chatapp import contract, frames, store
 from harness.accounts import sign_up_in_browser, start_a_chat
 from harness.servers import Stack, running_stack, stack_behind_nginx
 from tests.tcp_proxy import CuttingProxy
@@ -253,8 +252,8 @@ def assert_shown_exactly_once(tab: Tab, stack: Stack, chat_id: str, answer_id: s
     assert stored is not None and stored.status == "done"
     events = tab.events()
     assert_applied_in_order(events, end_seq=stored.length)
-    log = [json.loads(entry) for entry in store.read_log(r, chat_id, stored.gen)]
-    blocks = [entry.get("blocks", "") for entry in log[:-1]]
+    log = contract.entries(store.read_log(r, chat_id, stored.gen))
+    blocks = [entry.blocks for entry in log[:-1]]
     with_entries = [e["id"] for e in events[:-1] if has_entry(e["id"])]
     built_up_to = seq(with_entries[-1] if with_entries else tab.initial_cursor())
     built = tab.page.evaluate("window.blocksBeforeEnd")

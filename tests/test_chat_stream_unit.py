@@ -9,8 +9,10 @@ import redis
 
 from chatapp import store
 from chatapp.chat_stream import FollowChat, Pages, follow_chat
+from chatapp.follow import StreamSettings
 from chatapp.frames import ChatCursor, Cursor, parse_chat_cursor, parse_cursor
-from chatapp.hub import DRAIN, Hub, Subscription
+from chatapp.hub import Hub
+from chatapp.subscription import DRAIN, Subscription
 from harness.client import parse_events
 from harness.servers import wait_until
 
@@ -29,7 +31,9 @@ def a_chat_with_a_message(r: redis.Redis) -> store.Chat:
 
 
 def follow(r: redis.Redis, hub: Hub, chat: store.Chat, cursor: ChatCursor | None) -> bytes:
-    request = FollowChat(chat.id, chat.owner, cursor, check_seconds=60, max_seconds=5)
+    request = FollowChat(
+        chat.id, chat.owner, cursor, StreamSettings(check_seconds=60, max_seconds=5)
+    )
     return b"".join(follow_chat(r, hub, request, PAGES))
 
 

@@ -17,8 +17,10 @@ from redis.crc import key_slot
 
 from chatapp import store
 from chatapp.connections import make_hub, make_redis
+from chatapp.contract import ANSWER_STARTED, ChatEvents, ChatListChanged
 from chatapp.frames import Cursor
-from chatapp.hub import REFILL, TICK, Hub, Subscription
+from chatapp.hub import Hub
+from chatapp.subscription import REFILL, TICK, Subscription
 from harness.accounts import Person
 from harness.client import ChatClient, Event, blocks_of, page_after
 from harness.servers import LocalCluster, RedisServer, Stack, free_port, running_stack, wait_until
@@ -96,8 +98,8 @@ def started(answer_id: str) -> Callable[[list[Any]], bool]:
     """Whether the items hold the chat event that says `answer_id` started."""
 
     def check(items: list[Any]) -> bool:
-        events = [event for item in items if isinstance(item, dict) for event in item.get("e", [])]
-        return any(e.get("t") == "answer_started" and e.get("m") == answer_id for e in events)
+        events = [event for item in items if isinstance(item, ChatEvents) for event in item.events]
+        return any(e.kind == ANSWER_STARTED and e.message_id == answer_id for e in events)
 
     return check
 
@@ -139,7 +141,8 @@ def test_the_hub_holds_one_connection_per_shard_and_each_channel_where_it_lives(
     for port, answer_id in answers.items():
         collect(subscriptions[port], started(answer_id))
     first = answers[next(iter(chats))]
-    collect(page, lambda items: {"u": 1} in items and started(first)(items))  # both channels
+    # both channels
+    collect(page, lambda items: ChatListChanged() in items and started(first)(items))
     for node in cluster.nodes:  # still one each
         assert pubsub_clients(node) == 1
     assert hub.reconnects == 0

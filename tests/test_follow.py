@@ -23,9 +23,13 @@ from redis.retry import Retry
 from chatapp import store
 from chatapp.answer_stream import Follow, follow
 from chatapp.connections import make_hub, make_redis
+from chatapp.contract import ChatListChanged
+from chatapp.follow import StreamSettings
 from chatapp.frames import Cursor
-from chatapp.hub import DRAIN, REFILL, TICK, Hub, HubUnavailable, OneServer
+from chatapp.hub import Hub, HubUnavailable
+from chatapp.pubsub_links import OneServer
 from chatapp.store import Terminal
+from chatapp.subscription import DRAIN, REFILL, TICK
 from harness.client import Event
 from harness.servers import RedisServer, wait_until
 from tests.following import deltas_text, final, seqs, watch
@@ -280,7 +284,9 @@ def test_an_idle_stream_pings_and_closes_with_retry_after_its_maximum_age(
 ) -> None:
     sent = new_answer(r)
     chat_id = chat_of(r, sent.answer_id)
-    request = Follow(chat_id, sent.answer_id, None, ping_seconds=0.2, max_seconds=1.0)
+    request = Follow(
+        chat_id, sent.answer_id, None, StreamSettings(ping_seconds=0.2, max_seconds=1.0)
+    )
     raw = b"".join(follow(r, hub, request, final)).decode()
     assert raw.startswith("id: ") and "event: snapshot\n" in raw
     assert raw.count(": ping\nevent: ping\ndata: \n\n") >= 2
@@ -325,7 +331,9 @@ def test_an_idle_viewer_ends_an_answer_whose_producer_is_gone(
 def test_an_idle_viewer_leaves_a_live_producer_alone(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
     chat_id = chat_of(r, sent.answer_id)
-    request = Follow(chat_id, sent.answer_id, None, check_seconds=0.1, max_seconds=1.0)
+    request = Follow(
+        chat_id, sent.answer_id, None, StreamSettings(check_seconds=0.1, max_seconds=1.0)
+    )
     raw = b"".join(follow(r, hub, request, final)).decode()
     assert "event: end" not in raw
     assert store.get_message(r, chat_id, sent.answer_id).status == "queued"  # type: ignore[union-attr]
@@ -427,7 +435,9 @@ def test_an_answer_ended_by_an_idle_viewer_keeps_its_log_for_the_configured_time
     chat_id = chat_of(r, sent.answer_id)
     r.delete(store.heartbeat_key(chat_id, sent.generation_id))
     timing = store.Timing(retention_seconds=123)
-    request = Follow(chat_id, sent.answer_id, None, check_seconds=0.3, timing=timing)
+    request = Follow(
+        chat_id, sent.answer_id, None, StreamSettings(check_seconds=0.3, timing=timing)
+    )
     b"".join(follow(r, hub, request, final))
     assert 0 < r.ttl(store.log_key(chat_id, sent.generation_id)) <= 123
 
@@ -441,10 +451,10 @@ def test_the_hub_works_in_a_process_with_more_than_1024_open_files(
         crowded = make_hub(redis_server.url, unsubscribe_delay=0.2, ping_interval=0.5)
         crowded.start()
         subscription = crowded.subscribe("crowded")
-        r.publish("crowded", json.dumps({"n": 1}))
+        r.publish("crowded", json.dumps({"u": 1, "out": ["s"]}))
         news = (item for item in iter(lambda: subscription.get(timeout=5), None) if item != TICK)
         assert next(news) == REFILL  # the subscription's own refill
-        assert next(news) == {"n": 1}
+        assert next(news) == ChatListChanged(("s",))
         assert crowded.reconnects == 0
         crowded.stop()
     finally:
@@ -533,8 +543,9 @@ def test_a_slot_map_that_cannot_be_read_does_not_stop_the_hub(
         )
         assert hub.alive and DRAIN not in received and hub.reconnects == 2
         for channel in channels:
-            r.publish(channel, json.dumps({"u": channel}))
-            wait_until(lambda c=channel: {"u": c} in subscription.ready(), what="a live message")
+            r.publish(channel, json.dumps({"u": 1, "out": [channel]}))
+            nudge = ChatListChanged((channel,))
+            wait_until(lambda n=nudge: n in subscription.ready(), what="a live message")
     finally:
         hub.stop()
 
@@ -588,7 +599,7 @@ def test_a_server_that_drops_connects_does_not_hold_up_the_others(
             # The hub connects to the dropping server for a minute: this one must not wait.
             subscription = hub.subscribe("chatapp:v1:{fine}:live")
             r.publish("chatapp:v1:{fine}:live", '{"u": 1}')
-            wait_until(lambda: {"u": 1} in subscription.ready(), what="a live message")
+            wait_until(lambda: ChatListChanged() in subscription.ready(), what="a live message")
             dropped.join()
             assert outcomes == ["unavailable"]  # it did try, and its connect still hangs
         finally:

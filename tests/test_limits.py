@@ -16,6 +16,7 @@ from flask import Flask
 
 from chatapp import store, users
 from chatapp.ratelimit import cluster_storage
+from chatapp.store import nudges
 from harness.accounts import PASSWORD, Person, csrf_token, sign_up
 from harness.client import ChatClient
 from harness.servers import RedisServer, stack_env, wait_until, web_server
@@ -208,7 +209,7 @@ def test_an_answer_says_it_is_queued_behind_the_users_own_before_anyone_is_told(
     chats = [alice.new_chat() for _ in range(2)]
     alice.send(chats[0])  # running (no worker here): alice is at her cap
     told: list[str] = []
-    nudge = store.nudge
+    nudge = nudges.nudge  # as the store calls it when an answer starts
 
     def note_when_told(client: redis.Redis, owner: str) -> None:
         chat_id = chats[1]
@@ -216,11 +217,11 @@ def test_an_answer_says_it_is_queued_behind_the_users_own_before_anyone_is_told(
         told.append(r.hget(store.message_key(chat_id, answer_id), "behind_own") or "")
         nudge(client, owner)
 
-    monkeypatch.setattr(store, "nudge", note_when_told)
+    monkeypatch.setattr(nudges, "nudge", note_when_told)
     answer = answer_id_of(alice.send(chats[1]))
-    monkeypatch.setattr(store, "nudge", nudge)
+    monkeypatch.setattr(nudges, "nudge", nudge)
     assert alice.post(f"/chats/{chats[1]}/messages/{answer}/stop").status_code == 204
-    monkeypatch.setattr(store, "nudge", note_when_told)
+    monkeypatch.setattr(nudges, "nudge", note_when_told)
     again = alice.post(f"/chats/{chats[1]}/messages/{answer}/regenerate")
     assert again.status_code == 204
     assert told == ["1", "1"]

@@ -166,12 +166,16 @@ def test_a_tables_column_alignment_survives_sanitizing() -> None:
 
 
 def test_every_light_theme_code_colour_reads_at_wcag_aa_contrast() -> None:
-    """4.5:1 against the code's background (app.css; the dark theme's is monokai's)."""
+    """4.5:1 against the code's background: the code block's, `--code` of the light theme
+    (app.css; the code inside is transparent; the dark theme's colours are monokai's)."""
     css = (Path(__file__).parent.parent / "static" / "app.css").read_text()
     dark = css.index("@media (prefers-color-scheme: dark)", css.index(".answer pre code .hll"))
     light = css[css.index(".answer pre code .hll") : dark]
-    background = re.search(r"\.answer pre code \{ background: (#[0-9a-fA-F]{6})", light)
+    root = css[css.index(":root {") : css.index("}", css.index(":root {"))]
+    background = re.search(r"--code: (#[0-9a-fA-F]{6})", root)
     assert background is not None
+    assert re.search(r"\.message pre \{ background: var\(--code\)", css)
+    assert re.search(r"\.message pre code \{ background: transparent; \}", css)
     colours = re.findall(r"(?<![-\w])color: (#[0-9a-fA-F]{3,6})", light)
     assert len(colours) > 40
     ratios = {colour: round(_contrast(colour, background[1]), 2) for colour in colours}

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatapp.contract import DELTA, Entry
 from chatapp.frames import ChatCursor, chat_delta_event
 from chatapp.sse import ServerSentEvent
 
@@ -42,7 +43,7 @@ def test_no_data_line_of_an_answers_new_text_starts_with_a_blank() -> None:
     """Some SSE clients strip every space that starts a data line (the format allows one):
     the chat stream's short deltas carry indentation and word breaks as references."""
     more = escape(" indented\n    code & <b>\n\ttab\nend ", quote=False)
-    event = chat_delta_event("0123456789abcdef", ChatCursor(1), {"text": "", "more": more})
+    event = chat_delta_event("0123456789abcdef", ChatCursor(1), Entry(DELTA, more=more))
     lines = event.encode().decode().split("\n")
     data = [line.removeprefix("data: ") for line in lines if line.startswith("data:")]
     assert data[0] == "0123456789abcdef"

@@ -8,6 +8,7 @@ import threading
 import redis
 
 from chatapp import store
+from chatapp.contract import ANSWER_ENDED, ANSWER_STARTED, MESSAGE_ADDED, TITLE_CHANGED, ChatEvent
 from chatapp.store import Terminal
 from tests.storing import chat_of, delta, new_answer
 
@@ -72,10 +73,10 @@ def test_the_terminal_entry_writes_history_retention_and_the_chat_event(r: redis
     assert not store.is_alive(r, chat_id, sent.generation_id)
     assert store.get_chat(r, chat_id).running == ""  # type: ignore[union-attr]
     assert store.chat_events(r, chat_id) == [
-        {"t": "title_changed", "title": "hello"},  # the first message titles the chat
-        {"t": "message_added", "m": sent.user_id},
-        {"t": "answer_started", "m": sent.answer_id, "g": sent.generation_id},
-        {"t": "answer_ended", "m": sent.answer_id, "g": sent.generation_id, "status": "done"},
+        ChatEvent(TITLE_CHANGED, title="hello"),  # the first message titles the chat
+        ChatEvent(MESSAGE_ADDED, sent.user_id),
+        ChatEvent(ANSWER_STARTED, sent.answer_id, sent.generation_id),
+        ChatEvent(ANSWER_ENDED, sent.answer_id, sent.generation_id, status="done"),
     ]
     assert store.chat_events(r, chat_id, after=2) == store.chat_events(r, chat_id)[2:]
     assert store.chat_event_count(r, chat_id) == 4

@@ -9,6 +9,7 @@ import redis
 from rq import Queue
 
 from chatapp import store, titles
+from chatapp.contract import TITLE_CHANGED, ChatEvent
 from harness.fake_openai import FakeModel, fake_openai_server
 from harness.servers import RedisServer
 from tests.conftest import make_test_app
@@ -47,7 +48,7 @@ def test_a_real_model_titles_the_chat_after_its_first_answer(
         assert (outcome, chat.title) == ("kept", "Mine")
     else:
         assert (outcome, chat.title) == ("titled", "Hi")
-        assert store.chat_events(r, chat_id)[-1] == {"t": "title_changed", "title": "Hi"}
+        assert store.chat_events(r, chat_id)[-1] == ChatEvent(TITLE_CHANGED, title="Hi")
     asked = model.requests[-1]["messages"]
     assert asked[0] == {"role": "system", "content": titles.PROMPT}
     assert "user: What is this about?" in asked[1]["content"]
