@@ -505,8 +505,23 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it works")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where to write the plot")
     parser.add_argument("--workers", action="store_true", help="only the answer-worker rows")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="only the rows of viewers on running answers (the chat page, the per-answer "
+        "stream, the floor), a few minutes: to compare two versions of the web tier",
+    )
     args = parser.parse_args()
     size = SIZES["smoke" if args.smoke else "default"]
+    if args.live:
+        with tempfile.TemporaryDirectory() as scratch:
+            rows = [
+                live(system, size["viewers"], size["answers"], size["tokens"], Path(scratch))
+                for system in ("chatapp page", "chatapp", "floor")
+            ]
+        print(LIVE_HEADER, *(row.row() for row in rows), sep="\n")
+        print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        return
     if args.workers:
         with tempfile.TemporaryDirectory() as scratch:
             runs = worker_runs(size["worker_rows"], Path(scratch))
