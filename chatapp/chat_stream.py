@@ -26,21 +26,12 @@ from chatapp.contract import ChatEvent, ChatEvents, ChatListChanged, Entry, Publ
 from chatapp.follow import AnswerLog, StreamSettings, relay, serve
 from chatapp.frames import ChatCursor, Cursor
 from chatapp.hub import Hub
+from chatapp.running_answer import AnswerBody, answer_so_far
 from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
 from chatapp.subscription import Subscription
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AnswerBody:
-    """A running answer as far as its log goes: finished blocks, then the open block (its
-    last render and the text after it, frames.open_block)."""
-
-    blocks: str
-    tail: str
-    thinking: str = ""  # the model's reasoning so far, escaped
 
 
 @dataclass(frozen=True)
@@ -63,19 +54,6 @@ class FollowChat:
     cursor: ChatCursor | None
     settings: StreamSettings = field(default_factory=StreamSettings)
     session_id: str = ""  # the page's login: when it ends, the stream says so and stops
-
-
-def answer_so_far(
-    r: redis.Redis, chat_id: str, message: Message
-) -> tuple[Message, AnswerBody | None, int]:
-    """Return the message as it is now and, for a running answer, its body as far as its
-    log goes and that position (the page and the stream start from the same place)."""
-    if not message.running:
-        return message, None, 0
-    entries = contract.entries(store.read_log(r, chat_id, message.gen))
-    if entries and entries[-1].terminal:  # it ended just now
-        return store.get_message(r, chat_id, message.id) or message, None, 0
-    return message, AnswerBody(*frames.body_so_far(message.id, entries)), len(entries)
 
 
 def follow_chat(

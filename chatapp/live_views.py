@@ -15,10 +15,11 @@ from flask import Response, current_app, render_template, request, stream_with_c
 from chatapp import answers, frames, store
 from chatapp.answer_stream import Follow, follow
 from chatapp.chat_list_stream import follow_chat_list
-from chatapp.chat_stream import AnswerBody, FollowChat, Pages, follow_chat
+from chatapp.chat_stream import FollowChat, Pages, follow_chat
 from chatapp.connections import UNAVAILABLE, get_hub, get_redis
 from chatapp.follow import StreamSettings, retry_later
 from chatapp.owner import current_session_id, current_user, current_user_id, find_chat
+from chatapp.running_answer import AnswerBody
 from chatapp.store import Message
 from chatapp.stream_share import get_stream_share
 from chatapp.views import bp

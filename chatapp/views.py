@@ -23,13 +23,11 @@ from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
 from chatapp import answers, export, frames, models, prompt, store
-from chatapp.chat_stream import (
-    answer_so_far,
-)
 from chatapp.connections import get_redis
 from chatapp.errors import error_response
 from chatapp.owner import current_user, current_user_id, load_chat
 from chatapp.ratelimit import done, every_action_counts, limiter, per_user
+from chatapp.running_answer import answer_so_far
 from chatapp.web import is_htmx
 
 bp = Blueprint("chat", __name__)  # live_views.py adds the streams to it
