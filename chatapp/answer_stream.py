@@ -55,7 +55,7 @@ class _AnswerStream:
         self.request = request
         self.subscription = subscription
         self.render_final = render_final
-        self.answer = AnswerLog(r, request.chat_id, request.message_id, "", 0)
+        self.answer: AnswerLog  # made in run(), once the answer's generation is known
         self.finished = False
 
     def run(self) -> Iterator[bytes]:
@@ -63,7 +63,7 @@ class _AnswerStream:
         if message is None or message.role != "assistant":
             yield self._final(None)
             return
-        self.answer.generation_id = message.gen
+        self.answer = AnswerLog(self.r, self.request.chat_id, message.id, message.gen, sent=0)
         if not message.running:
             if self._log_serves(self.request.cursor, message):
                 yield from self._start(self.request.cursor)  # the rest, then `end`
@@ -83,10 +83,10 @@ class _AnswerStream:
         )
 
     def _start(self, cursor: Cursor | None) -> Iterator[bytes]:
-        self.answer.sent = 0
-        entries = self.answer.missed()  # all of it
+        answer = self.answer
+        entries = answer.missed()  # all of it: nothing is sent yet
         ended = bool(entries) and entries[-1].terminal
-        generation_id = self.answer.generation_id
+        generation_id = answer.generation_id
         resumable = (
             cursor is not None
             and cursor.generation_id == generation_id
@@ -100,7 +100,7 @@ class _AnswerStream:
             start = len(entries) - 1 if ended else len(entries)
             at = Cursor(generation_id, start)
             yield frames.snapshot_event(self.request.message_id, at, entries[:start]).encode()
-        self.answer.sent = start
+        answer.sent = start
         yield from self._send(entries[start:])
 
     # -- the engine's Listener ------------------------------------------------------------
