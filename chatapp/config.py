@@ -14,9 +14,9 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "REDIS_QUEUE_URL": None,  # the RQ queue's Redis; defaults to REDIS_URL
     "REDIS_CLUSTER": False,  # REDIS_URL is a node of a Redis Cluster (then set REDIS_QUEUE_URL)
-    # Per pool: the worker's chat data, the queue, the rate limits, and on a Cluster everything;
-    # a pool blocks (with a timeout) when exhausted. A web process's chat data on one Redis
-    # goes through one shared connection instead (shared_redis.py).
+    # Per pool: the worker's chat data, the queue, the rate limits (per node on a Cluster);
+    # a pool blocks (with a timeout) when exhausted. A web process's chat data goes through
+    # one shared connection instead (shared_redis.py), one per master on a Cluster.
     "REDIS_MAX_CONNECTIONS": 50,
     "DATA_DIR": str(PROJECT_DIR / "data"),
     "OPENAI_API_KEY": None,

@@ -59,17 +59,32 @@ def init_app(app: Flask) -> None:
 
 
 def share_one_connection(app: Flask) -> None:
-    """In a gevent web process on one Redis, send every request's and stream's commands
-    through one shared connection (chatapp/shared_redis.py) instead of a pool."""
+    """In a gevent web process, send every request's and stream's commands through one
+    shared connection instead of a pool (one per master on a Cluster)."""
     from gevent import monkey
 
+    if monkey.is_module_patched("socket"):
+        config = app.config
+        app.extensions["shared_redis"] = make_shared_redis(config["REDIS_URL"], config)
+
+
+def make_shared_redis(url: str, config: Mapping[str, Any]) -> redis.Redis:
+    """Return a client whose commands, from any greenlet, share one connection
+    (chatapp/shared_redis.py), or one per master on a Cluster (chatapp/shared_cluster.py)."""
+    from chatapp.shared_cluster import SharedConnectionCluster
     from chatapp.shared_redis import SharedConnectionRedis
 
-    config = app.config
-    if monkey.is_module_patched("socket") and not config["REDIS_CLUSTER"]:
-        options = redis_options(config["REDIS_URL"])
-        del options["max_connections"], options["timeout"]  # a pool's, not a connection's
-        app.extensions["shared_redis"] = SharedConnectionRedis(config["REDIS_URL"], **options)
+    options = redis_options(url)
+    del options["max_connections"], options["timeout"]  # a pool's, not a connection's
+    if not config["REDIS_CLUSTER"]:
+        return SharedConnectionRedis(url, **options)
+
+    def node_client(node: ClusterNode) -> SharedConnectionRedis:
+        return SharedConnectionRedis(_same_credentials(url, node.host, node.port), **options)
+
+    # Its pools (redis-py's own cluster code) serve only while the cluster changes shape.
+    pooled = redis_options(url, config)
+    return make_cluster_client(url, pooled, SharedConnectionCluster, node_client=node_client)
 
 
 def make_redis(
@@ -103,7 +118,12 @@ def redis_options(
     return options
 
 
-def make_cluster_client(url: str, options: dict[str, object]) -> redis.Redis:
+def make_cluster_client(
+    url: str,
+    options: dict[str, object],
+    client_class: type[RedisCluster] = RedisCluster,
+    **extra: Any,
+) -> redis.Redis:
     """Return a Redis Cluster client (`url` names one node or several; it finds the rest
     from the first that answers), with a blocking pool of `max_connections` per node.
 
@@ -111,11 +131,12 @@ def make_cluster_client(url: str, options: dict[str, object]) -> redis.Redis:
     script and transaction within one chat's slot."""
     options = {k: v for k, v in options.items() if k != "health_check_interval"}  # not taken
     first, nodes = split_cluster_url(url)
-    cluster = RedisCluster.from_url(
+    cluster = client_class.from_url(
         first,
         startup_nodes=[ClusterNode(host, port) for host, port in nodes[1:]],
         connection_pool_class=redis.BlockingConnectionPool,
         **options,
+        **extra,
     )
     return cast(redis.Redis, cluster)
 

@@ -15,8 +15,8 @@ nothing of another caller comes between. If the connection fails, every call wai
 hears the error, and the next command opens a new connection. There is no place here for
 blocking commands, WATCH or pub/sub; the web process sends none through this client.
 
-Only for gevent processes on one Redis (a Cluster client routes each command to its node
-itself); `connections.share_one_connection` decides.
+Only for gevent processes; `connections.share_one_connection` decides. On a Cluster, one of
+these for each master (chatapp/shared_cluster.py).
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ class SharedConnectionRedis(redis.Redis):
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         return _SharedPipeline(self, transaction)
+
+    def close(self) -> None:
+        self._connection.disconnect()  # made here, not held by the pool
+        super().close()
 
     def _run(self, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
         """Send the commands and wait for their replies; once more on a new connection if

@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gevent
 import pytest
 import redis
 from redis.crc import key_slot
 
 from chatapp import store
-from chatapp.connections import make_hub, make_redis
+from chatapp.connections import make_hub, make_redis, make_shared_redis
 from chatapp.contract import ANSWER_STARTED, ChatEvents, ChatListChanged
 from chatapp.frames import Cursor
 from chatapp.hub import Hub
@@ -373,3 +374,76 @@ def test_a_process_starts_while_the_first_node_it_names_is_down(
     assert store.get_chat(r, chat_id) is not None
     assert person.client.get(f"/chats/{chat_id}").status_code == 200
     assert app.test_client().get("/healthz").json["redis"] == "ok"  # type: ignore[index]
+
+
+# -- the web process's client: one connection per master (chatapp/shared_cluster.py) -----
+
+
+@pytest.fixture
+def shared(cluster: LocalCluster, r: redis.Redis) -> Iterator[redis.Redis]:
+    client = make_shared_redis(cluster.url, {"REDIS_CLUSTER": True, "REDIS_MAX_CONNECTIONS": 50})
+    yield client
+    client.close()
+
+
+def connections(node: RedisServer) -> int:
+    return len(plain(node).client_list(_type="normal"))
+
+
+def test_a_web_process_holds_one_connection_per_master_for_all_its_greenlets(
+    r: redis.Redis, shared: redis.Redis, cluster: LocalCluster
+) -> None:
+    owner = "0" * 16
+    chats = list(chat_on_each_shard(r, cluster).values())
+    for chat in chats:
+        send(r, chat)
+    expected = {chat: (store.get_chat(r, chat), store.read_chat(r, chat)) for chat in chats}
+    expected_list = store.list_chats(r, owner)
+    before = {node.port: connections(node) for node in cluster.nodes}
+
+    def read(n: int) -> None:
+        chat = chats[n % len(chats)]
+        assert store.get_chat(shared, chat) == expected[chat][0]  # one command
+        assert store.read_chat(shared, chat) == expected[chat][1]  # a transaction, pipelines
+        assert store.list_chats(shared, owner) == expected_list  # a pipeline over every master
+
+    gevent.joinall([gevent.spawn(read, n) for n in range(200)], raise_error=True)
+    for node in cluster.nodes:  # one more each (the pools', for the slot map, made before)
+        assert connections(node) <= before[node.port] + 1
+    # Commands for every master, or by a rule of redis-py's: through its own cluster code
+    assert set(shared.scan_iter(match="*")) == set(r.scan_iter(match="*"))
+    assert shared.dbsize() == r.dbsize() > 0
+    assert shared.ping()
+
+
+def test_the_web_process_follows_a_slot_that_moved_and_one_that_is_moving(
+    r: redis.Redis, shared: redis.Redis, cluster: LocalCluster
+) -> None:
+    owner = "0" * 16
+    chats = list(chat_on_each_shard(r, cluster).values())
+    moving = chats[0]
+    key = store.chat_key(moving)
+    assert store.get_chat(shared, moving) is not None  # the fast path knows the old owner
+    source = cluster.node_of(key)
+    target = next(node for node in cluster.nodes if node is not source)
+
+    # Moving: the key is on the target already, the slot still the source's (ASK)
+    slot = key_slot(key.encode())
+    src, dst = plain(source), plain(target)
+    dst.execute_command(
+        "CLUSTER", "SETSLOT", slot, "IMPORTING", src.execute_command("CLUSTER", "MYID")
+    )
+    src.execute_command(
+        "CLUSTER", "SETSLOT", slot, "MIGRATING", dst.execute_command("CLUSTER", "MYID")
+    )
+    src.execute_command("MIGRATE", "127.0.0.1", target.port, key, 0, 5000)
+    assert store.get_chat(shared, moving) == store.get_chat(r, moving) is not None
+
+    cluster.move_slot_of(key, target)  # moved (MOVED): the rest of its keys too
+    for _ in range(2):  # redirected once; then straight to the new owner
+        assert store.get_chat(shared, moving) == store.get_chat(r, moving)
+        assert store.read_chat(shared, moving) == store.read_chat(r, moving)
+        assert store.list_chats(shared, owner) == store.list_chats(r, owner)
+    before = connections(target)
+    gevent.joinall([gevent.spawn(store.read_chat, shared, moving) for _ in range(100)])
+    assert connections(target) <= before  # all on the connection the fast path has there
