@@ -520,6 +520,13 @@ def main() -> None:
                 for system in ("chatapp page", "chatapp", "floor")
             ]
         print(LIVE_HEADER, *(row.row() for row in rows), sep="\n")
+        page, answer, floor = rows
+        print(
+            f"bytes a viewer reads of a {page.tokens}-token answer: chat page "
+            f"{page.kb_per_viewer_answer:.1f} KB without the chat list (goal: its final HTML "
+            f"+ 100 B per token, {page.bytes_goal_kb():.1f} KB), per-answer stream "
+            f"{answer.kb_per_viewer:.1f} KB, floor {floor.kb_per_viewer:.1f} KB"
+        )
         print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         return
     if args.workers:

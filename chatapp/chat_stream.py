@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis
 
@@ -34,12 +35,21 @@ from chatapp.subscription import Subscription
 log = logging.getLogger(__name__)
 
 
+class Article(Protocol):
+    """Render one message's article: a running answer with its `body` so far; out of band
+    with `oob`; an ended answer whose blocks a page that followed its log holds already
+    with `kept` (they stay as they are: see answer.html)."""
+
+    def __call__(
+        self, message: Message, body: AnswerBody | None, oob: bool, kept: bool = False
+    ) -> str: ...
+
+
 @dataclass(frozen=True)
 class Pages:
     """The markup a chat stream sends, rendered by the web layer's templates."""
 
-    # One message's article: (message, a running answer's body or None, out of band).
-    article: Callable[[Message, AnswerBody | None, bool], str]
+    article: Article
     chat_list: Callable[[], str]  # the user's chat list (the sidebar), out of band
     deleted: Callable[[], str]  # what a page shows when its chat is deleted
     signed_out: Callable[[], str]  # what it shows when its session ended elsewhere
@@ -305,7 +315,9 @@ class _ChatStream:
                 article = entry.built.get("final article")
                 if article is None:
                     final = store.get_message(self.r, self.chat_id, answer.message_id)
-                    article = self.render(final, None, True) if final is not None else ""
+                    # The page followed the log: it has the blocks if they are the answer
+                    kept = entry.whole and final is not None and final.html == entry.html
+                    article = self.render(final, None, True, kept) if final is not None else ""
                     entry.built["final article"] = article
                 if article:
                     yield frames.answer_replace_event(cursor, article, frames.EVENTS.end).encode()
@@ -329,7 +341,7 @@ class _ChatStream:
         """The owner's chat list; for a nudge, read and rendered once per process for all
         the owner's pages of this chat (see `shared_render`)."""
         html = shared_render(nudge, self.chat_id, self.render_chats)
-        return frames.chats_event(self._cursor(), html).encode()
+        return frames.chats_event(self._cursor(), html)
 
     def _cursor(self) -> ChatCursor:
         answer = Cursor(self.answer.generation_id, self.answer.sent) if self.answer else None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,8 @@ class Entry:
     html: str = ""  # a terminal entry: the answer's final HTML
     error: str = ""  # a terminal entry: what went wrong, for the reader
     model: str = ""  # a terminal entry: the model that wrote the answer
+    whole: bool = False  # a terminal entry: `html` is the log's blocks, so a page that
+    # followed the log has it already (its `end` keeps them: see answer.html)
     # Events made of this entry in this process (frames.built_once): the hub hands one
     # decoded entry to every stream of its chat, and most send the same bytes.
     built: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -105,8 +108,10 @@ class ChatListChanged:
     """A user's chat list changed; `signed_out` names sessions that ended."""
 
     signed_out: tuple[str, ...] = ()
-    # The list's markup per page, rendered once per process (chat_list_stream.shared_render).
-    rendered: dict[str, str] = field(default_factory=dict, compare=False)
+    # The list's markup per page, rendered once per process (chat_list_stream.shared_render),
+    # and the lock its first reader holds meanwhile.
+    rendered: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    rendering: dict[str, threading.Lock] = field(default_factory=dict, compare=False, repr=False)
 
 
 Published = AnswerEntries | ChatEvents | ChatListChanged
@@ -153,6 +158,7 @@ def _entry(data: dict[str, Any]) -> Entry:
         html=data.get("html", ""),
         error=data.get("message", ""),
         model=data.get("model", ""),
+        whole=bool(data.get("whole", False)),
     )
 
 

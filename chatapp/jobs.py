@@ -6,7 +6,6 @@ They run in RQ's forked work horse, inside the app context that `rq_worker.py` p
 from __future__ import annotations
 
 import logging
-import time
 from types import TracebackType
 from typing import Any
 
@@ -18,16 +17,17 @@ from rq.job import Job
 from rq.rate_limit import RateLimitRegistry
 from rq.timeouts import JobTimeoutException
 
-from chatapp import metrics, prompt, providers, store, titles, waiting
+from chatapp import prompt, providers, store, titles, waiting
 from chatapp.connections import get_append_client, get_queue, get_redis, get_small_queue
+from chatapp.heartbeat import Heartbeat
 from chatapp.job_context import in_app_context
-from chatapp.producer import Fenced, Heartbeat, Producer
+from chatapp.job_progress import Progress
+from chatapp.producer import Fenced, Producer
 from chatapp.streaming_model import Model, Thinking
 
 log = logging.getLogger(__name__)
 
 TITLE_SHOWN = 60  # characters of a chat's title in its answer jobs' descriptions
-MODEL_NOTE = " · model: "  # how a job's description names the model that wrote it
 
 
 def enqueue_answer(
@@ -174,60 +174,6 @@ def generate_answer(chat_id: str, message_id: str, generation_id: str) -> str:
     if titles.wanted(config, history, message_id):
         _enqueue_title(r, chat_id)
     return "done"
-
-
-class Progress:
-    """How far a running answer got, in its job's `meta` for the RQ dashboard: a state and
-    the log entries written, saved every few seconds and at the end, each time in one round
-    trip with the install's counts (metrics.py)."""
-
-    EVERY_SECONDS = 5.0
-
-    def __init__(self, job: Job | None) -> None:
-        self.job = job  # None outside an RQ worker (tests, the benchmark's threads)
-        self.saved_at = 0.0
-        self.counted = 0  # entries added to the install's count (metrics.py)
-        self._unsaved: dict[str, str] = {}  # job fields to save with the next note
-
-    def name_model(self, label: str) -> None:
-        """Say in the job's description and meta which model writes the answer (saved with
-        the next note)."""
-        if self.job is None:
-            return
-        self.job.meta["model"] = label
-        asked = (self.job.description or "").split(MODEL_NOTE)[0]  # a requeued job had one
-        self.job.description = asked + MODEL_NOTE + label  # RQ saves it again at the end
-        self._unsaved["description"] = self.job.description
-
-    def note(self, state: str, entries: int, last: bool = False) -> None:
-        now = time.monotonic()
-        if self.job is None or (not last and now - self.saved_at < self.EVERY_SECONDS):
-            return
-        self.saved_at = now
-        self._save(state, entries)
-
-    def ended(self, outcome: str, entries: int) -> None:
-        """Save the last progress, and count how the answer ended (metrics.py)."""
-        if self.job is not None:
-            self._save(outcome, entries, outcome=outcome)
-
-    def _save(self, state: str, entries: int, outcome: str = "") -> None:
-        assert self.job is not None
-        self.job.meta.update(state=state, entries=entries)
-        meta = self.job.serializer.dumps(self.job.meta)  # as Job.save_meta writes it
-        try:
-            with self.job.connection.pipeline(transaction=False) as pipe:
-                pipe.hset(self.job.key, "meta", meta)
-                for name, value in self._unsaved.items():
-                    pipe.hset(self.job.key, name, value)
-                metrics.count_appended(pipe, entries - self.counted)
-                if outcome:
-                    metrics.count_outcome(pipe, outcome)
-                pipe.execute()
-        except redis.RedisError as exc:  # the answer matters more than its progress report
-            log.warning("job %s: could not save its progress (%s)", self.job.id, exc)
-            return
-        self.counted, self._unsaved = entries, {}
 
 
 def _enqueue_title(r: redis.Redis, chat_id: str) -> None:

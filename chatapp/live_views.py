@@ -101,7 +101,7 @@ def live(chat_id: str) -> Response:
         return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     raw_cursor = request.headers.get("Last-Event-ID") or request.args.get("after")
 
-    def render(message: Message, body: AnswerBody | None, oob: bool) -> str:
+    def render(message: Message, body: AnswerBody | None, oob: bool, kept: bool = False) -> str:
         return render_template(
             "partials/message.html",
             message=message,
@@ -109,6 +109,7 @@ def live(chat_id: str) -> Response:
             body=body,
             oob=oob,
             chat_stream=True,
+            kept=kept,
         )
 
     pages = Pages(

@@ -7,12 +7,12 @@ watchdog, regenerate), and the producer must stop at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from html import escape
-from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -135,19 +135,20 @@ class Producer:
         """Append the rest and the `done` entry with the canonical render of the whole
         answer, and `fields` to keep with it (the tokens the model server counted)."""
         entries = self._last_entries()
-        self._append(entries, store.Terminal("done", **self._whole(), fields=self._kept(fields)))
+        whole, kept = self._whole(entries), self._kept(fields)
+        self._append(entries, store.Terminal("done", **whole, fields=kept))
 
     def fail(self, message: str, fields: Mapping[str, str] | None = None) -> None:
         """End the generation with an `error` a person can read, keeping the text so far."""
         entries = self._last_entries()
-        kept = self._kept(fields)
-        terminal = store.Terminal("error", message=message, **self._whole(), fields=kept)
+        whole, kept = self._whole(entries), self._kept(fields)
+        terminal = store.Terminal("error", message=message, **whole, fields=kept)
         try:
             try:
                 self._append(entries, terminal)
             except redis.exceptions.OutOfMemoryError:  # end without the last pieces
                 self._unwritten = []
-                self._append([], terminal)
+                self._append([], dataclasses.replace(terminal, whole=False))
         except Fenced:
             pass  # already ended by someone else: theirs is the one terminal entry
 
@@ -163,11 +164,14 @@ class Producer:
             kept["thinking_html"] = "".join(self._thinking)
         return kept
 
-    def _whole(self) -> dict[str, str]:
-        """The whole answer so far and its canonical render (one render: linear in it)."""
+    def _whole(self, last: list[dict[str, str]]) -> dict[str, Any]:
+        """The whole answer so far, its canonical render (one render: linear in it), and
+        whether the blocks in the log, with the `last` entries', are that render."""
         text = "".join(self._text)
         html = self._renderer.whole_html  # a whole render of it already made, or not
-        return {"text": text, "html": render_markdown(text) if html is None else html}
+        html = render_markdown(text) if html is None else html
+        blocks = "".join(e.get("blocks", "") for e in [*self._appended, *self._unwritten, *last])
+        return {"text": text, "html": html, "whole": blocks == html}
 
     def _append(
         self, entries: list[dict[str, str]], terminal: store.Terminal | None = None
@@ -251,64 +255,3 @@ def delta_entry(piece: Flush, thinking: str = "") -> dict[str, str]:
     if thinking:
         entry["think"] = thinking
     return entry
-
-
-class Heartbeat:
-    """A thread that proves the generation's producer is alive, whatever the token flow.
-
-    It beats through the fenced script (an append of nothing), so it also learns at once
-    when the generation was stopped or replaced, even while the model is silent, and then
-    calls `on_fenced` (which closes the model's stream) instead of waiting for a token.
-    A beat is skipped when the producer appended within the last beat (`appended_at`):
-    that append renewed the heartbeat, and would have been refused just the same.
-    """
-
-    def __init__(
-        self,
-        r: redis.Redis,
-        chat_id: str,
-        message_id: str,
-        generation_id: str,
-        every: float,
-        timing: store.Timing,
-        on_fenced: Callable[[], None] = lambda: None,
-        appended_at: Callable[[], float] = lambda: 0.0,
-    ) -> None:
-        self._beat: Callable[[], store.AppendResult] = lambda: store.append(
-            r, chat_id, message_id, generation_id, [], expected_length=None, timing=timing
-        )
-        self._every = every
-        self._appended_at = appended_at
-        self._on_fenced = on_fenced
-        self._stop = threading.Event()
-        self.fenced = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()  # its first beat goes out while the model is asked
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self.fenced.is_set():
-            # Skipped if the producer's own append was this beat.
-            if time.monotonic() - self._appended_at() >= self._every:
-                try:
-                    self._check(self._beat())
-                except UNAVAILABLE:
-                    pass  # the next beat tries again; the TTL covers several misses
-            if self._stop.wait(self._every):
-                return
-
-    def _check(self, result: store.AppendResult) -> None:
-        if not result.ok and not self._stop.is_set():
-            self.fenced.set()
-            self._on_fenced()

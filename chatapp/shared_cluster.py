@@ -26,6 +26,7 @@ share one).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ from chatapp.shared_redis import SharedConnectionRedis
 # Replies that say "not here, not now": redis-py's cluster code knows what to do with them.
 _REROUTE = (AskError, ClusterDownError, TryAgainError)  # AskError: MOVED is one too
 _CONNECTION = (redis.ConnectionError, redis.TimeoutError)
+DOWN_SECONDS = 1.0  # after a node's connection failed, its commands go through redis-py
 
 
 class SharedConnectionCluster(RedisCluster):
@@ -55,6 +57,7 @@ class SharedConnectionCluster(RedisCluster):
     ) -> None:
         self._node_client = node_client
         self._shared: dict[str, SharedConnectionRedis] = {}  # by node name (host:port)
+        self._down_until: dict[str, float] = {}  # nodes whose connection failed lately
         self._started = False  # redis-py sends its own commands while it starts
         super().__init__(*args, **kw)
         self._started = True
@@ -64,7 +67,7 @@ class SharedConnectionCluster(RedisCluster):
         if node is None:
             return RedisCluster.execute_command(self, *args, **options)
         try:
-            (reply,) = self._shared_for(node)._run([(args, options)], transaction=False)
+            (reply,) = self._send(node.name, [(args, options)], transaction=False)
         except _CONNECTION:
             return RedisCluster.execute_command(self, *args, **options)
         if isinstance(reply, _REROUTE):
@@ -88,16 +91,14 @@ class SharedConnectionCluster(RedisCluster):
         replies: list[Any] = [None] * len(commands)
         for name, places in by_node.items():
             node_commands = [commands[place] for place in places]
-            node_replies = self._run_on(self._shared[name], node_commands, transaction)
+            node_replies = self._run_on(name, node_commands, transaction)
             for place, reply in zip(places, node_replies, strict=True):
                 replies[place] = reply
         return replies
 
-    def _run_on(
-        self, shared: SharedConnectionRedis, commands: list[tuple[Any, Any]], transaction: bool
-    ) -> list[Any]:
+    def _run_on(self, name: str, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
         try:
-            replies = shared._run(commands, transaction)
+            replies = self._send(name, commands, transaction)
         except (*_CONNECTION, *_REROUTE, ExecAbortError):  # a transaction refused whole
             return self._through_redis_py(commands, transaction)
         if transaction and any(isinstance(reply, _REROUTE) for reply in replies):
@@ -111,8 +112,8 @@ class SharedConnectionCluster(RedisCluster):
         """One command of a pipeline, refused where it went: through redis-py."""
         try:
             return RedisCluster.execute_command(self, *args, **options)
-        except redis.ResponseError as exc:
-            return exc  # a pipeline's reply, as the others' errors are
+        except (redis.RedisError, RedisClusterException) as exc:
+            return exc  # this command's reply: the others' stand (they ran)
 
     def _through_redis_py(self, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
         pipe = RedisCluster.pipeline(self, transaction=transaction)
@@ -120,6 +121,16 @@ class SharedConnectionCluster(RedisCluster):
             pipe.execute_command(*args, **options)
         replies: list[Any] = pipe.execute(raise_on_error=False)
         return replies
+
+    def _send(self, name: str, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
+        """Send on the node's shared connection once (redis-py retries, elsewhere if need
+        be); a node that fails is left to redis-py for `DOWN_SECONDS`, so that callers do
+        not each wait on it in turn while the cluster moves its slots elsewhere."""
+        try:
+            return self._shared[name]._run(commands, transaction, retry=False)
+        except _CONNECTION:
+            self._down_until[name] = time.monotonic() + DOWN_SECONDS
+            raise
 
     def _node_of(self, args: tuple[Any, ...], options: dict[str, Any]) -> ClusterNode | None:
         """The master that holds the command's keys, or None for redis-py to decide."""
@@ -136,6 +147,8 @@ class SharedConnectionCluster(RedisCluster):
         try:
             node: ClusterNode = self.nodes_manager.get_node_from_slot(slot)
         except RedisClusterException:  # a slot no master holds now (SlotNotCoveredError)
+            return None
+        if self._down_until.get(node.name, 0.0) > time.monotonic():
             return None
         self._shared_for(node)  # made here: `_shared` has a client for every node returned
         return node

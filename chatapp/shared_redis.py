@@ -68,12 +68,16 @@ class SharedConnectionRedis(redis.Redis):
         self._connection.disconnect()  # made here, not held by the pool
         super().close()
 
-    def _run(self, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
-        """Send the commands and wait for their replies; once more on a new connection if
-        the connection failed (as redis-py's own retry does)."""
+    def _run(
+        self, commands: list[tuple[Any, Any]], transaction: bool, retry: bool = True
+    ) -> list[Any]:
+        """Send the commands and wait for their replies; with `retry`, once more on a new
+        connection if the connection failed (as redis-py's own retry does)."""
         try:
             return self._send(_Call(commands, transaction))
         except (redis.ConnectionError, redis.TimeoutError):
+            if not retry:
+                raise
             return self._send(_Call(commands, transaction))
 
     def _send(self, call: _Call) -> list[Any]:

@@ -98,7 +98,8 @@ def page_after(events: list[Event]) -> dict[str, str]:
         elif event.event in ("answer", "end"):
             match = ARTICLE_ID.match(event.data.strip())
             assert match and 'hx-swap-oob="true"' in event.data
-            articles[match.group(1)] = event.data.strip()
+            answer_id = match.group(1)
+            articles[answer_id] = _keep_preserved(answer_id, articles, event.data.strip())
         elif event.event == "delta":  # new blocks (if any), then the open block's update
             if not event.data.startswith("<"):
                 continue  # new text for the open block, in the short form: not a block
@@ -118,6 +119,19 @@ def page_after(events: list[Event]) -> dict[str, str]:
             end = article.index('</div><div class="tail"', at)
             articles[answer_id] = article[:end] + blocks + article[end:]
     return articles
+
+
+def _keep_preserved(answer_id: str, articles: dict[str, str], article: str) -> str:
+    """An ended answer whose `end` keeps the blocks the page built (htmx's hx-preserve):
+    the new article with the old one's blocks in it."""
+    placeholder = f'<div class="blocks" id="blocks-{answer_id}" hx-disable hx-preserve="true">'
+    if placeholder not in article:
+        return article
+    old = articles[answer_id]  # KeyError: the page has no such answer to keep blocks of
+    marker = f'id="blocks-{answer_id}" hx-disable>'
+    start = old.index(marker) + len(marker)
+    built = old[start : old.index('</div><div class="tail"', start)]
+    return article.replace(placeholder + "</div>", placeholder + built + "</div>")
 
 
 class ChatClient:

@@ -69,13 +69,14 @@
 
   // When the browser says the network went away or came back, the open connection is
   // likely dead (a dead TCP connection can take minutes to notice): drop it and let the
-  // SSE extension build a new one, which starts from the page's cursor.
+  // SSE extension build a new one, which starts from the page's cursor. A closed source
+  // that reports an error is what the extension rebuilds: the standard `error` event.
   function startOver(onlyBroken) {
     sources.forEach(function (source) {
       if (source.readyState === EventSource.CLOSED) return;
       if (onlyBroken && source.readyState === EventSource.OPEN) return;
       source.close();
-      if (source.onerror) source.onerror(new Event("error"));  // the extension's rebuild
+      source.dispatchEvent(new Event("error"));
     });
   }
   window.addEventListener("offline", function () { startOver(false); });
@@ -102,17 +103,19 @@
     holder.dataset.cursor = native.lastEventId;
   });
 
-  // An answer's new text in the stream's short form (frames.chat_delta_event): its id, a
-  // line break, then the text, HTML-escaped. It goes at the end of the open block's
-  // pending span, as text; htmx finds no markup in it to swap.
+  // An answer's new text in the stream's short form (frames.chat_delta_event): the text
+  // alone, HTML-escaped, for the answer whose generation the event's id names. It goes at
+  // the end of that answer's pending span, as text; htmx finds no markup in it to swap.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var native = event.detail;
     if (event.defaultPrevented || !native || native.type !== "delta") return;
     var data = native.data || "";
-    var lineBreak = data.indexOf("\n");
-    if (data.charAt(0) === "<" || lineBreak < 0) return;  // markup: htmx swaps it
-    var pending = document.getElementById("pending-" + data.slice(0, lineBreak));
-    if (pending) pending.append(unescapeHtml(data.slice(lineBreak + 1)));
+    var cursor = parseCursor(native.lastEventId);
+    if (data.charAt(0) === "<" || !cursor || !cursor.generation) return;  // markup: htmx's
+    var answer = document.querySelector(
+      'article.answer[data-generation="' + cursor.generation + '"]');
+    var pending = answer && answer.querySelector(".pending");
+    if (pending) pending.append(unescapeHtml(data));
   });
 
   // The inverse of the server's escaping: html.escape(text, quote=False), and a space or

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import redis
 
@@ -13,9 +14,19 @@ def delta(text: str) -> dict[str, str]:
     return {"t": "delta", "text": text, "blocks": f"<p>{text}</p>\n", "tail": ""}
 
 
+@dataclass(frozen=True)
+class NewAnswer:
+    """A queued answer made for a test, and where it lives."""
+
+    chat_id: str
+    user_id: str  # the user's message it answers
+    answer_id: str
+    generation_id: str
+
+
 def new_answer(
     r: redis.Redis, text: str = "hello", owner: str = "0" * 16, model: str = ""
-) -> store.SendResult:
+) -> NewAnswer:
     """Create a chat with one user message and its queued answer (by `model`, else the
     configured one)."""
     chat = store.create_chat(r, owner, time.time())
@@ -23,14 +34,7 @@ def new_answer(
         r, chat.id, f"client-{store.new_id()}", text, f"<p>{text}</p>", model, 0
     )
     assert sent.status == "ok"
-    return sent
-
-
-def chat_of(r: redis.Redis, answer_id: str) -> str:
-    """Return the chat id that holds `answer_id` (tests only: scans keys)."""
-    for key in r.scan_iter(f"{store.PREFIX}:*:msg:{answer_id}"):
-        return str(key).split("{", 1)[1].split("}", 1)[0]
-    raise KeyError(answer_id)
+    return NewAnswer(chat.id, sent.user_id, sent.answer_id, sent.generation_id)
 
 
 def keys_and_values(r: redis.Redis) -> dict[str, object]:

@@ -340,6 +340,23 @@ def test_a_refused_reconnect_is_rebuilt_from_the_newest_cursor_the_page_applied(
     assert tab.reconnect_errors() >= 1
 
 
+def test_a_page_told_the_network_went_away_starts_its_stream_over_from_its_cursor(
+    page: Page, steady_stack: Stack
+) -> None:
+    """A dead connection can take minutes to notice: when the browser says the network went
+    away (or came back), app.js drops the page's stream and the SSE extension opens a new
+    one, from the newest event the page applied; the answer shows once."""
+    tab = Tab(page)
+    chat_id, answer_id = tab.ask(steady_stack, "What happens when the network goes away?")
+    tab.wait_for_text(answer_id)
+    with page.expect_request(lambda request: "/live" in request.url) as rebuilt:
+        page.evaluate("window.dispatchEvent(new Event('offline'))")
+    assert "after=c" in rebuilt.value.url  # from the page's cursor, not from scratch
+    tab.wait_until_done(answer_id)
+    assert [e["type"] for e in tab.events()].count("snapshot") == 0
+    assert_shown_exactly_once(tab, steady_stack, chat_id, answer_id)
+
+
 CUTS = [pytest.param({"after": n}, id=f"after event {n}") for n in (1, 3, 10, 30)]
 CUTS.append(pytest.param({"before": "end"}, id="between the last delta and end"))
 

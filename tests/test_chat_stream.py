@@ -11,10 +11,15 @@ from html import unescape
 import pytest
 
 from chatapp import store
+from chatapp.providers import tokenize
 from harness.client import ChatClient, Event, page_after, parse_events
 from harness.servers import Stack, wait_until
 
 CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
+
+
+# An `end` that keeps the blocks a page built from the answer's log (htmx's hx-preserve).
+KEPT_BLOCKS = '<div class="blocks" id="blocks-{}" hx-disable hx-preserve="true"></div>'
 
 
 def ended(events: list[Event]) -> bool:
@@ -113,7 +118,33 @@ def test_a_page_cut_anywhere_in_a_finished_answer_resumes_to_its_end(stack: Stac
             again = device.live(chat_id, until=ended_or_quiet, last_event_id=cut, skip=("chats",))
             assert ended(again), f"resumed from {first}, cut after {cut}: no end"
             end = next(e for e in again if e.event == "end")
-            assert f'id="answer-{answer_id}"' in end.data and stored.html in end.data
+            assert f'id="answer-{answer_id}"' in end.data and 'data-status="done"' in end.data
+            assert KEPT_BLOCKS.format(answer_id) in end.data  # the page followed the log
+
+
+def test_a_page_reads_an_answer_in_linear_bytes_and_its_html_once(stack: Stack) -> None:
+    """What a page following an answer reads of it: the answer's final HTML once (its
+    `end` keeps the blocks the page built), and at most 100 bytes more per token, whatever
+    the answer's shapes (the offline model writes a few short blocks of each kind)."""
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    answer_id = device.send_ok(chat_id, "Tell me a long story")
+    live = device.live(chat_id, until=ended, after="c0")
+    stored = store.get_message(stack.redis(), chat_id, answer_id)
+    assert stored is not None and stored.status == "done"
+    answer_events = [e for e in live if e.event in ("delta", "end")]
+    read = sum(len(wire_bytes(e)) for e in answer_events)
+    tokens = len(tokenize(stored.text))  # as the offline model streamed them
+    assert read <= len(stored.html.encode()) + 100 * tokens, (read, tokens)
+    assert KEPT_BLOCKS.format(answer_id) in answer_events[-1].data
+    assert stored.html in page_after(live)[answer_id]
+
+
+def wire_bytes(event: Event) -> bytes:
+    """The event as the server sent it (what a page reads of it)."""
+    lines = [f"id: {event.id}", f"event: {event.event}"]
+    lines += [f"data: {line}" for line in event.data.split("\n")]
+    return ("\n".join(lines) + "\n\n").encode()
 
 
 def test_a_page_cut_after_any_event_resumes_to_the_same_page(stack: Stack) -> None:

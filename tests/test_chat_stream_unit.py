@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
 from chatapp import store
+from chatapp.chat_list_stream import shared_render
 from chatapp.chat_stream import FollowChat, Pages, follow_chat
+from chatapp.contract import ChatListChanged
 from chatapp.follow import StreamSettings
 from chatapp.frames import ChatCursor, Cursor, parse_chat_cursor, parse_cursor
 from chatapp.hub import Hub
@@ -17,7 +21,7 @@ from harness.client import parse_events
 from harness.servers import wait_until
 
 PAGES = Pages(
-    article=lambda message, body, oob: f"<article id={message.id}>",
+    article=lambda message, body, oob, kept=False: f"<article id={message.id}>",
     chat_list=lambda: "<ul id=chat-list>",
     deleted=lambda: "deleted",
     signed_out=lambda: "signed out",
@@ -78,3 +82,22 @@ def test_a_cursor_is_exactly_one_the_server_sent() -> None:
         assert parse_chat_cursor(f"c{look_alike}") is None, repr(look_alike)
         assert parse_chat_cursor(f"c1.{generation}:{look_alike}") is None, repr(look_alike)
         assert parse_cursor(f"{generation}:{look_alike}") is None, repr(look_alike)
+
+
+def test_a_nudge_reads_and_renders_the_chat_list_once_per_page_however_many_tabs_ask() -> None:
+    """The tabs that handle a nudge while the first still reads the list wait for its
+    markup instead of each reading and rendering the list too."""
+    nudge = ChatListChanged()
+    renders: list[str] = []
+
+    def render(page: str) -> str:
+        renders.append(page)
+        time.sleep(0.05)  # reading Redis: other tabs get their turn meanwhile
+        return f"<ul>{page}</ul>"
+
+    with ThreadPoolExecutor(50) as tabs:
+        pages = [f"chat{n % 2}" for n in range(100)]
+        shown = list(tabs.map(lambda page: shared_render(nudge, page, lambda: render(page)), pages))
+
+    assert shown == [f"<ul>{page}</ul>" for page in pages]
+    assert sorted(renders) == ["chat0", "chat1"]

@@ -193,7 +193,7 @@ def test_a_viewer_keeps_every_entry_while_the_answers_slot_moves(
     r: redis.Redis, hub: Hub, cluster: LocalCluster
 ) -> None:
     sent = new_answer(r)
-    chat_id = next(iter(r.scan_iter(f"{store.PREFIX}:*:msg:{sent.answer_id}"))).split("{")[1][:16]
+    chat_id = sent.chat_id
     append = store.append
     assert append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0).ok
     results: list[list[Event]] = []
@@ -447,3 +447,17 @@ def test_the_web_process_follows_a_slot_that_moved_and_one_that_is_moving(
     before = connections(target)
     gevent.joinall([gevent.spawn(store.read_chat, shared, moving) for _ in range(100)])
     assert connections(target) <= before  # all on the connection the fast path has there
+
+
+def test_a_web_process_whose_connection_to_a_master_drops_loses_no_command(
+    r: redis.Redis, shared: redis.Redis, cluster: LocalCluster
+) -> None:
+    chats = chat_on_each_shard(r, cluster)
+    for chat in chats.values():
+        assert store.get_chat(shared, chat) is not None  # each master's connection is made
+    for node in cluster.nodes:  # cut them all (the server's side), as a restart would
+        plain(node).client_kill_filter(_type="normal", skipme=True)
+    for _ in range(3):  # the command that finds its connection cut, and those after it
+        for chat in chats.values():
+            assert store.get_chat(shared, chat) == store.get_chat(r, chat)
+            assert store.read_chat(shared, chat) == store.read_chat(r, chat)

@@ -194,3 +194,28 @@ def test_a_message_outside_the_contract_decodes_to_nothing(raw: bytes) -> None:
 
 def vars_of(entry: Entry) -> tuple[object, ...]:
     return (entry.kind, entry.blocks, entry.tail, entry.more, entry.think, entry.html)
+
+
+def test_the_end_says_whether_the_logs_blocks_are_the_answers_html(
+    r: redis.Redis, chat: tuple[str, Listening]
+) -> None:
+    """A page that followed the log holds the blocks already: its `end` need not carry them
+    again, when they are the final HTML (the producer says; a stop's html is the log's)."""
+    chat_id, _listening = chat
+
+    def ended(entries: list[dict[str, str]], terminal: store.Terminal) -> tuple[bool, str]:
+        sent = store.send_message(r, chat_id, store.new_id(), "hi", "<p>hi</p>", "m", 1)
+        store.append(r, chat_id, sent.answer_id, sent.generation_id, entries, 0, terminal)
+        [logged] = contract.entries(store.read_log(r, chat_id, sent.generation_id))[-1:]
+        return logged.whole, logged.html
+
+    blocks = [delta("a"), delta("b")]
+    done = store.Terminal("done", text="ab", html="<p>a</p>\n<p>b</p>\n", whole=True)
+    assert ended(blocks, done) == (True, "<p>a</p>\n<p>b</p>\n")
+    assert ended(blocks, store.Terminal("done", text="ab", html="<ol>ab</ol>")) == (
+        False,
+        "<ol>ab</ol>",
+    )
+    assert ended(blocks, store.Terminal("stopped")) == (True, "<p>a</p>\n<p>b</p>\n")
+    open_block = {"t": DELTA, "text": "c", "blocks": "", "tail": "<p>c</p>\n"}
+    assert ended([*blocks, open_block], store.Terminal("stopped"))[0] is False

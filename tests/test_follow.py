@@ -33,7 +33,7 @@ from chatapp.subscription import DRAIN, REFILL, TICK
 from harness.client import Event
 from harness.servers import RedisServer, wait_until
 from tests.following import deltas_text, final, seqs, watch
-from tests.storing import chat_of, delta, new_answer
+from tests.storing import NewAnswer, delta, new_answer
 from tests.tcp_proxy import BlackholeProxy
 
 _timers: list[threading.Timer] = []
@@ -60,22 +60,22 @@ def subscribed(r: redis.Redis, chat_id: str) -> bool:
     return bool(r.pubsub_numsub(store.channel(chat_id))[0][1])
 
 
-def finish(r: redis.Redis, sent: store.SendResult, length: int) -> None:
-    chat_id = chat_of(r, sent.answer_id)
+def finish(r: redis.Redis, sent: NewAnswer, length: int) -> None:
+    chat_id = sent.chat_id
     done = Terminal("done", text="t", html="<p>t</p>")
     assert store.append(r, chat_id, sent.answer_id, sent.generation_id, [], length, done).ok
 
 
 def test_reconnect_with_last_event_id_sends_only_missing_entries(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(
         r, chat_id, sent.answer_id, sent.generation_id, [delta(f"e{i}") for i in range(1, 6)], 0
     )
     finish(r, sent, 5)
     # The answer is done, so a viewer gets `end` from history; resume while it runs instead:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(
         r, chat_id, sent.answer_id, sent.generation_id, [delta(f"e{i}") for i in range(1, 6)], 0
     )
@@ -89,7 +89,7 @@ def test_reconnect_with_last_event_id_sends_only_missing_entries(r: redis.Redis,
 
 def test_without_a_cursor_one_snapshot_then_the_tail(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), delta("b")], 0)
 
     def later() -> None:
@@ -111,7 +111,7 @@ def test_a_cursor_the_log_cannot_serve_gets_a_snapshot(
     r: redis.Redis, hub: Hub, cursor: str
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
     start_later(0.2, finish, args=(r, sent, 1))
     bad = (
@@ -123,7 +123,7 @@ def test_a_cursor_the_log_cannot_serve_gets_a_snapshot(
 
 def test_a_connect_at_or_past_the_terminal_entry_gets_end_again(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
     finish(r, sent, 1)
     for cursor in (None, Cursor(sent.generation_id, 2), Cursor(sent.generation_id, 1)):
@@ -135,7 +135,7 @@ def test_a_connect_at_or_past_the_terminal_entry_gets_end_again(r: redis.Redis, 
 
 def test_an_unknown_answer_ends_the_stream(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     for message_id in (store.new_id(), sent.user_id):
         events = watch(r, hub, chat_id, message_id)
         assert [(e.event, e.data) for e in events] == [("end", "FINAL gone")]
@@ -143,7 +143,7 @@ def test_an_unknown_answer_ends_the_stream(r: redis.Redis, hub: Hub) -> None:
 
 def test_a_queued_answer_with_no_entries_waits_for_them(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
 
     def later() -> None:
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
@@ -158,7 +158,7 @@ def test_a_queued_answer_with_no_entries_waits_for_them(r: redis.Redis, hub: Hub
 def test_entries_appended_during_replay_arrive_once_and_in_order(r: redis.Redis, hub: Hub) -> None:
     """Many viewers join at random moments with random cursors while entries keep coming."""
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     total, viewers = 150, 40
     joined = threading.Semaphore(0)
     results: dict[int, tuple[Cursor | None, list[Event]]] = {}
@@ -211,7 +211,7 @@ def test_an_entry_missing_from_the_live_feed_is_filled_from_the_log(
     r: redis.Redis, hub: Hub
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
 
     def lose_one_then_continue() -> None:
@@ -228,7 +228,7 @@ def test_an_entry_missing_from_the_live_feed_is_filled_from_the_log(
 
 def test_a_lost_terminal_message_is_found_by_the_idle_check(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
 
     def end_without_publishing() -> None:
@@ -245,7 +245,7 @@ def test_after_the_hub_reconnects_streams_refill_what_was_published_meanwhile(
     r: redis.Redis, hub: Hub
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
     results: list[list[Event]] = []
     viewer = threading.Thread(
@@ -269,7 +269,7 @@ def test_after_the_hub_reconnects_streams_refill_what_was_published_meanwhile(
 
 def test_a_viewer_that_falls_behind_reads_the_log_instead(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     subscription = hub.subscribe(store.channel(chat_id))
     try:
         for i in range(1, 1100):  # more than the inbox holds
@@ -283,7 +283,7 @@ def test_an_idle_stream_pings_and_closes_with_retry_after_its_maximum_age(
     r: redis.Redis, hub: Hub
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     request = Follow(
         chat_id, sent.answer_id, None, StreamSettings(ping_seconds=0.2, max_seconds=1.0)
     )
@@ -299,7 +299,7 @@ def test_a_malformed_message_on_a_chat_channel_does_not_break_the_hub(
     r: redis.Redis, hub: Hub
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
 
     def garbage_then_more() -> None:
@@ -317,7 +317,7 @@ def test_an_idle_viewer_ends_an_answer_whose_producer_is_gone(
     r: redis.Redis, hub: Hub, started: bool
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     if started:
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
     r.delete(store.heartbeat_key(chat_id, sent.generation_id))  # as if its TTL ran out
@@ -330,7 +330,7 @@ def test_an_idle_viewer_ends_an_answer_whose_producer_is_gone(
 
 def test_an_idle_viewer_leaves_a_live_producer_alone(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     request = Follow(
         chat_id, sent.answer_id, None, StreamSettings(check_seconds=0.1, max_seconds=1.0)
     )
@@ -343,7 +343,7 @@ def test_a_subscriber_cut_by_its_output_buffer_limit_refills_and_ends(
     r: redis.Redis, hub: Hub
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     original = r.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
     r.config_set("client-output-buffer-limit", "pubsub 1024 0 0")  # every big publish cuts
     big = [
@@ -374,7 +374,7 @@ def test_a_subscriber_cut_by_its_output_buffer_limit_refills_and_ends(
 
 def test_a_cursor_into_an_expired_log_gets_the_stored_answer(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), delta("b")], 0)
     finish(r, sent, 2)
     r.delete(store.log_key(chat_id, sent.generation_id))  # its retention ran out
@@ -385,7 +385,7 @@ def test_a_cursor_into_an_expired_log_gets_the_stored_answer(r: redis.Redis, hub
 
 def test_a_cursor_into_a_finished_answer_gets_the_rest_then_end(r: redis.Redis, hub: Hub) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), delta("b")], 0)
     finish(r, sent, 2)
     events = watch(r, hub, chat_id, sent.answer_id, Cursor(sent.generation_id, 1))
@@ -405,7 +405,7 @@ def test_a_blackholed_hub_connection_is_detected_and_refilled(
     hub.start()
     try:
         sent = new_answer(r)
-        chat_id = chat_of(r, sent.answer_id)
+        chat_id = sent.chat_id
         store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a")], 0)
         results: list[list[Event]] = []
         cursor = Cursor(sent.generation_id, 1)
@@ -432,7 +432,7 @@ def test_an_answer_ended_by_an_idle_viewer_keeps_its_log_for_the_configured_time
     r: redis.Redis, hub: Hub
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     r.delete(store.heartbeat_key(chat_id, sent.generation_id))
     timing = store.Timing(retention_seconds=123)
     request = Follow(

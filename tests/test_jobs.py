@@ -13,17 +13,17 @@ from rq import Queue
 
 from chatapp import jobs, store, waiting
 from chatapp.connections import get_queue
-from chatapp.producer import Heartbeat
+from chatapp.heartbeat import Heartbeat
 from chatapp.render import render_markdown
 from harness.fake_openai import FakeModel, fake_openai_server
 from harness.servers import RedisServer, wait_until
 from tests.conftest import make_test_app
-from tests.storing import chat_of, new_answer
+from tests.storing import NewAnswer, new_answer
 
 
-def run_job(app, sent: store.SendResult, r: redis.Redis) -> str:
+def run_job(app, sent: NewAnswer, r: redis.Redis) -> str:
     with app.app_context():
-        return jobs.generate_answer(chat_of(r, sent.answer_id), sent.answer_id, sent.generation_id)
+        return jobs.generate_answer(sent.chat_id, sent.answer_id, sent.generation_id)
 
 
 def test_the_openai_path_streams_the_answer_with_the_history_as_context(
@@ -41,7 +41,7 @@ def test_the_openai_path_streams_the_answer_with_the_history_as_context(
         )
         sent = new_answer(r, "What is this?")
         assert run_job(app, sent, r) == "done"
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     message = store.get_message(r, chat_id, sent.answer_id)
     text = "".join(model.pieces)
     assert message is not None
@@ -67,7 +67,7 @@ def test_a_model_server_error_ends_the_answer_with_a_readable_error(
         sent = new_answer(r)
         with pytest.raises(Exception, match="boom"):
             run_job(app, sent, r)
-    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    message = store.get_message(r, sent.chat_id, sent.answer_id)
     assert message is not None and message.status == "error"
     assert message.error == "The model server answered with an error (500): boom"
 
@@ -81,7 +81,7 @@ def test_an_unreachable_model_server_ends_the_answer_with_a_readable_error(
     sent = new_answer(r)
     with pytest.raises(Exception, match="Connection"):
         run_job(app, sent, r)
-    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    message = store.get_message(r, sent.chat_id, sent.answer_id)
     assert message is not None and message.status == "error"
     assert message.error == "Could not reach the model server."  # not its address
 
@@ -99,7 +99,7 @@ def answer_from(
             run_job(app, sent, r)
         except Exception:
             pass  # RQ records it; the answer must say what happened
-    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    message = store.get_message(r, sent.chat_id, sent.answer_id)
     assert message is not None
     return message
 
@@ -194,7 +194,7 @@ def test_the_offline_model_answers_about_the_message(
     app = make_test_app(redis_server.url, tmp_path)
     sent = new_answer(r, "Why is the sky blue?")
     assert run_job(app, sent, r) == "done"
-    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    message = store.get_message(r, sent.chat_id, sent.answer_id)
     assert message is not None and message.status == "done"
     assert "Why is the sky blue?" in message.text
     for part in ("<h2>", "<ul>", '<pre><code class="language-python">'):
@@ -206,7 +206,7 @@ def test_a_job_for_a_stopped_answer_does_nothing(
 ) -> None:
     app = make_test_app(redis_server.url, tmp_path)
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.append(
         r, chat_id, sent.answer_id, sent.generation_id, [], None, store.Terminal("stopped")
     )
@@ -220,7 +220,7 @@ def test_a_stop_during_the_answer_fences_the_producer_off(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     pieces = ["one ", "two ", "three"]
 
     def stop_after_first(*args, **kwargs):
@@ -255,7 +255,7 @@ def test_a_stop_while_the_model_is_silent_ends_the_job_at_once(
             HEARTBEAT_SECONDS=0.05,
         )
         sent = new_answer(r)
-        chat_id = chat_of(r, sent.answer_id)
+        chat_id = sent.chat_id
         stop = store.Terminal("stopped")
         threading.Timer(
             0.5, store.append, args=(r, chat_id, sent.answer_id, sent.generation_id, [], None, stop)
@@ -270,7 +270,7 @@ def test_the_heartbeat_keeps_a_slow_answer_alive_and_stops_after_the_end(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     timing = store.Timing(heartbeat_ms=10_000)
     with Heartbeat(r, chat_id, sent.answer_id, sent.generation_id, 0.05, timing) as beat:
         r.delete(store.heartbeat_key(chat_id, sent.generation_id))  # as if the TTL ran out
@@ -289,7 +289,7 @@ def test_the_heartbeat_skips_its_beats_while_the_producer_appends(
 ) -> None:
     """Each append renews the heartbeat; a beat beside it would be a second round trip."""
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     appended_at = [time.monotonic() + 3600.0]  # the producer appended "just now", always
     timing = store.Timing(heartbeat_ms=10_000)
     beat = Heartbeat(
@@ -312,7 +312,7 @@ def test_a_sweep_for_removed_jobs_at_any_moment_of_queueing_leaves_the_answer_al
     the queue" (seen with 500 sent at once)."""
     app = make_test_app(redis_server.url, tmp_path)
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     real_enqueue_job, ended = Queue.enqueue_job, []
 
     def sweep() -> None:

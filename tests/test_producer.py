@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -13,16 +14,16 @@ from chatapp import producer as producer_module
 from chatapp import store
 from chatapp.producer import Fenced, Producer
 from chatapp.render import render_markdown
-from tests.storing import chat_of, new_answer
+from tests.storing import NewAnswer, new_answer
 
 
-def producer_for(r: redis.Redis, sent: store.SendResult) -> Producer:
-    chat_id = chat_of(r, sent.answer_id)
+def producer_for(r: redis.Redis, sent: NewAnswer) -> Producer:
+    chat_id = sent.chat_id
     return Producer(r, chat_id, sent.answer_id, sent.generation_id, 0.0, store.Timing())
 
 
-def log_of(r: redis.Redis, sent: store.SendResult) -> list[dict[str, str]]:
-    raw = store.read_log(r, chat_of(r, sent.answer_id), sent.generation_id)
+def log_of(r: redis.Redis, sent: NewAnswer) -> list[dict[str, str]]:
+    raw = store.read_log(r, sent.chat_id, sent.generation_id)
     return [json.loads(entry) for entry in raw]
 
 
@@ -34,7 +35,7 @@ def test_entries_lost_by_redis_are_written_again_in_their_places(r: redis.Redis)
         producer.feed(piece)
         producer.flush()
     before_crash = log_of(r, sent)
-    log_key = store.log_key(chat_of(r, sent.answer_id), sent.generation_id)
+    log_key = store.log_key(sent.chat_id, sent.generation_id)
     r.ltrim(log_key, 0, 1)  # Redis restarted without its last second: entries 3 and 4 are gone
     for piece in pieces[4:]:
         producer.feed(piece)
@@ -46,7 +47,7 @@ def test_entries_lost_by_redis_are_written_again_in_their_places(r: redis.Redis)
     assert "".join(e.get("text", "") for e in log) == "".join(pieces)
     assert "".join(e.get("blocks", "") for e in log) == render_markdown("".join(pieces))
     assert [e["t"] for e in log] == ["delta"] * (len(log) - 1) + ["done"]
-    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    message = store.get_message(r, sent.chat_id, sent.answer_id)
     assert message is not None and message.text == "".join(pieces)
 
 
@@ -55,7 +56,7 @@ def test_an_append_refused_for_a_longer_log_is_not_retried(r: redis.Redis) -> No
     producer = producer_for(r, sent)
     producer.feed("one ")
     producer.flush()
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     delta = {"t": "delta", "text": "x", "blocks": "", "tail": ""}
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta], 1)  # another writer
     with pytest.raises(Fenced) as refused:  # never written over another writer's entry
@@ -70,7 +71,7 @@ def test_a_busy_worker_writes_fewer_larger_flushes(
     r: redis.Redis, running: int, flushes: int
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     # A 20 ms window; with 5,000 answers running it widens to 2 s.
     producer = Producer(
         r, chat_id, sent.answer_id, sent.generation_id, 0.02, store.Timing(), lambda: running
@@ -107,7 +108,7 @@ def test_output_already_received_is_read_on_without_waiting_for_the_window(
     clock = _Clock()
     monkeypatch.setattr("chatapp.producer.time", clock)
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     producer = Producer(r, chat_id, sent.answer_id, sent.generation_id, 0.2, store.Timing())
     producer.feed("one ")  # the first token, waited for: written at once
     producer.wait_for_window()  # then nothing more has come: sleep out the window
@@ -135,7 +136,7 @@ def test_after_a_piece_that_was_all_that_had_arrived_the_window_is_slept_out(
     clock = _Clock()
     monkeypatch.setattr("chatapp.producer.time", clock)
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     producer = Producer(r, chat_id, sent.answer_id, sent.generation_id, 0.2, store.Timing())
     producer.feed("one ")
     producer.wait_for_window(whole_reads=True)
@@ -175,10 +176,35 @@ def test_a_flush_redis_never_took_is_written_before_the_next_so_text_and_html_ag
         producer.feed("lost words\n\n")  # flushes (the window is 0): Redis is away
     unavailable["now"] = False
     producer.feed("last words")  # the flush before, then this one; then the producer dies
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     store.end(r, chat_id, sent.answer_id, sent.generation_id, store.Terminal("error"))
     text = "# One\n\nfirst words lost words\n\nlast words"
     assert "".join(entry.get("text", "") for entry in log_of(r, sent)) == text
     message = store.get_message(r, chat_id, sent.answer_id)
     assert message is not None and message.text == text
     assert "lost words" in message.html and "last words" in message.html
+
+
+@pytest.mark.parametrize(
+    ("text", "whole"),
+    [
+        ("# One\n\ntwo three\n\n- four\n- five\n\n```\nsix\n```\n\nseven", True),
+        ("See [the docs][d] first.\n\nThen more.\n\n[d]: https://example.com/docs\n", False),
+    ],
+)
+def test_the_end_says_whether_the_blocks_written_are_the_answers_html(
+    r: redis.Redis, text: str, whole: bool
+) -> None:
+    """A reference defined after its use changes a block already written: the final HTML
+    is then not the blocks joined, and a page needs it whole."""
+    sent = new_answer(r)
+    producer = producer_for(r, sent)
+    for piece in re.findall(r"\S+\s*|\s+", text):
+        producer.feed(piece)
+        producer.flush()
+    producer.finish()
+    log = log_of(r, sent)
+    end = log[-1]
+    assert end["html"] == render_markdown(text)
+    assert end.get("whole", False) is whole
+    assert ("".join(e.get("blocks", "") for e in log) == end["html"]) is whole

@@ -20,7 +20,7 @@ from harness.accounts import Person, sign_up_in_browser, start_a_chat
 from harness.fake_openai import FakeModel, fake_openai_server
 from harness.servers import RedisServer, Stack, running_stack
 from tests.conftest import make_test_app
-from tests.storing import chat_of, new_answer
+from tests.storing import new_answer
 
 THOUGHTS = ["The user says hi. ", "I should greet them <politely>\n", "& briefly."]
 ESCAPED = "The user says hi. I should greet them &lt;politely&gt;\n&amp; briefly."
@@ -75,7 +75,7 @@ def test_an_answer_stopped_while_the_model_reasons_keeps_its_reasoning(
     r: redis.Redis,
 ) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     entries = [{"t": "delta", "text": "", "blocks": "", "think": "Hmm, &lt;let me"}]
     entries += [{"t": "delta", "text": "", "blocks": "", "think": " see."}]
     result = store.append(

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatapp.contract import DELTA, Entry
-from chatapp.frames import ChatCursor, chat_delta_event
+from chatapp.frames import ChatCursor, Cursor, chat_delta_event, chats_event
 from chatapp.sse import ServerSentEvent
 
 
@@ -46,10 +46,9 @@ def test_no_data_line_of_an_answers_new_text_starts_with_a_blank() -> None:
     event = chat_delta_event("0123456789abcdef", ChatCursor(1), Entry(DELTA, more=more))
     lines = event.encode().decode().split("\n")
     data = [line.removeprefix("data: ") for line in lines if line.startswith("data:")]
-    assert data[0] == "0123456789abcdef"
     assert all(not line.startswith((" ", "\t")) for line in data)
     # What app.js does with it: the references back to blanks, then the HTML escapes.
-    text = re.sub(r"&#(9|32);", lambda ref: chr(int(ref[1])), "\n".join(data[1:]))
+    text = re.sub(r"&#(9|32);", lambda ref: chr(int(ref[1])), "\n".join(data))
     assert unescape(text) == " indented\n    code & <b>\n\ttab\nend "
 
 
@@ -62,3 +61,10 @@ def test_any_html_reads_the_same_through_a_client_that_strips_every_leading_spac
     data = [line[len("data:") :] for line in wire.split("\n") if line.startswith("data:")]
     stripped = "\n".join(line.lstrip(" ") for line in data)
     assert unescape(stripped) == unescape(re.sub(r"\r\n|\r", "\n", html))
+
+
+def test_a_chat_list_event_is_the_same_bytes_however_often_its_lines_are_reused() -> None:
+    html = '<ul id="chat-list" hx-swap-oob="true">\n  <li>one</li>\n\t<li>two</li>\n</ul>'
+    for cursor in (ChatCursor(3), ChatCursor(4, Cursor("0123456789abcdef", 7)), None):
+        whole = ServerSentEvent(data=html, event="chats", id=str(cursor) if cursor else None)
+        assert chats_event(cursor, html) == whole.encode()

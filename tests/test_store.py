@@ -10,11 +10,11 @@ import redis
 from chatapp import store
 from chatapp.contract import ANSWER_ENDED, ANSWER_STARTED, MESSAGE_ADDED, TITLE_CHANGED, ChatEvent
 from chatapp.store import Terminal
-from tests.storing import chat_of, delta, new_answer
+from tests.storing import NewAnswer, delta, new_answer
 
 
-def append(r: redis.Redis, sent: store.SendResult, entries, expected, terminal=None, gen=None):
-    chat_id = chat_of(r, sent.answer_id)
+def append(r: redis.Redis, sent: NewAnswer, entries, expected, terminal=None, gen=None):
+    chat_id = sent.chat_id
     return store.append(
         r, chat_id, sent.answer_id, gen or sent.generation_id, entries, expected, terminal
     )
@@ -24,7 +24,7 @@ def test_append_numbers_entries_from_one_and_marks_the_answer_streaming(r: redis
     sent = new_answer(r)
     assert append(r, sent, [delta("a"), delta("b")], expected=0) == store.AppendResult("ok", 2)
     assert append(r, sent, [delta("c")], expected=2) == store.AppendResult("ok", 3)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     log = store.read_log(r, chat_id, sent.generation_id, after=1)
     assert [json.loads(e)["text"] for e in log] == ["b", "c"]
     assert store.get_message(r, chat_id, sent.answer_id).status == "streaming"  # type: ignore[union-attr]
@@ -38,14 +38,14 @@ def test_append_with_a_wrong_expected_length_is_refused_and_says_what_it_found(
     append(r, sent, [delta("a")], expected=0)
     assert append(r, sent, [delta("b")], expected=0) == store.AppendResult("seq", 1)
     assert append(r, sent, [delta("b")], expected=5) == store.AppendResult("seq", 1)
-    assert store.log_length(r, chat_of(r, sent.answer_id), sent.generation_id) == 1
+    assert store.log_length(r, sent.chat_id, sent.generation_id) == 1
 
 
 def test_append_to_a_generation_that_is_not_current_is_refused(r: redis.Redis) -> None:
     sent = new_answer(r)
     stale = store.new_id()
     assert append(r, sent, [delta("a")], expected=0, gen=stale).status == "stale"
-    assert store.log_length(r, chat_of(r, sent.answer_id), stale) == 0
+    assert store.log_length(r, sent.chat_id, stale) == 0
 
 
 def test_nothing_is_appended_after_the_terminal_entry(r: redis.Redis) -> None:
@@ -57,7 +57,7 @@ def test_nothing_is_appended_after_the_terminal_entry(r: redis.Redis) -> None:
 
 def test_the_terminal_entry_writes_history_retention_and_the_chat_event(r: redis.Redis) -> None:
     sent = new_answer(r, model="m")
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     append(r, sent, [delta("a")], expected=0)
     final = Terminal("done", text="a!", html="<p>a!</p>")
     assert append(r, sent, [delta("!")], expected=1, terminal=final) == store.AppendResult("ok", 3)
@@ -86,7 +86,7 @@ def test_the_terminal_entry_writes_history_retention_and_the_chat_event(r: redis
 
 def test_stop_keeps_the_text_so_far_as_the_answer(r: redis.Redis) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     append(r, sent, [{"t": "delta", "text": "one ", "blocks": "<p>one</p>", "tail": ""}], 0)
     append(r, sent, [{"t": "delta", "text": "two", "blocks": "", "tail": "<p>two</p>"}], 1)
     assert append(r, sent, [], expected=None, terminal=Terminal("stopped")).ok
@@ -103,14 +103,14 @@ def test_a_stop_before_the_first_token_takes_effect_at_once(r: redis.Redis) -> N
     sent = new_answer(r)
     assert append(r, sent, [], expected=None, terminal=Terminal("stopped")).ok
     assert append(r, sent, [delta("late")], expected=0).status == "ended"
-    message = store.get_message(r, chat_of(r, sent.answer_id), sent.answer_id)
+    message = store.get_message(r, sent.chat_id, sent.answer_id)
     assert message is not None and (message.status, message.text) == ("stopped", "")
 
 
 def test_racing_terminal_writers_leave_exactly_one_terminal_entry(r: redis.Redis) -> None:
     for _ in range(20):
         sent = new_answer(r)
-        chat_id = chat_of(r, sent.answer_id)
+        chat_id = sent.chat_id
         append(r, sent, [delta("x")], expected=0)
         kinds = [
             Terminal("done", text="x", html="<p>x</p>"),
@@ -145,7 +145,7 @@ def test_racing_terminal_writers_leave_exactly_one_terminal_entry(r: redis.Redis
 
 def test_each_append_is_published_with_its_sequence_numbers(r: redis.Redis) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     with r.pubsub() as pubsub:
         pubsub.subscribe(store.channel(chat_id))
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"
@@ -179,7 +179,7 @@ def test_a_message_sent_while_an_answer_runs_is_refused(r: redis.Redis) -> None:
 
 def test_every_key_of_a_chat_shares_its_hash_tag(r: redis.Redis) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     append(r, sent, [delta("a")], expected=0, terminal=Terminal("done", text="a", html="a"))
     chat_keys = [k for k in r.keys("*") if not k.startswith(f"{store.PREFIX}:user:")]
     assert chat_keys and all(f"{{{chat_id}}}" in key for key in chat_keys)
@@ -198,7 +198,7 @@ def test_a_chat_is_titled_by_its_first_message(r: redis.Redis) -> None:
 
 def test_the_log_is_append_only_and_a_stop_keeps_the_open_block_as_shown(r: redis.Redis) -> None:
     sent = new_answer(r)
-    chat_id = chat_of(r, sent.answer_id)
+    chat_id = sent.chat_id
     entries = [
         {
             "t": "delta",

@@ -13,7 +13,7 @@ from chatapp.contract import TITLE_CHANGED, ChatEvent
 from harness.fake_openai import FakeModel, fake_openai_server
 from harness.servers import RedisServer
 from tests.conftest import make_test_app
-from tests.storing import chat_of, new_answer
+from tests.storing import new_answer
 from tests.test_jobs import run_job
 
 
@@ -34,7 +34,7 @@ def test_a_real_model_titles_the_chat_after_its_first_answer(
             redis_server.url, tmp_path, OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=base_url
         )
         sent = new_answer(r, "What is this about?")
-        chat_id = chat_of(r, sent.answer_id)
+        chat_id = sent.chat_id
         assert run_job(app, sent, r) == "done"
         (queued,) = queued_titles(redis_server)
         assert queued == (chat_id, "What is this about?")

@@ -360,7 +360,7 @@ SENTINEL = r"""
     ["#messages > article.message.user", ["class", "id", "aria-label"]],
     ["#messages > article.message.user > div.message-body", ["class", "hx-disable"]],
     ["#messages > article.message.answer", ["class", "id", "data-status", "aria-label",
-      "aria-busy"]],
+      "aria-busy", "data-generation"]],
     ["#messages > article.answer > header.answer-meta", ["class"]],
     ["#messages > article.answer > header.answer-meta > span.model", ["class"]],
     ["#messages > article.answer > header.answer-meta > span.state", ["class"]],
@@ -388,6 +388,7 @@ SENTINEL = r"""
   const ID = "[0-9a-f]{16}";
   const APP_VALUES = {
     "hx-ext": /^sse$/,
+    "data-generation": new RegExp(`^${ID}$`),
     "hx-post": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/(stop|regenerate)$`),
     "data-copy": new RegExp(`^#answer-${ID} \\.blocks( pre)?$`),
     "hx-swap": /^(none|innerHTML|beforeend|outerHTML)$/,
@@ -563,19 +564,25 @@ SENTINEL = r"""
   window.__blocksBeforeEnd = {};
   // The chat stream's events name their answer at the start (frames.py): a delta targets
   // its blocks, its pending text, its reasoning or its open block; a new or replaced
-  // answer is its article. A user message names none.
+  // answer is its article. A user message names none. A delta in the short form (the
+  // text alone) names the answer's generation in its id, which the running article has.
   const ANSWER_OF = new RegExp(
     `^<div hx-swap-oob="beforeend:#(?:blocks|pending|thinking)-(${ID})">|` +
-    `^<div class="tail" id="tail-(${ID})"|^(${ID})\\n|` +
+    `^<div class="tail" id="tail-(${ID})"|` +
     `^(?:<div hx-swap-oob="beforeend:#messages">)?\\s*` +
     `<article class="message answer" id="answer-(${ID})"`);
-  const answerOf = (data) => {
-    const match = ANSWER_OF.exec(data || "");
-    return match ? "answer-" + (match[1] || match[2] || match[3] || match[4]) : "";
+  const GENERATION = /^c\d+\.([0-9a-f]{16}):\d+$/;
+  const answerOf = (native) => {
+    const match = ANSWER_OF.exec(native.data || "");
+    if (match) return "answer-" + (match[1] || match[2] || match[3]);
+    const generation = native.type === "delta" && GENERATION.exec(native.lastEventId || "");
+    const running = generation &&
+      document.querySelector(`article.answer[data-generation="${generation[1]}"]`);
+    return running ? running.id : "";
   };
   window.addEventListener("htmx:sseBeforeMessage", (event) => {
     const native = event.detail;
-    const answer = answerOf(native.data);
+    const answer = answerOf(native);
     window.__sse.push({answer: answer, type: native.type, id: native.lastEventId,
       dropped: event.defaultPrevented});
     if (native.type !== "end") return;
@@ -587,7 +594,7 @@ SENTINEL = r"""
     window.__blocksBeforeEnd[answer] = blocks.innerHTML;
   });
   window.addEventListener("htmx:sseMessage", (event) => {
-    const answer = answerOf(event.detail.data);
+    const answer = answerOf(event.detail);
     const root = event.detail.type === "end" || !answer ? null : document.getElementById(answer);
     window.__midStreamProblems.push(...window.__scanMessages(root));
     window.__midStreamScans += 1;

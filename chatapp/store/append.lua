@@ -9,10 +9,13 @@
 --       11 mode ('' | 'if-dead': only if the heartbeat has expired),
 --       12 the publish command (PUBLISH, or SPUBLISH on a Cluster),
 --       13 fields kept with an ended answer (JSON object of strings: the tokens the model
---          server counted, the model's reasoning; '' = none), 14.. delta entries (JSON)
+--          server counted, the model's reasoning; '' = none),
+--       14 '1' if the log's blocks, these entries' included, are the final html (a page
+--          that followed the log holds it all already), 15.. delta entries (JSON)
 -- Delta entries: {"t": "delta", "text", "blocks", "tail"?, "more"?, "think"?} (render.py,
--- producer.py). The log is append-only: an entry is never changed, so a position holds
--- the same bytes for everyone.
+-- producer.py); the terminal entry: {"t": kind, "html", "message", "model", "whole"?}.
+-- The log is append-only: an entry is never changed, so a position holds the same bytes
+-- for everyone.
 -- Returns {status, log length}, and after a terminal entry the chat's owner (whose chat
 -- list shows the answer ended); status: ok | stale (not the current generation) |
 --         ended (already has its terminal entry) | seq (expected length did not match) |
@@ -38,12 +41,12 @@ end
 
 local chat_event, chat_event_seq = nil, 0  -- the chat-level event of a terminal entry
 local entries = {}
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   entries[#entries + 1] = ARGV[i]
 end
 
 if kind ~= '' then
-  local text, html = ARGV[9], ARGV[10]
+  local text, html, whole = ARGV[9], ARGV[10], ARGV[14] == '1'
   if kind ~= 'done' and html == '' then
     -- Stopped (or failed with no render given): the answer is what the log holds so far:
     -- its blocks, the open block's last render, and the text that came after that render.
@@ -62,6 +65,7 @@ if kind ~= '' then
     local after = table.concat(more)
     if after ~= '' then after = '<p>' .. after .. '</p>\n' end
     html = table.concat(blocks) .. tail .. after
+    whole = tail == '' and after == ''
     if #thinking > 0 then  -- the model's reasoning so far, kept with the answer
       redis.call('HSET', msg, 'thinking_html', table.concat(thinking))
     end
@@ -72,7 +76,8 @@ if kind ~= '' then
     end
   end
   local model = redis.call('HGET', msg, 'model') or ''
-  entries[#entries + 1] = cjson.encode({t = kind, html = html, message = ARGV[8], model = model})
+  entries[#entries + 1] = cjson.encode(
+    {t = kind, html = html, message = ARGV[8], model = model, whole = whole or nil})
   redis.call('HSET', msg, 'status', kind, 'text', text, 'html', html, 'error', ARGV[8],
     'length', length + #entries)
   if redis.call('HGET', chat, 'running') == mid then

@@ -59,6 +59,7 @@ class Terminal:
     message: str = ""  # for error: what a person reads
     text: str = ""  # for done: the whole answer
     html: str = ""  # for done: its canonical render
+    whole: bool = False  # `html` is the log's blocks joined: a page that followed has it
     # Kept with the ended answer, in the same step: the tokens the model server counted,
     # the model's reasoning (field name -> value).
     fields: Mapping[str, str] = field(default_factory=dict)
@@ -119,6 +120,7 @@ def append(
         "if-dead" if only_if_dead else "",
         publish_command(r),
         orjson.dumps(terminal.fields) if terminal and terminal.fields else "",
+        "1" if terminal and terminal.whole else "",
         *(orjson.dumps(entry) for entry in entries),  # compact, as the scripts' own JSON
     ]
     status, length, *owner = _run_append(r, keys, args, small=not entries)
