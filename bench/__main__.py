@@ -130,7 +130,7 @@ def live(system: str, viewers: int, answers: int, tokens: int, directory: Path) 
     ):
         host, port = running.base.removeprefix("http://").split(":")
         plan = Plan(
-            host, int(port), running.paths, viewers, running.cookie,
+            host, int(port), running.paths, viewers, running.cookies,
             ready_on_headers=system != "peer",  # flask-sse sends nothing before an event
             timeout=tokens / TOKENS_PER_SECOND + 90,
         )  # fmt: skip
@@ -214,7 +214,7 @@ def catch_up(size: dict[str, Any], directory: Path, running_answer: bool) -> lis
         write_log(r, chat_id, message_id, size["catch_up_tokens"], finish=not running_answer)
         host, port = running.base.removeprefix("http://").split(":")
         plan = Plan(
-            host, int(port), running.paths, size["joins"], running.cookie,
+            host, int(port), running.paths, size["joins"], running.cookies,
             one_at_a_time=True, until_caught_up=True,
         )  # fmt: skip
         outcome = Watching(plan).outcome()

@@ -34,7 +34,7 @@ class Plan:
     port: int
     paths: list[str]
     viewers: int
-    cookie: str = ""
+    cookies: dict[str, str] = field(default_factory=dict)  # a path's Cookie header, if any
     ready_on_headers: bool = True  # else ready once the request is sent
     timeout: float = 120.0
     one_at_a_time: bool = False  # each viewer connects after the previous one is done
@@ -87,8 +87,8 @@ class _Viewer(asyncio.Protocol):
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.buffer, self.in_head = b"", True
         headers = f"Host: {self.plan.host}\r\n"
-        if self.plan.cookie:
-            headers += f"Cookie: {self.plan.cookie}\r\n"
+        if cookie := self.plan.cookies.get(self.path):
+            headers += f"Cookie: {cookie}\r\n"
         if self.keep and not self.body.endswith(b"\n\n"):  # an event cut off: never applied
             cut = self.body.rfind(b"\n\n")
             del self.body[cut + 2 if cut >= 0 else 0 :]

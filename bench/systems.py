@@ -56,7 +56,7 @@ class Running:
     worker_pid: int
     redis_url: str
     paths: list[str]
-    cookie: str = ""
+    cookies: dict[str, str] = field(default_factory=dict)  # chatapp: each path's asker's
     producers: list[threading.Thread] = field(default_factory=list)
     answers: list[tuple[str, str]] = field(default_factory=list)  # chatapp: (chat, answer)
 
@@ -113,7 +113,9 @@ def started(
             ]  # /chats/<chat>/messages/<answer>/stream
             if name == "chatapp page":  # the chat page's one stream, not the answer's
                 running.name = name
-                running.paths = [path.split("/messages/")[0] + "/live" for path in running.paths]
+                page = {path: path.split("/messages/")[0] + "/live" for path in running.paths}
+                running.paths = [page[path] for path in running.paths]
+                running.cookies = {page[path]: c for path, c in running.cookies.items()}
             yield running
             return
         base, pid = exits.enter_context(_relay_server(f"bench.{name}:app", server.url))
@@ -138,32 +140,41 @@ def _chatapp(
         CHATAPP_SSE_MAX_PER_PROCESS="15000",
         CHATAPP_WORKER_CONNECTIONS=WORKER_CONNECTIONS,
         CHATAPP_AUTO_TITLES="off",
+        CHATAPP_RATE_LIMIT_SIGNUP="10000 per hour",  # one account per answer, one address
     )
-    with (
-        chatapp_web_server(env) as (base, process),
-        httpx.Client(base_url=base, timeout=30) as http,
-        ExitStack() as workers,
-    ):
-        token = sign_up(http)
-        paths = start_answers(http, token, answers)
+    with chatapp_web_server(env) as (base, process), ExitStack() as exits:
+        # One person per answer, as people ask: a chat's viewers are its asker's tabs, and
+        # a change to one's chat list reaches that person's tabs only.
+        askers: list[tuple[httpx.Client, str, str]] = []  # (client, CSRF token, path)
+        for number in range(answers):
+            http = exits.enter_context(httpx.Client(base_url=base, timeout=30))
+            token = sign_up(http)
+            (path,) = start_answers(http, token, 1, first=number)
+            askers.append((http, token, path))
         if produce:  # the answer worker that `make run` starts, writing them all at once
             env["CHATAPP_WORKER_CONCURRENCY"] = str(max(100, answers))
-            workers.enter_context(rq_worker(env))
+            exits.enter_context(rq_worker(env))
         threads: list[threading.Thread] = []
-        cookie = "; ".join(f"{key}={value}" for key, value in http.cookies.items())
+        paths = [path for _, _, path in askers]
+        cookies = {path: _cookie_header(http) for http, _, path in askers}
         (pid,) = children(process.pid)
         try:
-            yield Running("chatapp", base, pid, redis_url, paths, cookie, threads)
+            yield Running("chatapp", base, pid, redis_url, paths, cookies, threads)
         finally:
-            for path in paths:  # stop what is still running, so its thread ends too
+            for http, token, path in askers:  # stop what still runs, so its thread ends too
                 stop = path.removesuffix("/stream") + "/stop"
                 http.post(stop, headers={"X-CSRFToken": token, "HX-Request": "true"})
 
 
-def start_answers(http: httpx.Client, token: str, count: int) -> list[str]:
-    """Send one message in each of `count` new chats; return the answers' stream paths."""
+def _cookie_header(http: httpx.Client) -> str:
+    return "; ".join(f"{key}={value}" for key, value in http.cookies.items())
+
+
+def start_answers(http: httpx.Client, token: str, count: int, first: int = 0) -> list[str]:
+    """Send one message in each of `count` new chats (numbered from `first`); return the
+    answers' stream paths."""
     paths = []
-    for number in range(count):
+    for number in range(first, first + count):
         chat = http.post("/chats", data={"csrf_token": token}).headers["location"]
         chat_id = chat.rsplit("/", 1)[-1]
         sent = http.post(

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
@@ -41,7 +40,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from chatapp.shared_redis import SharedConnectionRedis
+from chatapp.shared_redis import SharedConnectionRedis, SharedPipeline
 
 # Replies that say "not here, not now": redis-py's cluster code knows what to do with them.
 _REROUTE = (AskError, ClusterDownError, TryAgainError)  # AskError: MOVED is one too
@@ -77,7 +76,7 @@ class SharedConnectionCluster(RedisCluster):
         return reply
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
-        return _SharedClusterPipeline(self, bool(transaction))
+        return SharedPipeline(self.run_pipeline, bool(transaction))  # one call per node
 
     def run_pipeline(self, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
         """Run a pipeline's commands, one call per node; return their replies in order."""
@@ -163,23 +162,3 @@ class SharedConnectionCluster(RedisCluster):
         if shared is None:
             shared = self._shared[node.name] = self._node_client(node)
         return shared
-
-
-class _SharedClusterPipeline(Pipeline):
-    """A pipeline that, when executed, goes out as one call per node."""
-
-    def __init__(self, cluster: SharedConnectionCluster, transaction: bool) -> None:
-        super().__init__(None, {}, transaction, None)  # type: ignore[arg-type]  # no pool: sent by `cluster`
-        self._cluster = cluster
-        self._multi = transaction
-
-    def execute(self, raise_on_error: bool = True) -> list[Any]:
-        commands, self.command_stack = self.command_stack, []
-        if not commands:
-            return []
-        replies = self._cluster.run_pipeline(commands, self._multi)
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies

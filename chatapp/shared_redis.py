@@ -21,6 +21,7 @@ these for each master (chatapp/shared_cluster.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -62,7 +63,7 @@ class SharedConnectionRedis(redis.Redis):
         return reply
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
-        return _SharedPipeline(self, transaction)
+        return SharedPipeline(self._run, transaction, self.connection_pool, self.response_callbacks)
 
     def close(self) -> None:
         self._connection.disconnect()  # made here, not held by the pool
@@ -155,19 +156,26 @@ class SharedConnectionRedis(redis.Redis):
                 call.replies.set_exception(error)
 
 
-class _SharedPipeline(Pipeline):
-    """A pipeline that, when executed, goes out in one write on the shared connection."""
+class SharedPipeline(Pipeline):
+    """A pipeline that, when executed, goes out in one call of `run` (its commands, and
+    whether they are a transaction), on a client's shared connection(s)."""
 
-    def __init__(self, shared: SharedConnectionRedis, transaction: bool) -> None:
-        super().__init__(shared.connection_pool, shared.response_callbacks, transaction, None)
-        self._shared = shared
+    def __init__(
+        self,
+        run: Callable[[list[tuple[Any, Any]], bool], list[Any]],
+        transaction: bool,
+        pool: Any = None,  # only its settings are read, never a connection
+        callbacks: Any = None,
+    ) -> None:
+        super().__init__(pool, callbacks or {}, transaction, None)
+        self._run_commands = run
         self._multi = transaction  # (mypy reads `self.transaction` as the method of that name)
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         commands, self.command_stack = self.command_stack, []
         if not commands:
             return []
-        replies = self._shared._run(commands, self._multi)
+        replies = self._run_commands(commands, self._multi)
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):

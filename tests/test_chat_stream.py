@@ -100,15 +100,24 @@ def ended_or_quiet(events: list[Event]) -> bool:
     return any(e.event in ("end", "ping") for e in events)
 
 
-def test_a_page_cut_anywhere_in_a_finished_answer_resumes_to_its_end(stack: Stack) -> None:
-    """Cut after any event of a resume into an answer that has since finished, and resumed
-    with that event's id: the page gets the rest and the `end`, never stays "Writing..."."""
+def an_answer_followed_to_its_end(
+    stack: Stack,
+) -> tuple[ChatClient, str, str, list[Event], store.Message]:
+    """A new chat's answer, followed on the chat page's stream from the chat's start to the
+    answer's end: the device, the chat, the answer, the events read, the stored answer."""
     device = ChatClient(stack.base)
     chat_id = device.new_chat()
     answer_id = device.send_ok(chat_id, "Tell me a long story")
     live = device.live(chat_id, until=ended, after="c0")
     stored = store.get_message(stack.redis(), chat_id, answer_id)
     assert stored is not None and stored.status == "done"
+    return device, chat_id, answer_id, live, stored
+
+
+def test_a_page_cut_anywhere_in_a_finished_answer_resumes_to_its_end(stack: Stack) -> None:
+    """Cut after any event of a resume into an answer that has since finished, and resumed
+    with that event's id: the page gets the rest and the `end`, never stays "Writing..."."""
+    device, chat_id, answer_id, live, _ = an_answer_followed_to_its_end(stack)
     deltas = [e.id for e in live if e.event == "delta"]  # cursors taken while it ran
     assert len(deltas) >= 6
     for first in deltas[-6:-1]:  # late in the answer: its end comes with the next events
@@ -126,12 +135,7 @@ def test_a_page_reads_an_answer_in_linear_bytes_and_its_html_once(stack: Stack) 
     """What a page following an answer reads of it: the answer's final HTML once (its
     `end` keeps the blocks the page built), and at most 100 bytes more per token, whatever
     the answer's shapes (the offline model writes a few short blocks of each kind)."""
-    device = ChatClient(stack.base)
-    chat_id = device.new_chat()
-    answer_id = device.send_ok(chat_id, "Tell me a long story")
-    live = device.live(chat_id, until=ended, after="c0")
-    stored = store.get_message(stack.redis(), chat_id, answer_id)
-    assert stored is not None and stored.status == "done"
+    _, _, answer_id, live, stored = an_answer_followed_to_its_end(stack)
     answer_events = [e for e in live if e.event in ("delta", "end")]
     read = sum(len(wire_bytes(e)) for e in answer_events)
     tokens = len(tokenize(stored.text))  # as the offline model streamed them
