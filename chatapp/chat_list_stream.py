@@ -6,7 +6,6 @@ it once per nudge per process (`shared_render`), however many of the owner's tab
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 from chatapp import frames, store
@@ -23,17 +22,11 @@ def shared_render(nudge: ChatListChanged | None, page: str, render: RenderChats)
 
     The hub hands the same decoded nudge to every stream of the owner in this process; the
     first to handle it reads the list (after the nudge was sent, so it is current) and
-    keeps the markup in it for the others. An owner with many tabs, or a benchmark with a
-    thousand, costs one read and one render per change instead of one per tab. The others
-    wait for that first one: while it read Redis, each of them read and rendered the list
-    too (a third of the web process's CPU with 1,000 tabs of one account)."""
+    keeps the markup in it for the others (frames.made_once). An owner with many tabs, or
+    a benchmark with a thousand, costs one read and one render per change, not one per tab."""
     if nudge is None:
         return render()
-    with nudge.rendering.setdefault(page, threading.Lock()):
-        html = nudge.rendered.get(page)
-        if html is None:
-            html = nudge.rendered[page] = render()
-    return html
+    return frames.made_once(nudge.rendered, page, render)
 
 
 def follow_chat_list(

@@ -14,6 +14,7 @@ adds messages from this stream only, so none shows twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -311,14 +312,9 @@ class _ChatStream:
                 self.answer = None
                 self.ended.add(answer.generation_id)
                 # The answer as it ended, read and rendered once per process (the entry is
-                # the hub's, shared by every stream of this chat; see frames.built_once).
-                article = entry.built.get("final article")
-                if article is None:
-                    final = store.get_message(self.r, self.chat_id, answer.message_id)
-                    # The page followed the log: it has the blocks if they are the answer
-                    kept = entry.whole and final is not None and final.html == entry.html
-                    article = self.render(final, None, True, kept) if final is not None else ""
-                    entry.built["final article"] = article
+                # the hub's, shared by every stream of this chat; see frames.made_once).
+                final = functools.partial(self._final_article, answer.message_id, entry)
+                article = frames.made_once(entry.built, "final article", final)
                 if article:
                     yield frames.answer_replace_event(cursor, article, frames.EVENTS.end).encode()
                 return
@@ -332,6 +328,15 @@ class _ChatStream:
             )
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _final_article(self, message_id: str, terminal: Entry) -> str:
+        """The ended answer's article, for a page that followed its log: without its blocks
+        when the page holds them already (they are the final HTML)."""
+        final = store.get_message(self.r, self.chat_id, message_id)
+        if final is None:
+            return ""
+        kept = terminal.whole and final.html == terminal.html
+        return self.render(final, None, True, kept)
 
     def _gone(self) -> bytes:
         self.deleted = True

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,10 +107,8 @@ class ChatListChanged:
     """A user's chat list changed; `signed_out` names sessions that ended."""
 
     signed_out: tuple[str, ...] = ()
-    # The list's markup per page, rendered once per process (chat_list_stream.shared_render),
-    # and the lock its first reader holds meanwhile.
-    rendered: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-    rendering: dict[str, threading.Lock] = field(default_factory=dict, compare=False, repr=False)
+    # The list's markup per page, rendered once per process (chat_list_stream.shared_render).
+    rendered: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 Published = AnswerEntries | ChatEvents | ChatListChanged

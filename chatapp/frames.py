@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 
@@ -21,6 +22,7 @@ from chatapp.config import PROJECT_DIR
 from chatapp.contract import Entry
 from chatapp.sse import ServerSentEvent
 
+T = TypeVar("T")
 # Made without an app: streams and tests build events outside a request. Their output is
 # Markup; `str()` it before adding plain strings, which Markup would escape.
 _templates = jinja2.Environment(
@@ -168,6 +170,20 @@ def built_once(entry: Entry, name: str, event: Callable[..., ServerSentEvent], *
     if built is None:
         built = entry.built[name] = event(*args).encode()
     return built
+
+
+def made_once(kept: dict[str, Any], name: str, make: Callable[[], T]) -> T:
+    """Return `kept[name]`, made by `make()` once per process for every stream that asks.
+
+    Like `built_once`, for what takes a read of Redis to make (an ended answer's article,
+    the chat list after a change): gevent runs the other streams while the first one
+    waits for Redis, and each of them made it too (a third of the web process's CPU with
+    1,000 tabs of one account). They wait for the first one's instead."""
+    with kept.setdefault(f"{name} (being made)", threading.Lock()):
+        if name not in kept:
+            kept[name] = make()
+    made: T = kept[name]
+    return made
 
 
 def delta_event(message_id: str, cursor: Cursor, entry: Entry) -> ServerSentEvent:

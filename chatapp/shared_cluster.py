@@ -66,7 +66,7 @@ class SharedConnectionCluster(RedisCluster):
         if node is None:
             return RedisCluster.execute_command(self, *args, **options)
         try:
-            (reply,) = self._send(node.name, [(args, options)], transaction=False)
+            (reply,) = self._send(node, [(args, options)], transaction=False)
         except _CONNECTION:
             return RedisCluster.execute_command(self, *args, **options)
         if isinstance(reply, _REROUTE):
@@ -81,23 +81,25 @@ class SharedConnectionCluster(RedisCluster):
     def run_pipeline(self, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
         """Run a pipeline's commands, one call per node; return their replies in order."""
         nodes = [self._node_of(args, options) for args, options in commands]
-        by_node: dict[str, list[int]] = {}  # node name: the places of its commands
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}  # by name: the node, its places
         for place, node in enumerate(nodes):
             if node is not None:
-                by_node.setdefault(node.name, []).append(place)
-        if None in nodes or (transaction and len(by_node) > 1):
+                groups.setdefault(node.name, (node, []))[1].append(place)
+        if None in nodes or (transaction and len(groups) > 1):
             return self._through_redis_py(commands, transaction)
         replies: list[Any] = [None] * len(commands)
-        for name, places in by_node.items():
+        for node, places in groups.values():
             node_commands = [commands[place] for place in places]
-            node_replies = self._run_on(name, node_commands, transaction)
+            node_replies = self._run_on(node, node_commands, transaction)
             for place, reply in zip(places, node_replies, strict=True):
                 replies[place] = reply
         return replies
 
-    def _run_on(self, name: str, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
+    def _run_on(
+        self, node: ClusterNode, commands: list[tuple[Any, Any]], transaction: bool
+    ) -> list[Any]:
         try:
-            replies = self._send(name, commands, transaction)
+            replies = self._send(node, commands, transaction)
         except (*_CONNECTION, *_REROUTE, ExecAbortError):  # a transaction refused whole
             return self._through_redis_py(commands, transaction)
         if transaction and any(isinstance(reply, _REROUTE) for reply in replies):
@@ -121,14 +123,16 @@ class SharedConnectionCluster(RedisCluster):
         replies: list[Any] = pipe.execute(raise_on_error=False)
         return replies
 
-    def _send(self, name: str, commands: list[tuple[Any, Any]], transaction: bool) -> list[Any]:
+    def _send(
+        self, node: ClusterNode, commands: list[tuple[Any, Any]], transaction: bool
+    ) -> list[Any]:
         """Send on the node's shared connection once (redis-py retries, elsewhere if need
         be); a node that fails is left to redis-py for `DOWN_SECONDS`, so that callers do
         not each wait on it in turn while the cluster moves its slots elsewhere."""
         try:
-            return self._shared[name]._run(commands, transaction, retry=False)
+            return self._shared_for(node)._run(commands, transaction, retry=False)
         except _CONNECTION:
-            self._down_until[name] = time.monotonic() + DOWN_SECONDS
+            self._down_until[node.name] = time.monotonic() + DOWN_SECONDS
             raise
 
     def _node_of(self, args: tuple[Any, ...], options: dict[str, Any]) -> ClusterNode | None:
@@ -149,7 +153,6 @@ class SharedConnectionCluster(RedisCluster):
             return None
         if self._down_until.get(node.name, 0.0) > time.monotonic():
             return None
-        self._shared_for(node)  # made here: `_shared` has a client for every node returned
         return node
 
     def close(self) -> None:
