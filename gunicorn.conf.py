@@ -51,10 +51,12 @@ def post_worker_init(worker):
     """
     import gevent
 
+    from chatapp import heap
     from chatapp.connections import get_hub
 
     with worker.wsgi.app_context():
         get_hub()
+    heap.settle()  # after the app and its hub: see chatapp/heap.py
 
     def close_streams_when_stopping():
         while worker.alive:

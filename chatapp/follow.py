@@ -149,21 +149,24 @@ class _Clock:
         listener = self.listener
         if listener.done():
             return
-        if item == DRAIN:
+        # A signal (a string) or a message: comparing a message with a string would call its
+        # dataclass __eq__, three times for every event every viewer receives.
+        signal, message = (item, None) if isinstance(item, str) else (None, item)
+        if signal == DRAIN:
             listener.stop()
             yield retry_later()  # the process is stopping: reconnect to another one
             return
         now = time.monotonic()
-        if item == REFILL:
+        if signal == REFILL:
             self.last_heard = now
             yield from listener.missed()
         elif now - self.last_heard >= self.settings.check_seconds:
             self.last_heard = now
-            yield from listener.quiet(tick=item == TICK)
-        if item is not None and not isinstance(item, str) and not listener.done():
-            if listener.hears(item):
+            yield from listener.quiet(tick=signal == TICK)
+        if message is not None and not listener.done():
+            if listener.hears(message):
                 self.last_heard = now
-            yield from listener.live(item)
+            yield from listener.live(message)
         if not listener.done() and now - self.last_ping >= self.settings.ping_seconds:
             self.last_ping = now
             yield frames.ping_event().encode()

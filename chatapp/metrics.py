@@ -3,6 +3,7 @@
 - Delivery latency: from the moment Redis appended an entry (its script stamps the live
   message with Redis's clock) to the moment a stream wrote it to its viewer. Measured in
   each web process, once per write (a write carries what was ready, oldest first).
+- Garbage collector pauses: how long each pass stopped a web process (chatapp/heap.py).
 - Entries appended and answers ended (by outcome): counted by the answer jobs in the
   queue's Redis, a few seconds at a time (RQ's work horses live for one job: an in-process
   counter would die with them).
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterable
 
 import redis
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from chatapp.contract import AnswerEntries
@@ -33,6 +34,25 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=None,  # not the global registry: `register_into` decides how it is read
 )
+
+GC_PAUSE = Histogram(
+    "chatapp_gc_pause_seconds",
+    "How long a pass of the garbage collector stopped a web process (chatapp/heap.py)",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=None,
+)
+
+GC_FROZEN = Gauge(
+    "chatapp_gc_frozen_objects",
+    "Objects a web process made at its start, which the garbage collector no longer walks",
+    multiprocess_mode="livemax",
+    registry=None,
+)
+
+
+def observe_gc_pause(generation: int, seconds: float) -> None:
+    GC_PAUSE.labels(generation=str(generation)).observe(seconds)
 
 
 def observe_delivery(items: Iterable[object]) -> None:
@@ -48,6 +68,8 @@ def register_into(registry: CollectorRegistry) -> None:
         MultiProcessCollector(registry)
     else:
         registry.register(DELIVERY_LATENCY)
+        registry.register(GC_PAUSE)
+        registry.register(GC_FROZEN)
 
 
 def count_appended(queue_redis: redis.Redis, entries: int) -> None:

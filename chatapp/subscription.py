@@ -32,7 +32,9 @@ class Subscription:
         self.draining = False  # set when the process stops: never lost in a full inbox
 
     def deliver(self, item: Published | str) -> None:
-        if item == DRAIN:
+        # isinstance first: comparing a message with a string calls its dataclass __eq__,
+        # for every stream, for every message.
+        if isinstance(item, str) and item == DRAIN:
             self.draining = True
         if self._inbox.qsize() >= self._size:
             self.overflowed = True  # the stream is busy with the rest: it will see this

@@ -23,7 +23,6 @@ What differs from RQ's workers, and why:
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import time
@@ -48,7 +47,7 @@ from rq.utils import current_timestamp
 from rq.worker import BaseWorker
 from rq.worker.base import WorkerStatus
 
-from chatapp import providers, store, waiting
+from chatapp import heap, providers, store, waiting
 from chatapp.batching import BatchedScripts
 from chatapp.connections import get_redis
 from chatapp.jobs import end_if_producer_dead, end_with_error, timing_from
@@ -140,7 +139,7 @@ class AnswerWorker(BaseWorker):
         providers.prepare(self.app.config)
         # Everything made so far (modules, clients) lives as long as the process: kept out
         # of the collector's full passes, which took 100 ms over them, stalling every answer.
-        gc.freeze()
+        heap.settle()
         self._install_signal_handlers()
         self.set_state(WorkerStatus.IDLE)
         beats = gevent.spawn(self._in_app(self._beat_forever))
