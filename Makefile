@@ -42,13 +42,19 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Debian's redis-server, chromium, nginx and openssl: installed with apt-get when running as root,
-# otherwise they must already be there (see the README).
+# Debian's redis-server, chromium, nginx and openssl (each package installs the command of its
+# name): the missing ones installed with apt-get when running as root, otherwise they must
+# already be there (see the README). `test-fast` needs redis-server only.
+TEST_PACKAGES = redis-server chromium nginx openssl
+test-fast: TEST_PACKAGES = redis-server
 system-test-packages:
-	@if command -v redis-server >/dev/null && command -v chromium >/dev/null && command -v nginx >/dev/null && command -v openssl >/dev/null; then :; \
+	@missing=""; for command in $(TEST_PACKAGES); do \
+		command -v $$command >/dev/null || missing="$$missing $$command"; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium nginx openssl; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else \
-		echo "The tests need Debian's redis-server, chromium, nginx and openssl: sudo apt-get install redis-server chromium nginx openssl"; \
+		echo "The tests need Debian's$$missing: sudo apt-get install$$missing"; \
 		exit 1; \
 	fi

@@ -34,8 +34,9 @@ from bench.producers import run_publishers
 from bench.systems import FLUSH_MS, Running, start_answers, started
 from bench.worker import WorkerRun, worker_runs, worker_table, worker_targets
 from chatapp import store
+from chatapp.incremental import IncrementalRenderer
 from chatapp.producer import delta_entry
-from chatapp.render import IncrementalRenderer, render_markdown
+from chatapp.render import render_markdown
 from harness.accounts import sign_up
 from harness.client import page_after, parse_events
 from harness.servers import RedisServer, rq_worker, stack_env, web_server

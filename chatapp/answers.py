@@ -15,7 +15,7 @@ import redis
 from flask import current_app
 from rq.job import Job
 
-from chatapp import jobs, models, store
+from chatapp import contract, jobs, models, store
 from chatapp.connections import get_queue, get_redis
 from chatapp.render import plain_text, render_message
 from chatapp.store import Chat, Message
@@ -41,6 +41,23 @@ def send(
     return sent, [message for message in (question, answer) if message is not None]
 
 
+def start_chat(owner: str, client_id: str, text: str, asker: str) -> str:
+    """Start a chat with its first message and return its id (the chat this message
+    started already, when it is sent again). Refused (the user's cap): nothing stays."""
+    r = get_redis()
+    chat_id = store.new_id()
+    if started := store.claim_new_chat(r, owner, client_id, chat_id):
+        return started  # a resend
+    chat = store.create_chat(r, owner, time.time(), chat_id=chat_id)
+    try:
+        send(chat, client_id, text, asker)
+    except Refused:
+        store.delete_chat(r, chat, timing())
+        store.forget_new_chat(r, owner, client_id)
+        raise
+    return chat.id
+
+
 def regenerate(chat: Chat, answer_id: str, asker: str) -> store.SendResult:
     """Write the chat's last answer again, within its owner's cap (raises Refused)."""
     r = get_redis()
@@ -60,7 +77,9 @@ def regenerate(chat: Chat, answer_id: str, asker: str) -> store.SendResult:
 def stop(chat: Chat, answer: Message) -> None:
     """End the answer where it is, if it is still being written."""
     if answer.running:
-        store.end(get_redis(), chat.id, answer.id, answer.gen, store.Terminal("stopped"), timing())
+        store.end(
+            get_redis(), chat.id, answer.id, answer.gen, store.Terminal(contract.STOPPED), timing()
+        )
 
 
 def timing() -> store.Timing:
@@ -165,6 +184,6 @@ def _enqueue_unless_queued(r: redis.Redis, chat: Chat, answer: Message, asker: s
         jobs.enqueue_answer(queue, chat.id, answer.id, answer.gen, asker, title, chat.owner)
     except Exception:
         reason = "The answer could not be queued. Send the message again."
-        terminal = store.Terminal("error", message=reason)
+        terminal = store.Terminal(contract.ERROR, message=reason)
         store.end(r, chat.id, answer.id, answer.gen, terminal, timing())
         raise

@@ -7,43 +7,32 @@ pub/sub channel. Its event ids carry both cursors, so the browser's `Last-Event-
 resumes the two at once.
 
 It runs on the stream engine (follow.py): subscribe first, then read, then relay, dropping
-what was sent and filling gaps from the logs; the running answer is followed by the
-engine's `AnswerLog`, as on the per-answer stream. Every device, the sender's included,
-adds messages from this stream only, so none shows twice.
+what was sent and filling gaps from the logs; the running answer is followed by
+page_answer.py, on the engine's `AnswerLog` as the per-answer stream is. Every device, the
+sender's included, adds messages from this stream only, so none shows twice.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import redis
 
 from chatapp import contract, frames, probes, store
 from chatapp.chat_list_stream import shared_render
-from chatapp.contract import ChatEvent, ChatEvents, ChatListChanged, Entry, Published
-from chatapp.follow import AnswerLog, StreamSettings, relay, serve
+from chatapp.contract import ChatEvent, ChatEvents, ChatListChanged, Published
+from chatapp.follow import StreamSettings, relay, serve
 from chatapp.frames import ChatCursor, Cursor
 from chatapp.hub import Hub
+from chatapp.page_answer import Article, PageAnswer
 from chatapp.running_answer import AnswerBody, answer_so_far
 from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
 from chatapp.subscription import Subscription
 
 log = logging.getLogger(__name__)
-
-
-class Article(Protocol):
-    """Render one message's article: a running answer with its `body` so far; out of band
-    with `oob`; an ended answer whose blocks a page that followed its log holds already
-    with `kept` (they stay as they are: see answer.html)."""
-
-    def __call__(
-        self, message: Message, body: AnswerBody | None, oob: bool, kept: bool = False
-    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -103,14 +92,8 @@ class _ChatStream:
         self.deleted = False
         self.closing = False  # the process is stopping
         self.events_sent = 0  # sequence number of the last chat event sent
-        self.answer: AnswerLog | None = None  # the running answer whose entries we relay
         self.shown: set[str] = set()  # messages this connection has added
-        self.ended: set[str] = set()  # generations this connection has ended
-        self.resumed_at: Cursor | None = None  # the answer entry the page's cursor names
-        # An `answer_ended` event being sent as the rest of its answer's log: the page has
-        # the event only once the `end` arrives, so the entries before it carry the cursor
-        # of the event before (a page cut off among them hears of the end again).
-        self.ending: str | None = None  # its generation
+        self.answer = PageAnswer(r, self.chat_id, self.render, lambda: self.events_sent)
 
     def run(self) -> Iterator[bytes]:
         # Something at once, so the response (and the browser's `open`) starts now even when
@@ -143,15 +126,15 @@ class _ChatStream:
 
     def _resume(self, cursor: ChatCursor) -> Iterator[bytes]:
         self.events_sent = cursor.events
-        self.resumed_at = cursor.answer
+        self.answer.resumed_at = cursor.answer
         running = self._running_answer()
         at = cursor.answer
         if running and at and self._covers(at, running):
-            self.answer = self._log_of(running.id, running.gen, at.seq)
-            yield from self._refill_answer()
+            self.answer.follow(running.id, running.gen, at.seq)
+            yield from self.answer.refill()
         yield from self._refill_events()
         running = self._running_answer()
-        if running and (self.answer is None or self.answer.generation_id != running.gen):
+        if running and not self.answer.follows(running.gen):
             # Running, but the page's cursor does not cover it: send it whole, then follow.
             current, body = self._current(running)
             article = self.render(current, body, True)
@@ -177,9 +160,9 @@ class _ChatStream:
         (which this stream then follows)."""
         current, body, position = answer_so_far(self.r, self.chat_id, message)
         if body is not None:
-            self.answer = self._log_of(current.id, current.gen, position)
+            self.answer.follow(current.id, current.gen, position)
         elif current.gen:
-            self.ended.add(current.gen)  # shown finished: its end is no news
+            self.answer.ended.add(current.gen)  # shown finished: its end is no news
         return current, body
 
     # -- the engine's Listener ------------------------------------------------------------
@@ -196,13 +179,13 @@ class _ChatStream:
     def missed(self) -> Iterator[bytes]:
         yield self._chats()  # a nudge may have been missed
         yield from self._refill_events()
-        yield from self._refill_answer()
+        yield from self.answer.refill()
 
     def quiet(self, tick: bool) -> Iterator[bytes]:
         if probes.chat_event_count(self.r, self.chat_id) != self.events_sent:
             yield from self._refill_events()  # more, or fewer (the chat was deleted)
-        if self.answer and not self.deleted:
-            yield from self._send_entries(self.answer.quiet(tick, self.request.settings.timing))
+        if not self.deleted:
+            yield from self.answer.quiet(tick, self.request.settings.timing)
 
     def live(self, payload: Published) -> Iterator[bytes]:
         if isinstance(payload, ChatListChanged):
@@ -220,8 +203,8 @@ class _ChatStream:
             for event in payload.events[skip:]:
                 self.events_sent += 1
                 yield from self._apply(event)
-        elif self.answer:
-            yield from self._send_entries(self.answer.entries_in(payload))
+        else:
+            yield from self.answer.live(payload)
 
     # -- following the chat's events and its running answer -------------------------------
 
@@ -238,10 +221,6 @@ class _ChatStream:
         shorter = store.chat_event_count(self.r, self.chat_id) < self.events_sent
         return shorter and store.get_chat(self.r, self.chat_id) is None
 
-    def _refill_answer(self) -> Iterator[bytes]:
-        if self.answer:
-            yield from self._send_entries(self.answer.missed())
-
     def _apply(self, event: ChatEvent) -> Iterator[bytes]:
         """Send what one chat event changes on the page."""
         kind, message_id = event.kind, event.message_id
@@ -252,18 +231,15 @@ class _ChatStream:
             yield frames.title_event(self._cursor(), title).encode()
         elif kind == contract.CHAT_DELETED and not self.deleted:
             yield self._gone()
-        elif (
-            kind in (contract.MESSAGE_ADDED, contract.ANSWER_STARTED)
-            and message_id not in self.shown
-        ):
+        elif kind in contract.ADDS_A_MESSAGE and message_id not in self.shown:
             message = store.get_message(self.r, self.chat_id, message_id)
             if message is not None:
                 self.shown.add(message_id)
                 current, body = self._current(message)
                 article = self.render(current, body, False)
                 yield frames.chat_message_event(self._cursor(), article).encode()
-        elif kind == contract.ANSWER_ENDED and event.generation_id not in self.ended:
-            yield from self._answer_ended(message_id, event.generation_id)
+        elif kind == contract.ANSWER_ENDED and event.generation_id not in self.answer.ended:
+            yield from self.answer.end(message_id, event.generation_id)
 
     def _answer_again(self, message_id: str) -> Iterator[bytes]:
         """The answer is being written again (a new generation): replace it, then follow."""
@@ -274,69 +250,6 @@ class _ChatStream:
             yield frames.answer_replace_event(
                 self._cursor(), article, frames.EVENTS.answer
             ).encode()
-
-    def _answer_ended(self, message_id: str, generation_id: str) -> Iterator[bytes]:
-        """Send an answer's end: the rest of its log if the page was following it (and the
-        log is still kept), else the answer as it ended."""
-        at = self.resumed_at
-        if self.answer is None and at is not None and at.generation_id == generation_id:
-            self._pick_up(message_id, at)
-        if self.answer and self.answer.generation_id == generation_id:
-            self.ending = generation_id
-            try:
-                yield from self._refill_answer()  # its terminal entry, in order
-            finally:
-                self.ending = None
-            return
-        message = store.get_message(self.r, self.chat_id, message_id)
-        if message is not None and not message.running:
-            self.ended.add(generation_id)
-            article = self.render(message, None, True)
-            yield frames.answer_replace_event(self._cursor(), article, frames.EVENTS.end).encode()
-
-    def _pick_up(self, message_id: str, at: Cursor) -> None:
-        """Follow a finished answer again from `at`, if its log still holds what follows."""
-        if at.seq < store.log_length(self.r, self.chat_id, at.generation_id):
-            self.answer = self._log_of(message_id, at.generation_id, at.seq)
-
-    def _send_entries(self, entries: list[Entry]) -> Iterator[bytes]:
-        answer = self.answer
-        if answer is None:
-            return
-        for _, entry in answer.numbered(entries):
-            terminal = entry.terminal
-            if terminal:
-                self.ending = None  # with its `end`, the page has the answer_ended event
-            cursor = self._cursor()  # `end` too says which entry it is: the terminal one
-            if terminal:
-                self.answer = None
-                self.ended.add(answer.generation_id)
-                # The answer as it ended, read and rendered once per process (the entry is
-                # the hub's, shared by every stream of this chat; see frames.made_once).
-                final = functools.partial(self._final_article, answer.message_id, entry)
-                article = frames.made_once(entry.built, "final article", final)
-                if article:
-                    yield frames.answer_replace_event(cursor, article, frames.EVENTS.end).encode()
-                return
-            yield frames.built_once(
-                entry,
-                f"chat stream {cursor.events}",  # the one part of the id that may differ
-                frames.chat_delta_event,
-                answer.message_id,
-                cursor,
-                entry,
-            )
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _final_article(self, message_id: str, terminal: Entry) -> str:
-        """The ended answer's article, for a page that followed its log: without its blocks
-        when the page holds them already (they are the final HTML)."""
-        final = store.get_message(self.r, self.chat_id, message_id)
-        if final is None:
-            return ""
-        kept = terminal.whole and final.html == terminal.html
-        return self.render(final, None, True, kept)
 
     def _gone(self) -> bytes:
         self.deleted = True
@@ -349,10 +262,4 @@ class _ChatStream:
         return frames.chats_event(self._cursor(), html)
 
     def _cursor(self) -> ChatCursor:
-        answer = Cursor(self.answer.generation_id, self.answer.sent) if self.answer else None
-        events = self.events_sent - 1 if self.ending else self.events_sent
-        return ChatCursor(events, answer)
-
-    def _log_of(self, message_id: str, generation_id: str, sent: int) -> AnswerLog:
-        """Follow an answer's log from after entry `sent`."""
-        return AnswerLog(self.r, self.chat_id, message_id, generation_id, sent)
+        return self.answer.cursor()

@@ -34,9 +34,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# The kinds of answer log entries: deltas, then exactly one terminal entry.
+# The kinds of answer log entries: deltas, then exactly one terminal entry, which is also
+# the ended answer's status.
 DELTA = "delta"
-TERMINAL = ("done", "error", "stopped")
+DONE, ERROR, STOPPED = "done", "error", "stopped"
+TERMINAL = (DONE, ERROR, STOPPED)
 
 # The kinds of chat events.
 MESSAGE_ADDED = "message_added"  # m: the user's message
@@ -45,6 +47,22 @@ ANSWER_ENDED = "answer_ended"  # m, g, status
 TITLE_CHANGED = "title_changed"  # title
 CHAT_DELETED = "chat_deleted"
 ADDS_A_MESSAGE = (MESSAGE_ADDED, ANSWER_STARTED)
+
+
+def delta_entry(
+    text: str, blocks: str, tail: str | None = None, more: str = "", think: str = ""
+) -> dict[str, str]:
+    """An answer log entry that adds to the answer (the producer's, for append.lua): the raw
+    text, new finished blocks, and the open block re-rendered (`tail`) or its new text
+    (`more`); and the model's new reasoning (escaped), if any."""
+    entry = {"t": DELTA, "text": text, "blocks": blocks}
+    if tail is not None:
+        entry["tail"] = tail
+    if more:
+        entry["more"] = more
+    if think:
+        entry["think"] = think
+    return entry
 
 
 @dataclass(eq=False)

@@ -20,6 +20,7 @@ import jinja2
 
 from chatapp.config import PROJECT_DIR
 from chatapp.contract import Entry
+from chatapp.render import OPEN_BLOCK_ENDINGS
 from chatapp.sse import ServerSentEvent
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ def parts() -> Any:
 @dataclass(frozen=True)
 class EventNames:
     """The SSE event names the streams send, for this module and (as `events`) the
-    templates that listen for them (static/app.js names `delta` and `ping` too)."""
+    templates that listen for them (static/app.js names `delta` and `message` too)."""
 
     snapshot: str = "snapshot"  # everything so far, for a page without a usable cursor
     delta: str = "delta"  # an answer's new entries
@@ -92,22 +93,11 @@ def tail_element(message_id: str, tail_html: str, oob: bool = False) -> str:
     return str(parts().tail(message_id, tail_html, oob))
 
 
-# The open block's last render ends with one of these: the text that arrives after it goes
-# inside, where it continues (a paragraph, an open code fence, a list's last item).
-_CONTINUED = (
-    "</code></pre>\n</div>\n",  # a fenced code block, under its header (render.py)
-    "</code></pre>\n",
-    "</p>\n",
-    "</li>\n</ul>\n",
-    "</li>\n</ol>\n",
-)
-
-
 def with_pending(message_id: str, tail_html: str, more: str = "") -> str:
     """Return the open block's last render with the span that holds the (escaped) text that
     came after it, where that text continues; later deltas append to the span."""
     pending = str(parts().pending(message_id, more))
-    for end in _CONTINUED:
+    for end in OPEN_BLOCK_ENDINGS:
         if tail_html.endswith(end):
             return tail_html[: -len(end)] + pending + end
     return tail_html + pending

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import select
 import threading
 import time
 from collections.abc import Iterator
@@ -35,13 +33,12 @@ from redis.exceptions import AskError
 
 from chatapp import contract
 from chatapp.fanout import Draining, FanOut
-from chatapp.pubsub_links import Link, Routes
+from chatapp.pubsub_links import RECONNECT_DELAY, Backoff, Connector, Link, Routes
 from chatapp.subscription import Subscription
+from chatapp.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
-RECONNECT_DELAY = 0.5  # after a cut; doubled after each failed try, up to the next
-MAX_RECONNECT_DELAY = 2.0  # a failover takes a few seconds: look again soon
 SLOT_MAP = "the cluster's slot map"  # retried like a server when it cannot be read
 
 
@@ -66,15 +63,10 @@ class Hub:
         self._tick_seconds = tick_seconds
         self._last_tick = time.monotonic()
         self._table = FanOut()
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)  # a full pipe must never block the process
+        self._wakeup = Wakeup()
         self._links: dict[str, Link] = {}  # by server; only the hub's thread touches these
-        self._retry: dict[str, tuple[float, float]] = {}  # server -> (when, delay) after a cut
-        # A server's first connection is made by a helper thread (see _connect), which hands
-        # the new link over here when it has sent its first subscribe, or failed.
-        self._connecting: set[str] = set()
-        self._connected: queue.SimpleQueue[tuple[str, Link, Exception | None]] = queue.SimpleQueue()
+        self._retry = Backoff()  # servers (and the slot map) pausing after a failure
+        self._connector = Connector(routes, self._wake)  # a server's first connection
         self._refresh_needed = False  # read the slot map before routing channels again
         self._stopping = False
         self.reconnects = 0
@@ -122,10 +114,7 @@ class Hub:
         self._table.release(subscription)
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_write, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full: the hub is awake already
+        self._wakeup.wake()
 
     # -- the owner thread ---------------------------------------------------------------
 
@@ -164,7 +153,7 @@ class Hub:
     def _serve(self) -> None:
         interval = min(self._ping_interval / 2, self._unsubscribe_delay / 2, self._tick_seconds)
         while not self._stopping:
-            if self._connecting:  # not on every message: most loops have none to adopt
+            if self._connector.connecting:  # not on every message: most have none to adopt
                 self._adopt_connections()
             self._subscribe_pending()
             self._unsubscribe_idle()
@@ -212,9 +201,7 @@ class Hub:
         self._back_off(server)
 
     def _back_off(self, server: str) -> None:
-        _, delay = self._retry.get(server, (0.0, RECONNECT_DELAY / 2))
-        delay = min(delay * 2, MAX_RECONNECT_DELAY)
-        self._retry[server] = (time.monotonic() + delay, delay)
+        self._retry.failed(server)
         self._refresh_needed = True  # the server may be gone for good: ask where slots are
 
     def _tick(self) -> None:
@@ -236,7 +223,7 @@ class Hub:
         """Subscribe each channel on its server; return those that must wait (their server,
         or the slot map, is pausing after a failure)."""
         now = time.monotonic()
-        if self._retry.get(SLOT_MAP, (0.0, 0.0))[0] > now:
+        if self._retry.pausing(SLOT_MAP, now):
             return channels
         try:
             if self._refresh_needed:
@@ -249,46 +236,23 @@ class Hub:
             log.warning("hub: could not read where channels live (%s); trying again", exc)
             self._back_off(SLOT_MAP)
             return channels
-        self._retry.pop(SLOT_MAP, None)
+        self._retry.worked(SLOT_MAP)
         waiting: list[str] = []
         for server, mine in by_server.items():
-            if self._retry.get(server, (0.0, 0.0))[0] > now or server in self._connecting:
+            if self._retry.pausing(server, now) or server in self._connector.connecting:
                 waiting += mine
                 continue
             link = self._links.get(server)
             if link is None:
-                self._connect(server, mine)
+                self._connector.connect(server, mine)
                 continue
             with self._guard(server):
                 link.subscribe(mine)
         return waiting
 
-    def _connect(self, server: str, channels: list[str]) -> None:
-        """Connect to a server and subscribe to its first channels in a helper thread: a
-        server that does not answer (its packets dropped) would otherwise hold this thread,
-        and every other server's messages, for its whole connect timeout."""
-        link = Link(self._routes.pubsub(server), self._routes.sharded)
-        self._connecting.add(server)
-
-        def connect() -> None:
-            try:
-                link.subscribe(channels)
-            except Exception as exc:
-                self._connected.put((server, link, exc))
-            else:
-                self._connected.put((server, link, None))
-            self._wake()
-
-        threading.Thread(target=connect, name="chatapp-hub-connect", daemon=True).start()
-
     def _adopt_connections(self) -> None:
         """Take over the links that helper threads have connected (or failed to)."""
-        while True:
-            try:
-                server, link, error = self._connected.get_nowait()
-            except queue.Empty:
-                return
-            self._connecting.discard(server)
+        for server, link, error in self._connector.finished():
             if self._stopping:
                 link.close()
                 continue
@@ -329,23 +293,9 @@ class Hub:
         return read
 
     def _wait(self, timeout: float) -> None:
-        """Sleep until Redis sends something, a stream asks for something, or `timeout`.
-
-        poll(), not select(): a process holding a thousand viewers has sockets numbered
-        past select()'s limit of 1024."""
-        watched = select.poll()
-        watched.register(self._wake_read, select.POLLIN)
-        for link in self._links.values():
-            fileno = link.fileno()
-            if fileno is not None:
-                watched.register(fileno, select.POLLIN)
-        readable = [fd for fd, _ in watched.poll(timeout * 1000)]
-        if self._wake_read in readable:
-            try:
-                while os.read(self._wake_read, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        """Sleep until Redis sends something, a stream asks for something, or `timeout`."""
+        sockets = [link.fileno() for link in self._links.values()]
+        self._wakeup.sleep([fileno for fileno in sockets if fileno is not None], timeout)
 
     def _dispatch(self, server: str, link: Link, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -353,7 +303,7 @@ class Hub:
         if not isinstance(channel, str):
             return
         if kind in ("subscribe", "ssubscribe"):
-            self._retry.pop(server, None)  # the server is back: the next cut starts afresh
+            self._retry.worked(server)  # the server is back: the next cut starts afresh
             self._table.confirmed(channel)
         elif kind in ("message", "smessage"):
             payload = contract.decode(message["data"])  # once, for all its streams

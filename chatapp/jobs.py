@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.rate_limit import RateLimitRegistry
 from rq.timeouts import JobTimeoutException
 
-from chatapp import prompt, providers, store, titles, waiting
+from chatapp import contract, prompt, providers, store, titles, waiting
 from chatapp.connections import get_append_client, get_queue, get_redis, get_small_queue
 from chatapp.heartbeat import Heartbeat
 from chatapp.job_context import in_app_context
@@ -213,7 +213,7 @@ def end_with_error(job: Job, message: str) -> None:
     if job.func_name != f"{__name__}.generate_answer":
         return
     chat_id, message_id, generation_id = job.args
-    terminal = store.Terminal("error", message=message)
+    terminal = store.Terminal(contract.ERROR, message=message)
     timing = timing_from(current_app.config)
     store.end(get_redis(), chat_id, message_id, generation_id, terminal, timing)
 

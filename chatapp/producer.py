@@ -16,9 +16,10 @@ from typing import Any
 
 import redis
 
-from chatapp import store
+from chatapp import contract, store
 from chatapp.connections import UNAVAILABLE
-from chatapp.render import Flush, IncrementalRenderer, render_markdown
+from chatapp.incremental import Flush, IncrementalRenderer
+from chatapp.render import render_markdown
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,13 @@ class Producer:
         answer, and `fields` to keep with it (the tokens the model server counted)."""
         entries = self._last_entries()
         whole, kept = self._whole(entries), self._kept(fields)
-        self._append(entries, store.Terminal("done", **whole, fields=kept))
+        self._append(entries, store.Terminal(contract.DONE, **whole, fields=kept))
 
     def fail(self, message: str, fields: Mapping[str, str] | None = None) -> None:
         """End the generation with an `error` a person can read, keeping the text so far."""
         entries = self._last_entries()
         whole, kept = self._whole(entries), self._kept(fields)
-        terminal = store.Terminal("error", message=message, **whole, fields=kept)
+        terminal = store.Terminal(contract.ERROR, message=message, **whole, fields=kept)
         try:
             try:
                 self._append(entries, terminal)
@@ -245,13 +246,5 @@ class Producer:
 
 
 def delta_entry(piece: Flush, thinking: str = "") -> dict[str, str]:
-    """A log entry: the raw text, new blocks, and the open block re-rendered or its new
-    text; and the model's new reasoning (escaped), if any."""
-    entry = {"t": "delta", "text": piece.text, "blocks": piece.blocks}
-    if piece.tail is not None:
-        entry["tail"] = piece.tail
-    if piece.more:
-        entry["more"] = piece.more
-    if thinking:
-        entry["think"] = thinking
-    return entry
+    """The log entry of one flush (contract.delta_entry)."""
+    return contract.delta_entry(piece.text, piece.blocks, piece.tail, piece.more, thinking)

@@ -1,15 +1,21 @@
 """The hub's pub/sub connections: where a channel lives (one Redis, or a Cluster's shard
-that holds its slot) and the link to each server with the channels it holds there."""
+that holds its slot), the link to each server with the channels it holds there, and when a
+server that failed is tried again."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import redis
 from redis.client import PubSub
 from redis.cluster import RedisCluster
+
+RECONNECT_DELAY = 0.5  # after a cut; doubled after each failed try, up to the next
+MAX_RECONNECT_DELAY = 2.0  # a failover takes a few seconds: look again soon
 
 
 class Routes(Protocol):
@@ -129,3 +135,60 @@ class Link:
             self.pubsub.reset()  # and leave Redis's list of subscribers now
         except (redis.RedisError, OSError):
             pass
+
+
+class Backoff:
+    """When each server (or the slot map) that failed may be tried again: after a pause
+    that doubles while it keeps failing, and starts afresh once it works."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, tuple[float, float]] = {}  # name -> (when, pause)
+
+    def failed(self, name: str) -> None:
+        _, pause = self._next.get(name, (0.0, RECONNECT_DELAY / 2))
+        pause = min(pause * 2, MAX_RECONNECT_DELAY)
+        self._next[name] = (time.monotonic() + pause, pause)
+
+    def pausing(self, name: str, now: float) -> bool:
+        return name in self._next and self._next[name][0] > now
+
+    def worked(self, name: str) -> None:
+        self._next.pop(name, None)
+
+
+class Connector:
+    """Connects to a server and subscribes to its first channels in a helper thread: a
+    server that does not answer (its packets dropped) would otherwise hold the hub's thread,
+    and every other server's messages, for its whole connect timeout. The hub adopts each
+    link when it is ready (`finished`), woken by `wake`."""
+
+    def __init__(self, routes: Routes, wake: Callable[[], None]) -> None:
+        self._routes = routes
+        self._wake = wake
+        self.connecting: set[str] = set()  # servers whose helper thread has not finished
+        self._finished: queue.SimpleQueue[tuple[str, Link, Exception | None]] = queue.SimpleQueue()
+
+    def connect(self, server: str, channels: list[str]) -> None:
+        link = Link(self._routes.pubsub(server), self._routes.sharded)
+        self.connecting.add(server)
+
+        def connect() -> None:
+            try:
+                link.subscribe(channels)
+            except Exception as exc:
+                self._finished.put((server, link, exc))
+            else:
+                self._finished.put((server, link, None))
+            self._wake()
+
+        threading.Thread(target=connect, name="chatapp-hub-connect", daemon=True).start()
+
+    def finished(self) -> Iterator[tuple[str, Link, Exception | None]]:
+        """Each link whose helper thread has finished: connected, or failed (the error)."""
+        while True:
+            try:
+                server, link, error = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            self.connecting.discard(server)
+            yield server, link, error

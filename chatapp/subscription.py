@@ -60,10 +60,9 @@ class Subscription:
             if flag is not None:
                 items.append(flag)
                 break
-            try:
-                items.append(self._inbox.get_nowait())
-            except queue.Empty:
+            if self._inbox.empty():  # cheaper than the exception of an empty get_nowait
                 break
+            items.append(self._inbox.get_nowait())  # one reader: nobody took it meanwhile
         return items
 
     def _flag(self) -> str | None:

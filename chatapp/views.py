@@ -22,12 +22,12 @@ from flask import (
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from chatapp import answers, export, frames, models, prompt, store
+from chatapp import answers, export, models, prompt, store
 from chatapp.connections import get_redis
 from chatapp.errors import error_response
 from chatapp.owner import current_user, current_user_id, load_chat
 from chatapp.ratelimit import done, every_action_counts, limiter, per_user
-from chatapp.running_answer import answer_so_far
+from chatapp.running_answer import chat_as_it_is
 from chatapp.web import is_htmx
 
 bp = Blueprint("chat", __name__)  # live_views.py adds the streams to it
@@ -59,17 +59,11 @@ def new_chat() -> BaseResponse:
     client_id, text = request.form.get("client_id", ""), request.form["text"].strip()
     if problem := _message_problem(client_id, text):
         return problem
-    chat_id = store.new_id()
-    if started := store.claim_new_chat(r, owner, client_id, chat_id):
-        return redirect(url_for("chat.show", chat_id=started), code=303)  # a resend
-    chat = store.create_chat(r, owner, time.time(), chat_id=chat_id)
     try:
-        answers.send(chat, client_id, text, _asker())
-    except answers.Refused as refused:  # the user's cap: nothing stays
-        store.delete_chat(r, chat)
-        store.forget_new_chat(r, owner, client_id)
+        chat_id = answers.start_chat(owner, client_id, text, _asker())
+    except answers.Refused as refused:  # the user's cap
         abort(429, str(refused))
-    return redirect(url_for("chat.show", chat_id=chat.id), code=303)
+    return redirect(url_for("chat.show", chat_id=chat_id), code=303)
 
 
 @bp.get("/chats/new")
@@ -98,21 +92,13 @@ def show(chat_id: str) -> str:
     """The chat as it is now, and the cursor from which its stream carries on."""
     chat = load_chat(chat_id)
     r = get_redis()
-    events, messages = store.read_chat(r, chat.id)
-    if messages and store.end_if_dead(r, chat.id, messages[-1], answers.timing()):
-        events, messages = store.read_chat(r, chat.id)
-    shown, answer_cursor = [], None
-    for message in messages:
-        current, body, position = answer_so_far(r, chat.id, message)
-        shown.append((current, body))
-        if body is not None:
-            answer_cursor = frames.Cursor(current.gen, position)
+    page = chat_as_it_is(r, chat.id, answers.timing())
     return render_template(
         "chat.html",
         chat=chat,
         chat_id=chat.id,
-        shown=shown,
-        cursor=frames.ChatCursor(events, answer_cursor),
+        shown=page.shown,
+        cursor=page.cursor,
         chat_stream=True,
         client_id=store.new_id(),
         models=models.available(r, current_app.config),

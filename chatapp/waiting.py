@@ -17,7 +17,7 @@ import redis
 from rq import Queue
 from rq.job import Job
 
-from chatapp import store
+from chatapp import contract, store
 
 LISTED_GRACE_SECONDS = 10.0
 REMOVED = "The answer was taken off the queue before a worker wrote it. Send the message again."
@@ -65,7 +65,7 @@ def end_removed(queue: Queue, r: redis.Redis, timing: store.Timing) -> int:
     ):
         if there:
             continue
-        terminal = store.Terminal("error", message=REMOVED)
+        terminal = store.Terminal(contract.ERROR, message=REMOVED)
         if store.end(r, chat_id, message_id, generation_id, terminal, timing).ok:
             ended += 1
         queue.connection.zrem(_key(queue), member)

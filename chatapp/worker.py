@@ -9,15 +9,13 @@ of their own, so they never queue behind answers. Every job still goes through R
 failure callbacks are RQ's, and the dashboard lists each running job.
 
 What differs from RQ's workers, and why:
-- a job's timeout is a gevent timer in its own greenlet (RQ's default is one SIGALRM per
-  process); it is a BaseException while it unwinds, so no `except Exception` in a library
-  (the `openai` client retries on those) can swallow it;
+- a job's timeout is a gevent timer in its own greenlet (job_timeout.py; RQ's default is
+  one SIGALRM per process);
 - signals only set flags; a warm shutdown takes no new jobs and gives running answers
   `WORKER_DRAIN_SECONDS`, then ends them through the fenced append (each job's heartbeat
   hears of it and returns); a second signal ends them at once;
 - one heartbeat greenlet refreshes the worker and every running execution in one pipeline,
-  and every few seconds fails started jobs whose worker died (a SIGKILL leaves them
-  "started" until RQ's next maintenance, ten minutes later);
+  and every few seconds fails started jobs whose worker died (worker_liveness.py);
 - RQ's stop-job command ends the answer it names (RQ's own knows one job per worker).
 """
 
@@ -28,7 +26,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import gevent
@@ -41,25 +38,19 @@ from rq.command import parse_payload
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job
-from rq.registry import StartedJobRegistry
-from rq.timeouts import BaseDeathPenalty
-from rq.utils import current_timestamp
 from rq.worker import BaseWorker
 from rq.worker.base import WorkerStatus
 
-from chatapp import heap, providers, store, waiting
+from chatapp import heap, providers, store, worker_liveness
 from chatapp.batching import BatchedScripts
 from chatapp.connections import get_redis
-from chatapp.jobs import end_if_producer_dead, end_with_error, timing_from
+from chatapp.job_timeout import GreenletDeathPenalty
+from chatapp.jobs import end_with_error, timing_from
 
 log = logging.getLogger(__name__)
 
 SHUT_DOWN = "The worker was shut down before the answer was finished. Send the message again."
 STOPPED_BY_ADMIN = "An administrator stopped this answer."
-BEAT_SECONDS = 5  # the worker's and its executions' heartbeat
-EXECUTION_TTL = 20  # a started job whose worker stopped beating this long is abandoned
-WORKER_TTL = 30  # a worker that stopped beating this long is gone (dashboard, /healthz)
-SWEEP_SECONDS = 5  # how often the jobs of dead workers are looked for
 SMALL_JOB_SLOTS = 10  # titles and other short jobs, beside the answers
 # Greenlets taking answer jobs off the queue, each one job per round trip: with one, a burst
 # of 500 questions started one per turn of a loop busy with every running answer (12 s).
@@ -77,29 +68,6 @@ class _Lane:
     waits: bool  # this taker waits on the queue; the others only look
 
 
-class GreenletDeathPenalty(BaseDeathPenalty):
-    """A job's timeout as a gevent timer that interrupts only that job's greenlet, even
-    while it is blocked reading from the network."""
-
-    def setup_death_penalty(self) -> None:
-        self._timer = gevent.Timeout(self._timeout if self._timeout and self._timeout > 0 else None)
-        self._timer.start()
-
-    def cancel_death_penalty(self) -> None:
-        self._timer.close()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cancel_death_penalty()
-        if exc is self._timer:
-            message = f"Task exceeded maximum timeout value ({self._timeout} seconds)"
-            raise self._exception(message) from None
-
-
 class AnswerWorker(BaseWorker):
     """Runs up to `concurrency` answer jobs at once, and small jobs beside them."""
 
@@ -115,8 +83,8 @@ class AnswerWorker(BaseWorker):
         drain_seconds: float,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("job_monitoring_interval", BEAT_SECONDS)
-        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        kwargs.setdefault("job_monitoring_interval", worker_liveness.BEAT_SECONDS)
+        kwargs.setdefault("worker_ttl", worker_liveness.WORKER_TTL)
         super().__init__([answers, small_jobs], connection=answers.connection, **kwargs)
         self.app = app
         self.drain_seconds = drain_seconds
@@ -330,45 +298,18 @@ class AnswerWorker(BaseWorker):
     # --- liveness ---------------------------------------------------------------------------
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        return EXECUTION_TTL
+        return worker_liveness.EXECUTION_TTL
 
     def _beat_forever(self) -> None:
         swept_at = 0.0
         while True:
             try:
-                self._beat()
+                worker_liveness.beat(self)
                 if self.should_run_maintenance_tasks:  # RQ's own, every ten minutes
                     self.run_maintenance_tasks()  # type: ignore[no-untyped-call]  # RQ's, unannotated
-                if time.monotonic() - swept_at >= SWEEP_SECONDS:
+                if time.monotonic() - swept_at >= worker_liveness.SWEEP_SECONDS:
                     swept_at = time.monotonic()
-                    self._sweep()
+                    worker_liveness.sweep(self, self.lanes[0][0], timing_from(self.app.config))
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
-            gevent.sleep(BEAT_SECONDS)
-
-    def _beat(self) -> None:
-        """Refresh the worker and every running execution, in one round trip."""
-        from rq.utils import now
-
-        with self.connection.pipeline(transaction=False) as pipe:
-            self.heartbeat(WORKER_TTL, pipeline=pipe)
-            for execution in list(self.executions.values()):
-                job = execution._job
-                if job is not None:
-                    execution.heartbeat(job.started_job_registry, EXECUTION_TTL, pipeline=pipe)
-                    job.heartbeat(now(), EXECUTION_TTL, pipeline=pipe, xx=True)
-            pipe.execute()
-
-    def _sweep(self) -> None:
-        """End the answers whose job left the queue unrun (waiting.py). Look after the jobs
-        of workers that stopped beating (killed, or their host lost): end their answers as
-        soon as their producers' heartbeats expire, whether or not anyone watches, and fail
-        them in RQ once their executions expire (RQ's own check runs every ten minutes)."""
-        waiting.end_removed(self.lanes[0][0], get_redis(), timing_from(self.app.config))
-        missed_a_beat = current_timestamp() + EXECUTION_TTL - 2 * BEAT_SECONDS
-        for queue, _, _ in self.lanes:
-            registry = StartedJobRegistry(queue=queue)
-            for job_id in registry.get_expired_job_ids(missed_a_beat):
-                job = self.job_class.fetch(job_id, connection=self.connection)
-                end_if_producer_dead(job)
-            registry.cleanup()
+            gevent.sleep(worker_liveness.BEAT_SECONDS)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import redis
 
-from chatapp import store
+from chatapp import contract, store
 
 
 def delta(text: str) -> dict[str, str]:
-    return {"t": "delta", "text": text, "blocks": f"<p>{text}</p>\n", "tail": ""}
+    return contract.delta_entry(text, f"<p>{text}</p>\n", tail="")
 
 
 @dataclass(frozen=True)

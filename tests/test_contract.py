@@ -57,6 +57,18 @@ class Listening:
                 assert decoded is not None, message["data"]
                 return decoded
 
+    def next_entries(self) -> list[Entry]:
+        """The entries of the next message, which must be an answer's."""
+        published = self.next()
+        assert isinstance(published, AnswerEntries), published
+        return published.entries
+
+    def next_events(self) -> ChatEvents:
+        """The next message, which must be a chat's events."""
+        published = self.next()
+        assert isinstance(published, ChatEvents), published
+        return published
+
 
 @pytest.fixture
 def chat(r: redis.Redis) -> Iterator[tuple[str, Listening]]:
@@ -65,6 +77,13 @@ def chat(r: redis.Redis) -> Iterator[tuple[str, Listening]]:
     listening = Listening(r, store.channel(chat.id))
     yield chat.id, listening
     listening.pubsub.close()
+
+
+def send_hi(r: redis.Redis, chat_id: str, listening: Listening) -> store.SendResult:
+    """Send "hi" in the chat; its chat events heard and set aside."""
+    sent = store.send_message(r, chat_id, store.new_id(), "hi", "<p>hi</p>", "m", 1)
+    listening.next_events()
+    return sent
 
 
 def events_logged(r: redis.Redis, chat_id: str, published: ChatEvents) -> list[ChatEvent]:
@@ -93,10 +112,9 @@ def test_append_publishes_its_entries_and_the_end_of_the_answer(
     r: redis.Redis, chat: tuple[str, Listening]
 ) -> None:
     chat_id, listening = chat
-    sent = store.send_message(r, chat_id, "client-1", "hi", "<p>hi</p>", "m", 1)
-    listening.next()
+    sent = send_hi(r, chat_id, listening)
     before = time.time() * 1000
-    more = {"t": DELTA, "text": "b", "blocks": "", "more": "b", "think": "hmm"}
+    more = contract.delta_entry("b", "", more="b", think="hmm")
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta("a"), more], 0)
     published = listening.next()
     assert isinstance(published, AnswerEntries)
@@ -110,19 +128,19 @@ def test_append_publishes_its_entries_and_the_end_of_the_answer(
         (DELTA, "<p>a</p>\n", "", "", ""),
         (DELTA, "", None, "b", "hmm"),
     ]
-    done = store.Terminal("done", text="ab", html="<p>ab</p>")
+    done = store.Terminal(contract.DONE, text="ab", html="<p>ab</p>")
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [], 2, done)
-    [terminal] = listening.next().entries  # type: ignore[union-attr]
+    [terminal] = listening.next_entries()
     assert terminal.terminal and (terminal.kind, terminal.html, terminal.model) == (
         "done",
         "<p>ab</p>",
         "m",
     )
-    ended = listening.next()
+    ended = listening.next_events()
     assert ended == ChatEvents(
         4, [ChatEvent(ANSWER_ENDED, sent.answer_id, sent.generation_id, status="done")]
     )
-    assert events_logged(r, chat_id, ended) == ended.events  # type: ignore[union-attr]
+    assert events_logged(r, chat_id, ended) == ended.events
     logged = contract.entries(store.read_log(r, chat_id, sent.generation_id))
     published_entries = [*published.entries, terminal]
     assert [vars_of(e) for e in logged] == [vars_of(e) for e in published_entries]
@@ -132,11 +150,10 @@ def test_an_error_ends_with_its_message_for_the_reader(
     r: redis.Redis, chat: tuple[str, Listening]
 ) -> None:
     chat_id, listening = chat
-    sent = store.send_message(r, chat_id, "client-1", "hi", "<p>hi</p>", "m", 1)
-    listening.next()
-    failed = store.Terminal("error", message="The model server is away.")
+    sent = send_hi(r, chat_id, listening)
+    failed = store.Terminal(contract.ERROR, message="The model server is away.")
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [], 0, failed)
-    [terminal] = listening.next().entries  # type: ignore[union-attr]
+    [terminal] = listening.next_entries()
     assert (terminal.kind, terminal.error, terminal.terminal) == (
         "error",
         "The model server is away.",
@@ -148,22 +165,22 @@ def test_a_rename_regenerate_and_delete_publish_their_events(
     r: redis.Redis, chat: tuple[str, Listening]
 ) -> None:
     chat_id, listening = chat
-    sent = store.send_message(r, chat_id, "client-1", "hi", "<p>hi</p>", "m", 1)
-    listening.next()
-    store.append(r, chat_id, sent.answer_id, sent.generation_id, [], 0, store.Terminal("done"))
-    listening.next(), listening.next()  # the terminal entry, answer_ended
+    sent = send_hi(r, chat_id, listening)
+    done = store.Terminal(contract.DONE)
+    store.append(r, chat_id, sent.answer_id, sent.generation_id, [], 0, done)
+    listening.next_entries(), listening.next_events()  # the terminal entry, answer_ended
 
     assert store.rename_chat(r, chat_id, "Renamed")  # chat_event.lua
-    renamed = listening.next()
+    renamed = listening.next_events()
     assert renamed == ChatEvents(5, [ChatEvent(TITLE_CHANGED, title="Renamed")])
-    assert events_logged(r, chat_id, renamed) == renamed.events  # type: ignore[union-attr]
+    assert events_logged(r, chat_id, renamed) == renamed.events
 
     again = store.regenerate(r, chat_id, sent.answer_id, "m", time.time(), 60_000)  # regenerate.lua
     assert again.status == "ok"
-    regenerated = listening.next()
+    regenerated = listening.next_events()
     expected = ChatEvent(ANSWER_STARTED, sent.answer_id, again.generation_id, again=True)
     assert regenerated == ChatEvents(6, [expected])
-    assert events_logged(r, chat_id, regenerated) == [expected]  # type: ignore[arg-type]
+    assert events_logged(r, chat_id, regenerated) == [expected]
 
     chat_now = store.get_chat(r, chat_id)
     assert chat_now is not None
@@ -193,7 +210,15 @@ def test_a_message_outside_the_contract_decodes_to_nothing(raw: bytes) -> None:
 
 
 def vars_of(entry: Entry) -> tuple[object, ...]:
-    return (entry.kind, entry.blocks, entry.tail, entry.more, entry.think, entry.html)
+    return (
+        entry.kind,
+        entry.blocks,
+        entry.tail,
+        entry.more,
+        entry.think,
+        entry.html,
+        entry.whole,
+    )
 
 
 def test_the_end_says_whether_the_logs_blocks_are_the_answers_html(
@@ -217,5 +242,5 @@ def test_the_end_says_whether_the_logs_blocks_are_the_answers_html(
         "<ol>ab</ol>",
     )
     assert ended(blocks, store.Terminal("stopped")) == (True, "<p>a</p>\n<p>b</p>\n")
-    open_block = {"t": DELTA, "text": "c", "blocks": "", "tail": "<p>c</p>\n"}
+    open_block = contract.delta_entry("c", "", tail="<p>c</p>\n")
     assert ended([*blocks, open_block], store.Terminal("stopped"))[0] is False

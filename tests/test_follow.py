@@ -20,7 +20,7 @@ from redis.client import PubSub
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-from chatapp import store
+from chatapp import contract, store
 from chatapp.answer_stream import Follow, follow
 from chatapp.connections import make_hub, make_redis
 from chatapp.contract import ChatListChanged
@@ -346,10 +346,7 @@ def test_a_subscriber_cut_by_its_output_buffer_limit_refills_and_ends(
     chat_id = sent.chat_id
     original = r.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
     r.config_set("client-output-buffer-limit", "pubsub 1024 0 0")  # every big publish cuts
-    big = [
-        {"t": "delta", "text": f"e{i}", "blocks": f"<p>e{i}</p>" + " " * 40_000}
-        for i in range(1, 21)
-    ]
+    big = [contract.delta_entry(f"e{i}", f"<p>e{i}</p>" + " " * 40_000) for i in range(1, 21)]
     results: list[list[Event]] = []
     viewer = threading.Thread(
         target=lambda: results.append(
@@ -499,7 +496,7 @@ def test_after_a_cut_the_hub_subscribes_again_at_once_even_with_long_intervals(
     hub = make_hub(redis_server.url, unsubscribe_delay=60, ping_interval=60, tick_seconds=60)
     hub.start()
     try:
-        subscription = hub.subscribe("chatapp:v1:{cut}:live")
+        subscription = hub.subscribe(store.channel("cut"))
         assert subscription.get() == REFILL
         r.client_kill_filter(_type="pubsub")
         # It used to wait for its next ping (30 s here) before subscribing again.
@@ -532,7 +529,7 @@ def test_a_slot_map_that_cannot_be_read_does_not_stop_the_hub(
     hub = Hub(SlotMapThatFails(client, failures=2), unsubscribe_delay=0.2, ping_interval=0.5)
     hub.start()
     try:
-        channels = ("chatapp:v1:{a}:live", "chatapp:v1:{b}:live")
+        channels = (store.channel("a"), store.channel("b"))
         subscription = hub.subscribe(*channels)
         wait_until(lambda: subscription.ready().count(REFILL) == 2, what="both shards")
         r.client_kill_filter(_type="pubsub")  # the hub asks where the channels live now
@@ -590,15 +587,15 @@ def test_a_server_that_drops_connects_does_not_hold_up_the_others(
 
             def subscribe_on_the_dropping_server() -> None:
                 try:
-                    hub.subscribe("chatapp:v1:{dropped}:live", timeout=1)
+                    hub.subscribe(store.channel("dropped"), timeout=1)
                 except HubUnavailable:
                     outcomes.append("unavailable")
 
             dropped = threading.Thread(target=subscribe_on_the_dropping_server)
             dropped.start()
             # The hub connects to the dropping server for a minute: this one must not wait.
-            subscription = hub.subscribe("chatapp:v1:{fine}:live")
-            r.publish("chatapp:v1:{fine}:live", '{"u": 1}')
+            subscription = hub.subscribe(store.channel("fine"))
+            r.publish(store.channel("fine"), contract.chat_list_nudge())
             wait_until(lambda: ChatListChanged() in subscription.ready(), what="a live message")
             dropped.join()
             assert outcomes == ["unavailable"]  # it did try, and its connect still hangs

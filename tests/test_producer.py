@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
+from chatapp import contract, store
 from chatapp import producer as producer_module
-from chatapp import store
 from chatapp.producer import Fenced, Producer
 from chatapp.render import render_markdown
 from tests.storing import NewAnswer, new_answer
@@ -57,7 +57,7 @@ def test_an_append_refused_for_a_longer_log_is_not_retried(r: redis.Redis) -> No
     producer.feed("one ")
     producer.flush()
     chat_id = sent.chat_id
-    delta = {"t": "delta", "text": "x", "blocks": "", "tail": ""}
+    delta = contract.delta_entry("x", "", tail="")
     store.append(r, chat_id, sent.answer_id, sent.generation_id, [delta], 1)  # another writer
     with pytest.raises(Fenced) as refused:  # never written over another writer's entry
         producer.feed("two")

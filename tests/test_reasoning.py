@@ -15,7 +15,7 @@ import redis
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
-from chatapp import jobs, store
+from chatapp import contract, jobs, store
 from harness.accounts import Person, sign_up_in_browser, start_a_chat
 from harness.fake_openai import FakeModel, fake_openai_server
 from harness.servers import RedisServer, Stack, running_stack
@@ -76,8 +76,8 @@ def test_an_answer_stopped_while_the_model_reasons_keeps_its_reasoning(
 ) -> None:
     sent = new_answer(r)
     chat_id = sent.chat_id
-    entries = [{"t": "delta", "text": "", "blocks": "", "think": "Hmm, &lt;let me"}]
-    entries += [{"t": "delta", "text": "", "blocks": "", "think": " see."}]
+    entries = [contract.delta_entry("", "", think="Hmm, &lt;let me")]
+    entries += [contract.delta_entry("", "", think=" see.")]
     result = store.append(
         r, chat_id, sent.answer_id, sent.generation_id, entries, expected_length=0
     )

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chatapp.incremental import IncrementalRenderer
 from chatapp.providers import tokenize
-from chatapp.render import IncrementalRenderer, render_markdown, sanitize
+from chatapp.render import render_markdown, sanitize
 from tests.html_safety import unsafe_parts
 
 WORDS = st.sampled_from(
@@ -167,10 +168,12 @@ def test_a_tables_column_alignment_survives_sanitizing() -> None:
 
 def test_every_light_theme_code_colour_reads_at_wcag_aa_contrast() -> None:
     """4.5:1 against the code's background: the code block's, `--code` of the light theme
-    (app.css; the code inside is transparent; the dark theme's colours are monokai's)."""
-    css = (Path(__file__).parent.parent / "static" / "app.css").read_text()
-    dark = css.index("@media (prefers-color-scheme: dark)", css.index(".answer pre code .hll"))
-    light = css[css.index(".answer pre code .hll") : dark]
+    (app.css; the code inside is transparent; the dark theme's colours, in code.css, are
+    monokai's)."""
+    static = Path(__file__).parent.parent / "static"
+    css = (static / "app.css").read_text()
+    code = (static / "code.css").read_text()
+    light = code[: code.index("@media (prefers-color-scheme: dark)")]
     root = css[css.index(":root {") : css.index("}", css.index(":root {"))]
     background = re.search(r"--code: (#[0-9a-fA-F]{6})", root)
     assert background is not None

@@ -7,7 +7,7 @@ import threading
 
 import redis
 
-from chatapp import store
+from chatapp import contract, store
 from chatapp.contract import ANSWER_ENDED, ANSWER_STARTED, MESSAGE_ADDED, TITLE_CHANGED, ChatEvent
 from chatapp.store import Terminal
 from tests.storing import NewAnswer, delta, new_answer
@@ -87,8 +87,8 @@ def test_the_terminal_entry_writes_history_retention_and_the_chat_event(r: redis
 def test_stop_keeps_the_text_so_far_as_the_answer(r: redis.Redis) -> None:
     sent = new_answer(r)
     chat_id = sent.chat_id
-    append(r, sent, [{"t": "delta", "text": "one ", "blocks": "<p>one</p>", "tail": ""}], 0)
-    append(r, sent, [{"t": "delta", "text": "two", "blocks": "", "tail": "<p>two</p>"}], 1)
+    append(r, sent, [contract.delta_entry("one ", "<p>one</p>", tail="")], 0)
+    append(r, sent, [contract.delta_entry("two", "", tail="<p>two</p>")], 1)
     assert append(r, sent, [], expected=None, terminal=Terminal("stopped")).ok
     message = store.get_message(r, chat_id, sent.answer_id)
     assert message is not None
@@ -200,14 +200,9 @@ def test_the_log_is_append_only_and_a_stop_keeps_the_open_block_as_shown(r: redi
     sent = new_answer(r)
     chat_id = sent.chat_id
     entries = [
-        {
-            "t": "delta",
-            "text": "# Hi\n\nA para",
-            "blocks": "<h1>Hi</h1>\n",
-            "tail": "<p>A para</p>\n",
-        },
-        {"t": "delta", "text": "graph goes", "blocks": "", "more": "graph goes"},
-        {"t": "delta", "text": " on &", "blocks": "", "more": " on &amp;"},
+        contract.delta_entry("# Hi\n\nA para", "<h1>Hi</h1>\n", tail="<p>A para</p>\n"),
+        contract.delta_entry("graph goes", "", more="graph goes"),
+        contract.delta_entry(" on &", "", more=" on &amp;"),
     ]
     for number, entry in enumerate(entries):
         append(r, sent, [entry], expected=number)

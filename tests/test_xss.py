@@ -47,11 +47,11 @@ from playwright.sync_api import Browser, Page, expect
 
 from chatapp import store
 from chatapp.formulas import MATHML_TAGS
+from chatapp.incremental import IncrementalRenderer
 from chatapp.render import (
     ALLOWED_ATTRIBUTES,
     ALLOWED_TAGS,
     URL_SCHEMES,
-    IncrementalRenderer,
     plain_text,
     render_markdown,
 )

@@ -66,7 +66,6 @@ from chatapp.store.nudges import (
     nudge,
 )
 from chatapp.store.records import (
-    TERMINAL_STATUSES,
     Chat,
     Message,
     get_chat,
@@ -83,7 +82,6 @@ __all__ = [
     "DEAD_QUEUED",
     "ID_PATTERN",
     "PREFIX",
-    "TERMINAL_STATUSES",
     "AppendResult",
     "Chat",
     "Message",

@@ -176,7 +176,7 @@ def delete_chat(r: redis.Redis, chat: Chat, timing: Timing | None = None) -> Non
     if chat.running:
         running = get_message(r, chat.id, chat.running)
         if running is not None and running.running:
-            end(r, chat.id, running.id, running.gen, Terminal("stopped"), timing)
+            end(r, chat.id, running.id, running.gen, Terminal(contract.STOPPED), timing)
     keys = [chat_key(chat.id), messages_key(chat.id), events_key(chat.id)]
     _DELETE_CHAT(
         keys=keys, args=[channel(chat.id), message_key(chat.id, ""), publish_command(r)], client=r

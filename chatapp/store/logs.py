@@ -21,6 +21,7 @@ import redis
 from redis.commands.core import Script
 
 from chatapp import contract
+from chatapp.config import DEFAULTS
 from chatapp.store import nudges
 from chatapp.store.keys import (
     channel,
@@ -55,7 +56,7 @@ _NO_SCRIPT_FLAGS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 @dataclass(frozen=True)
 class Terminal:
-    kind: str  # done | error | stopped
+    kind: str  # one of contract.TERMINAL
     message: str = ""  # for error: what a person reads
     text: str = ""  # for done: the whole answer
     html: str = ""  # for done: its canonical render
@@ -77,10 +78,11 @@ class AppendResult:
 
 @dataclass(frozen=True)
 class Timing:
-    """How long a generation's liveness and its finished log last."""
+    """How long a generation's liveness and its finished log last (the configuration's:
+    jobs.timing_from; these defaults are its defaults)."""
 
-    heartbeat_ms: int = 15_000
-    retention_seconds: int = 86_400
+    heartbeat_ms: int = int(DEFAULTS["HEARTBEAT_TTL_SECONDS"] * 1000)
+    retention_seconds: int = int(DEFAULTS["RETENTION_SECONDS"])
 
 
 def append(
@@ -172,7 +174,7 @@ def end_if_dead(
         message.gen,
         [],
         None,
-        Terminal("error", message=reason),
+        Terminal(contract.ERROR, message=reason),
         timing,
         only_if_dead=True,
     )

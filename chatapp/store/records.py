@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import redis
 
+from chatapp import contract
 from chatapp.store.keys import chat_key, events_key, message_key, messages_key, user_chats_key
-
-TERMINAL_STATUSES = frozenset({"done", "error", "stopped"})
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Message:
 
     @property
     def running(self) -> bool:
-        return self.status not in TERMINAL_STATUSES
+        return self.status not in contract.TERMINAL
 
 
 def _chat(chat_id: str, fields: dict[str, str]) -> Chat | None:
