@@ -40,7 +40,7 @@ def parts() -> Any:
 @dataclass(frozen=True)
 class EventNames:
     """The SSE event names the streams send, for this module and (as `events`) the
-    templates that listen for them (static/app.js names `delta` and `message` too)."""
+    templates that listen for them (static/chat-stream.js names `delta` and `message` too)."""
 
     snapshot: str = "snapshot"  # everything so far, for a page without a usable cursor
     delta: str = "delta"  # an answer's new entries
@@ -263,7 +263,7 @@ def chat_delta_event(message_id: str, cursor: ChatCursor, entry: Entry) -> Serve
     """Append an entry's new blocks to the answer and update its open block.
 
     Most entries only add text to the open block: those go in a short form, the text alone
-    (escaped, as the log has it), which app.js appends to the open block's pending span
+    (escaped, as the log has it), which chat-stream.js appends to the open block's pending span
     in the answer whose generation the event's id names (the running answer's article
     carries it). It costs half the bytes of an out-of-band swap (id and framing included),
     which carries more markup than text for a token (a blank that starts a line goes as a

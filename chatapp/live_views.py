@@ -88,8 +88,9 @@ def stream(chat_id: str, message_id: str) -> Response:
 def live(chat_id: str) -> Response:
     """The chat page's one stream: messages from every device and the running answer.
 
-    Its cursor is the `Last-Event-ID` of a native reconnect, else `after` (which app.js
-    sets to the newest id the page applied when the SSE extension rebuilds its source).
+    Its cursor is the `Last-Event-ID` of a native reconnect, else `after` (which the page's
+    chat-stream extension sets to the newest id it applied when the SSE extension rebuilds
+    its source).
     """
     try:
         chat = find_chat(chat_id)

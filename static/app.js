@@ -43,87 +43,8 @@
     if (box) box.focus();
   });
 
-  // -- The page's one stream ---------------------------------------------------------
-  // Event ids are cursors: "c<chat event>" or "c<chat event>.<generation>:<entry>".
-  function parseCursor(id) {
-    var match = /^c(\d+)(?:\.([0-9a-f]{16}):(\d+))?$/.exec(id || "");
-    if (!match) return null;
-    return { events: +match[1], generation: match[2] || null, entry: match[3] ? +match[3] : 0 };
-  }
-
-  // The element holding the EventSource remembers the newest event the page applied in
-  // data-cursor (it starts as the position the server rendered the page at). When the SSE
-  // extension rebuilds its EventSource (after an error status), the new one starts there:
-  // a rebuilt EventSource has no Last-Event-ID of its own.
-  var createEventSource = htmx.createEventSource;
-  var sources = [];
-  htmx.createEventSource = function (url) {
-    var holder = document.querySelector('[sse-connect="' + CSS.escape(url) + '"]');
-    var cursor = holder && holder.dataset.cursor;
-    if (cursor) url += (url.indexOf("?") < 0 ? "?" : "&") + "after=" + encodeURIComponent(cursor);
-    var source = createEventSource(url);
-    sources = sources.filter(function (s) { return s.readyState !== EventSource.CLOSED; });
-    sources.push(source);
-    return source;
-  };
-
-  // When the browser says the network went away or came back, the open connection is
-  // likely dead (a dead TCP connection can take minutes to notice): drop it and let the
-  // SSE extension build a new one, which starts from the page's cursor. A closed source
-  // that reports an error is what the extension rebuilds: the standard `error` event.
-  function startOver(onlyBroken) {
-    sources.forEach(function (source) {
-      if (source.readyState === EventSource.CLOSED) return;
-      if (onlyBroken && source.readyState === EventSource.OPEN) return;
-      source.close();
-      source.dispatchEvent(new Event("error"));
-    });
-  }
-  window.addEventListener("offline", function () { startOver(false); });
-  window.addEventListener("online", function () { startOver(true); });
-
-  // Defence in depth against doubled text: the server sends each entry once per connection,
-  // but never apply an answer's entry, or a chat event, this page has already applied.
-  document.addEventListener("htmx:sseBeforeMessage", function (event) {
-    var native = event.detail;
-    var holder = event.target.closest("[sse-connect]");
-    if (!holder || !native || !native.lastEventId) return;
-    var next = parseCursor(native.lastEventId);
-    var last = parseCursor(holder.dataset.cursor);
-    if (!next) return;
-    if (last && native.type === "delta" && next.generation === last.generation &&
-        next.entry <= last.entry) {
-      event.preventDefault();
-      return;
-    }
-    if (last && native.type === "message" && next.events <= last.events) {
-      event.preventDefault();
-      return;
-    }
-    holder.dataset.cursor = native.lastEventId;
-  });
-
-  // An answer's new text in the stream's short form (frames.chat_delta_event): the text
-  // alone, HTML-escaped, for the answer whose generation the event's id names. It goes at
-  // the end of that answer's pending span, as text; htmx finds no markup in it to swap.
-  document.addEventListener("htmx:sseBeforeMessage", function (event) {
-    var native = event.detail;
-    if (event.defaultPrevented || !native || native.type !== "delta") return;
-    var data = native.data || "";
-    var cursor = parseCursor(native.lastEventId);
-    if (data.charAt(0) === "<" || !cursor || !cursor.generation) return;  // markup: htmx's
-    var answer = document.querySelector(
-      'article.answer[data-generation="' + cursor.generation + '"]');
-    var pending = answer && answer.querySelector(".pending");
-    if (pending) pending.append(unescapeHtml(data));
-  });
-
-  // The inverse of the server's escaping: html.escape(text, quote=False), and a space or
-  // tab that starts a line as a character reference (frames.chat_delta_event).
-  function unescapeHtml(text) {
-    return text.replace(/&#(9|32);/g, function (_, code) { return String.fromCharCode(+code); })
-      .replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
-  }
+  // The page's one stream: resuming, never twice, short deltas, network changes and the
+  // connection's state are the chat-stream htmx extension's (chat-stream.js).
 
   // A message the page shows already is never added twice (a snapshot, which replaces
   // #messages as a whole, is not an addition).
@@ -211,15 +132,4 @@
     if (!xhr || xhr.getResponseHeader("HX-Retarget")) return;  // the app's own message
     flash("The server could not take this now (error " + xhr.status + "). Try again in a moment.");
   });
-
-  // Connection state, for the reader and for tests: data-connection on the stream's holder.
-  function mark(event, state) {
-    var holder = event.target.closest && event.target.closest("[sse-connect]");
-    if (holder) holder.dataset.connection = state;
-  }
-  document.addEventListener("htmx:sseOpen", function (e) { mark(e, "open"); });
-  document.addEventListener("htmx:sseError", function (e) { mark(e, "reconnecting"); });
-  // An event (a ping at least every 15 s) proves the connection works, whatever the
-  // browser's offline/online events said meanwhile.
-  document.addEventListener("htmx:sseMessage", function (e) { mark(e, "open"); });
 })();

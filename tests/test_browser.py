@@ -32,8 +32,9 @@ CURSOR = re.compile(r"c\d+\.[0-9a-f]{16}:(\d+)")  # a chat stream id that names 
 # htmx logs every EventSource error event (as "[object Event]"); a reconnect starts with one.
 SSE_ERROR = "[object Event]"
 
-# Runs in each document before the page's scripts (outside its CSP). Listening on window, it
-# runs after app.js's listener on document, so `dropped` says whether app.js refused the event.
+# Runs in each document before the page's scripts (outside its CSP). An event the page
+# refused (the chat-stream extension decides after every listener) is heard before it is
+# applied and never applied: `dropped` stays true until htmx:sseMessage says it was applied.
 RECORDER = """
 window.sseEvents = [];
 window.blocksBeforeEnd = [];
@@ -41,10 +42,13 @@ document.addEventListener("DOMContentLoaded", function () {
   var holder = document.querySelector("[sse-connect]");
   window.initialCursor = holder ? holder.dataset.cursor : null;  // where the page was rendered
 });
+window.addEventListener("htmx:sseMessage", function (event) {
+  var last = window.sseEvents[window.sseEvents.length - 1];
+  if (last && last.id === event.detail.lastEventId) last.dropped = false;
+});
 window.addEventListener("htmx:sseBeforeMessage", function (event) {
   var native = event.detail;
-  var dropped = event.defaultPrevented;
-  window.sseEvents.push({type: native.type, id: native.lastEventId, dropped: dropped});
+  window.sseEvents.push({type: native.type, id: native.lastEventId, dropped: true});
   if (native.type !== "end") return;
   var match = /id="answer-([0-9a-f]{16})"/.exec(native.data);
   var article = document.getElementById("answer-" + match[1]);
@@ -338,6 +342,47 @@ def test_a_refused_reconnect_is_rebuilt_from_the_newest_cursor_the_page_applied(
     assert [e["type"] for e in events].count("snapshot") == 0
     assert_shown_exactly_once(tab, closing_stack, chat_id, answer_id)
     assert tab.reconnect_errors() >= 1
+
+
+# Keeps every EventSource the page builds, so a test can play an event on it as if the
+# server had sent it.
+KEEP_SOURCES = """
+window.__sources = [];
+const NativeEventSource = window.EventSource;
+window.EventSource = function (url, options) {
+  const source = new NativeEventSource(url, options);
+  window.__sources.push(source);
+  return source;
+};
+Object.assign(window.EventSource, {CONNECTING: 0, OPEN: 1, CLOSED: 2});
+window.EventSource.prototype = NativeEventSource.prototype;
+"""
+
+
+def test_a_chat_event_the_page_has_applied_is_refused_if_it_comes_again(
+    page: Page, steady_stack: Stack
+) -> None:
+    """The server sends each event once per connection; the page's chat-stream extension
+    still refuses one it has applied (defence in depth)."""
+    tab = Tab(page)
+    page.add_init_script(KEEP_SOURCES)
+    _, answer_id = tab.ask(steady_stack, "What if an event came twice?")
+    tab.wait_until_done(answer_id)
+
+    def play(event_id: str, element_id: str) -> None:
+        fragment = f'<div id="messages" hx-swap-oob="beforeend"><p id="{element_id}">x</p></div>'
+        page.evaluate(
+            "([id, data]) => window.__sources.at(-1).dispatchEvent("
+            "new MessageEvent('message', {data: data, lastEventId: id}))",
+            [event_id, fragment],
+        )
+
+    play("c1", "again")  # the chat's first event: the page has it
+    play("c999", "later")  # one the page has not seen: applied (the check can fail)
+    expect(page.locator("#later")).to_have_count(1)
+    expect(page.locator("#again")).to_have_count(0)
+    played = [(e["id"], e["dropped"]) for e in tab.events() if e["id"] in ("c1", "c999")]
+    assert played[-2:] == [("c1", True), ("c999", False)]
 
 
 def test_a_page_told_the_network_went_away_starts_its_stream_over_from_its_cursor(

@@ -527,7 +527,8 @@ SENTINEL = r"""
       if (name === "form" && (el.closest("#messages") || !(el.id === "composer" || ours)))
         found.push(`form ${describe(el)}`);
     }
-    if (document.querySelectorAll("script").length !== 3) found.push("script count changed");
+    // base.html's four: htmx, its SSE extension, chat-stream.js, app.js.
+    if (document.querySelectorAll("script").length !== 4) found.push("script count changed");
     if (document.querySelectorAll("title").length !== 1) found.push("title count changed");
     if (document.baseURI !== location.href) found.push(`base URI is ${document.baseURI}`);
     if (window.frames.length) found.push(`${window.frames.length} frames`);
@@ -583,8 +584,10 @@ SENTINEL = r"""
   window.addEventListener("htmx:sseBeforeMessage", (event) => {
     const native = event.detail;
     const answer = answerOf(native);
+    // Refused events (the chat-stream extension decides after every listener) are never
+    // applied: `dropped` stays true until htmx:sseMessage says this one was.
     window.__sse.push({answer: answer, type: native.type, id: native.lastEventId,
-      dropped: event.defaultPrevented});
+      dropped: true});
     if (native.type !== "end") return;
     const blocks = document.getElementById(answer).querySelector(".blocks").cloneNode(true);
     blocks.querySelectorAll(".htmx-added").forEach((el) => {
@@ -594,6 +597,8 @@ SENTINEL = r"""
     window.__blocksBeforeEnd[answer] = blocks.innerHTML;
   });
   window.addEventListener("htmx:sseMessage", (event) => {
+    const applied = window.__sse[window.__sse.length - 1];
+    if (applied && applied.id === event.detail.lastEventId) applied.dropped = false;
     const answer = answerOf(event.detail);
     const root = event.detail.type === "end" || !answer ? null : document.getElementById(answer);
     window.__midStreamProblems.push(...window.__scanMessages(root));
