@@ -10,7 +10,7 @@ from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_wtf.csrf import CSRFProtect
 
-from chatapp import frames, providers, store
+from chatapp import contract, frames, providers, store
 from chatapp.config import PROJECT_DIR
 from chatapp.connections import UNAVAILABLE, get_redis
 from chatapp.owner import current_user
@@ -51,6 +51,7 @@ def init_app(app: Flask) -> None:
     app.after_request(_security_headers)
     app.jinja_env.globals.update(
         answer_body=frames.answer_body,
+        contract=contract,  # an answer's statuses (its terminal kinds)
         events=frames.EVENTS,
         offline_model=providers.uses_offline_model(app.config),
         model_label=providers.model_label(app.config),
