@@ -38,7 +38,8 @@ from chatapp.incremental import IncrementalRenderer
 from chatapp.producer import delta_entry
 from chatapp.render import render_markdown
 from harness.accounts import sign_up
-from harness.client import page_after, parse_events
+from harness.client import parse_events
+from harness.page import Page
 from harness.servers import RedisServer, rq_worker, stack_env, web_server
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -167,10 +168,10 @@ def _pages_right(
     right = 0
     for path, message in zip(paths, stored, strict=True):
         try:
-            page = page_after(parse_events(bodies[path].decode()))
-        except (AssertionError, KeyError, ValueError):  # a message twice, a broken event...
+            page = Page().apply(parse_events(bodies[path].decode()))
+            right += page.shows(message.id, message.html)
+        except (AssertionError, ValueError):  # a message twice, a broken event...
             continue
-        right += message.html in page.get(message.id, "")
     return right, len(paths)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from harness.accounts import log_in, new_name, sign_up
+from harness.page import Page
 
 
 @dataclass
@@ -52,88 +53,6 @@ def as_the_page_reads(line: str) -> str:
 LEADING_REFERENCE = re.compile(r"^&#(32|9);")
 
 
-def blocks_of(events: list[Event]) -> str:
-    """Return the finished blocks that a page would hold after applying `events`."""
-    html = ""
-    for event in events:
-        if event.event == "snapshot":  # (after the model's reasoning, if any)
-            html = re.search(
-                r'<div class="blocks"[^>]*>(.*?)</div><div class="tail"', event.data, re.S
-            )[1]  # type: ignore[index]
-        elif event.event == "delta":  # its blocks, then the open block's and reasoning's updates
-            html += re.split(
-                r'<div class="tail"|<div hx-swap-oob="beforeend:#(?:pending|thinking)-',
-                event.data,
-                maxsplit=1,
-            )[0]
-    return html
-
-
-ARTICLE_ID = re.compile(
-    r'<article class="message (?:user|answer)" id="(?:message|answer)-([0-9a-f]{16})"'
-)
-DELTA_TARGET = re.compile(r'(?:#blocks-|#pending-|#thinking-|id="tail-)([0-9a-f]{16})')
-PENDING_TEXT = re.compile(r'<div hx-swap-oob="beforeend:#pending-[0-9a-f]{16}">[^<]*</div>$')
-THINKING = re.compile(r'<div hx-swap-oob="beforeend:#thinking-[0-9a-f]{16}">[^<]*</div>$')
-
-
-def page_after(events: list[Event]) -> dict[str, str]:
-    """Apply the stream's out-of-band fragments the way the page does; return each
-    message's article by id (what the page shows), with answers' bodies built up."""
-    articles: dict[str, str] = {}
-    for event in events:
-        if event.event == "snapshot":
-            articles = {}
-            body = event.data.removeprefix('<div id="messages" hx-swap-oob="innerHTML">')
-            for chunk in re.split(r"(?=<article )", body.removesuffix("</div>")):
-                if match := ARTICLE_ID.match(chunk.strip()):
-                    assert match.group(1) not in articles, "a message twice in a snapshot"
-                    articles[match.group(1)] = chunk.strip()
-        elif event.event == "message":
-            article = event.data.removeprefix('<div hx-swap-oob="beforeend:#messages">')
-            match = ARTICLE_ID.match(article.strip())
-            assert match, event.data[:200]
-            assert match.group(1) not in articles, "a message added twice"
-            articles[match.group(1)] = article.removesuffix("</div>").strip()
-        elif event.event in ("answer", "end"):
-            match = ARTICLE_ID.match(event.data.strip())
-            assert match and 'hx-swap-oob="true"' in event.data
-            answer_id = match.group(1)
-            articles[answer_id] = _keep_preserved(answer_id, articles, event.data.strip())
-        elif event.event == "delta":  # new blocks (if any), then the open block's update
-            if not event.data.startswith("<"):
-                continue  # new text for the open block, in the short form: not a block
-            match = DELTA_TARGET.search(event.data)
-            assert match, event.data[:200]
-            answer_id = match.group(1)
-            data = THINKING.sub("", event.data)  # the model's reasoning: not a block
-            data = PENDING_TEXT.sub("", data)  # text for the open block, not a block
-            opened = f'<div hx-swap-oob="beforeend:#blocks-{answer_id}">'
-            if not data.startswith(opened):
-                continue
-            blocks = data[len(opened) :].split('</div><div class="tail"', 1)[0]
-            blocks = blocks.removesuffix("</div>")
-            article = articles[answer_id]
-            marker = f'id="blocks-{answer_id}" hx-disable>'
-            at = article.index(marker) + len(marker)
-            end = article.index('</div><div class="tail"', at)
-            articles[answer_id] = article[:end] + blocks + article[end:]
-    return articles
-
-
-def _keep_preserved(answer_id: str, articles: dict[str, str], article: str) -> str:
-    """An ended answer whose `end` keeps the blocks the page built (htmx's hx-preserve):
-    the new article with the old one's blocks in it."""
-    placeholder = f'<div class="blocks" id="blocks-{answer_id}" hx-disable hx-preserve="true">'
-    if placeholder not in article:
-        return article
-    old = articles[answer_id]  # KeyError: the page has no such answer to keep blocks of
-    marker = f'id="blocks-{answer_id}" hx-disable>'
-    start = old.index(marker) + len(marker)
-    built = old[start : old.index('</div><div class="tail"', start)]
-    return article.replace(placeholder + "</div>", placeholder + built + "</div>")
-
-
 class ChatClient:
     """One device of one user: a new account, or (`same_user_as`) another login to one."""
 
@@ -142,6 +61,7 @@ class ChatClient:
     ) -> None:
         """`options` go to httpx.Client (say, http2=True and verify=False)."""
         self.base = base
+        self.sent_pages: dict[str, str] = {}  # answer id -> what its send returned
         self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False, **options)  # type: ignore[arg-type]
         if same_user_as is None:
             self.name = new_name()
@@ -179,10 +99,14 @@ class ChatClient:
         return [e for e in parse_events(raw, strip_every_space) if e.event not in skip]
 
     def page_shows_ended(self, chat_id: str, answer_id: str) -> Event:
-        """Follow the chat page's stream until it shows the answer ended; return that
-        event (its `end`, or a snapshot of it)."""
-        ended = re.compile(rf'id="answer-{answer_id}" data-status="(done|error|stopped)"')
-        return next(e for e in self.follow_page(chat_id, answer_id) if ended.search(e.data))
+        """Follow the chat page's stream until it shows the answer ended; return the event
+        that ended it (its `end`, or a snapshot of it)."""
+        page = Page()
+        for event in self.follow_page(chat_id, answer_id):
+            page.apply_event(event)
+            if page.shows_ended(answer_id):
+                return event
+        raise AssertionError("follow_page returned before the page showed the end")
 
     def follow_page(
         self,
@@ -195,24 +119,24 @@ class ChatClient:
         `end`, or a snapshot of it): after any close or refusal, wait for the retry hint's
         second and resume from the last id read. Return every event read but keep-alives
         and the chat list, in order, also added to `seen` as they come."""
-        ended = re.compile(rf'id="answer-{answer_id}" data-status="(done|error|stopped)"')
         seen = [] if seen is None else seen
+        page = Page().apply(seen)
         cursor, deadline = None, time.monotonic() + seconds
-        while not any(ended.search(e.data) for e in seen):
+        while not page.shows_ended(answer_id):
             assert time.monotonic() < deadline, f"the page never showed answer {answer_id} ended"
-            read_before = len(seen)
             headers = {"Last-Event-ID": cursor} if cursor else {}
             with contextlib.suppress(httpx.HTTPError):  # a process restarting: try again
-                self._read_page(chat_id, headers, seen, until=ended)
+                self._read_page(chat_id, headers, seen, page, answer_id)
             cursor = next((e.id for e in reversed(seen) if e.id), cursor)
-            if not any(ended.search(e.data) for e in seen[read_before:]):
+            if not page.shows_ended(answer_id):
                 time.sleep(1)  # closed before the end: the retry hint says 1 to 3 s
         return seen
 
     def _read_page(
-        self, chat_id: str, headers: dict[str, str], seen: list[Event], until: re.Pattern[str]
+        self, chat_id: str, headers: dict[str, str], seen: list[Event], page: Page, answer_id: str
     ) -> None:
-        """Read one connection of the chat's stream into `seen`, until an event matches."""
+        """Read one connection of the chat's stream into `seen` and `page`, until the page
+        shows the answer ended."""
         raw, taken = "", 0
         url = f"/chats/{chat_id}/live"
         with self.http.stream("GET", url, headers=headers, timeout=30) as response:
@@ -222,8 +146,9 @@ class ChatClient:
                 raw += chunk
                 events = [e for e in parse_events(raw) if e.event not in ("ping", "chats")]
                 seen += events[taken:]
+                page.apply(events[taken:])
                 taken = len(events)
-                if any(until.search(e.data) for e in events):
+                if page.shows_ended(answer_id):
                     return
 
     def new_chat(self) -> str:
@@ -239,10 +164,17 @@ class ChatClient:
         )
 
     def send_ok(self, chat_id: str, text: str) -> str:
-        """Send a message; return the id of its answer."""
+        """Send a message; return the id of its answer (its page: `sent_pages`)."""
         response = self.send(chat_id, text)
         assert response.status_code == 200, response.text
-        return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+        answer_id = Page(response.text).message_ids()[-1]
+        self.sent_pages[answer_id] = response.text
+        return answer_id
+
+    def answer_page(self, answer_id: str) -> Page:
+        """A page showing the answer as the send returned it: running, with its own
+        stream (`stream`), which a client that is not a chat page follows."""
+        return Page(self.sent_pages[answer_id])
 
     def stop(self, chat_id: str, answer_id: str) -> None:
         """Press Stop on an answer."""

@@ -10,6 +10,7 @@ from chatapp.frames import Cursor
 from chatapp.hub import Hub
 from chatapp.store import Message
 from harness.client import Event, parse_events
+from harness.page import in_band_text
 
 
 def final(message: Message | None) -> str:
@@ -30,7 +31,8 @@ def watch(
 
 
 def deltas_text(events: list[Event]) -> list[str]:
-    return [e.data.split("<p>", 1)[1].split("</p>", 1)[0] for e in events if e.event == "delta"]
+    """The text of the blocks each delta adds, in order."""
+    return [in_band_text(e).strip() for e in events if e.event == "delta"]
 
 
 def seqs(events: list[Event]) -> list[int]:

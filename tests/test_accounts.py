@@ -24,6 +24,7 @@ from harness.accounts import (
     sign_up,
     sign_up_and_start_a_chat,
 )
+from harness.page import answer_in
 from harness.servers import RedisServer, Stack
 from tests.conftest import make_test_app
 from tests.storing import keys_and_values
@@ -287,7 +288,7 @@ def test_state_changing_requests_without_the_csrf_token_are_refused(
     alice: Person, app: Flask, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
-    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    answer_id = answer_in(alice.send(chat_id).text)
     before = keys_and_values(r)
     name = users.list_users(r)[0].name
     for url, form in [
@@ -333,7 +334,7 @@ def test_over_https_a_form_from_another_site_is_refused_saying_so(
 
 def test_a_logged_out_visitor_reaches_nothing(alice: Person, app: Flask, r: redis.Redis) -> None:
     chat_id = alice.new_chat()
-    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    answer_id = answer_in(alice.send(chat_id).text)
     stranger = app.test_client()
     before = keys_and_values(r)
     assert stranger.get(f"/chats/{chat_id}").headers["Location"].startswith("/login?next=")

@@ -12,23 +12,22 @@ log's blocks up to the last applied entry, so a doubled or lost delta fails.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterator
-from html import unescape
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from chatapp import contract, frames, store
+from chatapp.frames import parse_chat_cursor
 from harness.accounts import sign_up_in_browser, start_a_chat
+from harness.page import text_of
 from harness.servers import Stack, running_stack, stack_behind_nginx
 from tests.tcp_proxy import CuttingProxy
 
 TIMEOUT_MS = 30_000
 # The offline answer is ~350 tokens: at 40 tokens/s it writes for several seconds.
 PACE = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "40", "CHATAPP_FLUSH_MS": "50"}
-CURSOR = re.compile(r"c\d+\.[0-9a-f]{16}:(\d+)")  # a chat stream id that names an answer entry
 # htmx logs every EventSource error event (as "[object Event]"); a reconnect starts with one.
 SSE_ERROR = "[object Event]"
 
@@ -216,19 +215,16 @@ class Tab:
         return [text for text, _ in self.errors].count(SSE_ERROR)
 
 
-def text_of(html: str) -> str:
-    """The text a browser shows for sanitized `html` (its textContent)."""
-    return unescape(re.sub(r"<[^>]*>", "", html))
-
-
 def seq(event_id: str | None) -> int:
-    match = CURSOR.fullmatch(event_id or "")
-    assert match, f"not a cursor: {event_id!r}"
-    return int(match.group(1))
+    cursor = parse_chat_cursor(event_id)
+    assert cursor and cursor.answer, f"not a cursor that names an answer entry: {event_id!r}"
+    return cursor.answer.seq
 
 
 def has_entry(event_id: str | None) -> bool:
-    return CURSOR.fullmatch(event_id or "") is not None
+    """Whether a chat stream id names an answer entry."""
+    cursor = parse_chat_cursor(event_id)
+    return cursor is not None and cursor.answer is not None
 
 
 def assert_applied_in_order(events: list[dict[str, Any]], end_seq: int) -> None:

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import re
 import threading
-from html import unescape
 
 import pytest
 
 from chatapp import store
+from chatapp.frames import parse_chat_cursor
 from chatapp.providers import tokenize
-from harness.client import ChatClient, Event, page_after, parse_events
+from harness.client import ChatClient, Event, parse_events
+from harness.page import Page, normalized
 from harness.servers import Stack, wait_until
-
-CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
-
 
 # An `end` that keeps the blocks a page built from the answer's log (htmx's hx-preserve).
 KEPT_BLOCKS = '<div class="blocks" id="blocks-{}" hx-disable hx-preserve="true"></div>'
@@ -28,7 +26,7 @@ def ended(events: list[Event]) -> bool:
 
 def assert_ids_advance(events: list[Event]) -> None:
     """Every event (but `gone`) carries the cursor; chat positions never go back."""
-    seen = [int(CURSOR.fullmatch(e.id or "").group(1)) for e in events]  # type: ignore[union-attr]
+    seen = [parse_chat_cursor(e.id).events for e in events]  # type: ignore[union-attr]
     assert seen == sorted(seen)
 
 
@@ -54,14 +52,14 @@ def test_a_message_sent_on_one_device_streams_live_on_another(stack: Stack) -> N
     events = events[1:]
     assert "Hello from the laptop" in events[0].data
     assert f'id="answer-{answer_id}"' in events[1].data
-    assert re.search(r'data-status="(queued|streaming)"', events[1].data)  # a running article
+    assert Page().apply(first + events[:2]).status(answer_id) in ("queued", "streaming")
     assert_ids_advance(events)
 
     stored = store.get_message(stack.redis(), chat_id, answer_id)
     assert stored is not None and stored.status == "done"
-    shown = page_after(first + events)
-    assert list(shown) == [m.id for m in store.get_messages(stack.redis(), chat_id)]
-    assert 'data-status="done"' in shown[answer_id] and stored.html in shown[answer_id]
+    page = Page().apply(first + events)
+    assert page.message_ids() == [m.id for m in store.get_messages(stack.redis(), chat_id)]
+    assert page.status(answer_id) == "done" and page.shows(answer_id, stored.html)
 
 
 def test_a_reconnect_resumes_both_cursors_without_doubling(stack: Stack) -> None:
@@ -83,16 +81,15 @@ def test_a_reconnect_resumes_both_cursors_without_doubling(stack: Stack) -> None
     assert_ids_advance(seen)
     deltas = [e.id for e in seen if e.event == "delta"]
     assert len(deltas) == len(set(deltas))  # no entry twice
-    shown = page_after(seen)
     stored = store.get_message(stack.redis(), chat_id, answer_id)
-    assert stored is not None and stored.html in shown[answer_id]
+    assert stored is not None and Page().apply(seen).shows(answer_id, stored.html)
     # What the page built from deltas before `end`: the log's blocks, each once.
-    built = page_after([e for e in seen if e.event != "end"])[answer_id]
+    built = Page().apply([e for e in seen if e.event != "end"])
     logged = "".join(
         json.loads(raw).get("blocks", "")
         for raw in store.read_log(stack.redis(), chat_id, stored.gen)
     )
-    assert f'hx-disable>{logged}</div><div class="tail"' in built
+    assert built.shows(answer_id, logged)
 
 
 def ended_or_quiet(events: list[Event]) -> bool:
@@ -141,7 +138,7 @@ def test_a_page_reads_an_answer_in_linear_bytes_and_its_html_once(stack: Stack) 
     tokens = len(tokenize(stored.text))  # as the offline model streamed them
     assert read <= len(stored.html.encode()) + 100 * tokens, (read, tokens)
     assert KEPT_BLOCKS.format(answer_id) in answer_events[-1].data
-    assert stored.html in page_after(live)[answer_id]
+    assert Page().apply(live).shows(answer_id, stored.html)
 
 
 def wire_bytes(event: Event) -> bytes:
@@ -161,19 +158,19 @@ def test_a_page_cut_after_any_event_resumes_to_the_same_page(stack: Stack) -> No
     answer_id = device.send_ok(chat_id, "Tell me a story")
     live = start + device.live(chat_id, until=ended, last_event_id=start[0].id)
     stored = store.get_messages(stack.redis(), chat_id)
-    finished = re.compile(rf'id="answer-{answer_id}" data-status="done"')
-
-    def shows_it_finished(events: list[Event]) -> bool:
-        return any(finished.search(e.data) for e in events)
-
     assert len(live) >= 6
     for cut in range(len(live) - 1):
+        before = live[: cut + 1]
+
+        def shows_it_finished(events: list[Event], before: list[Event] = before) -> bool:
+            return Page().apply(before + events).status(answer_id) == "done"
+
         rest = device.live(chat_id, until=shows_it_finished, last_event_id=live[cut].id)
         assert shows_it_finished(rest), f"cut after {live[cut].id}: never finished"
-        shown = page_after(live[: cut + 1] + rest)  # asserts nothing was added twice
-        assert list(shown) == [message.id for message in stored], live[cut].id
+        page = Page().apply(before + rest)  # asserts nothing was added twice
+        assert page.message_ids() == [message.id for message in stored], live[cut].id
         for message in stored:
-            assert message.html in shown[message.id], live[cut].id
+            assert page.shows(message.id, message.html), live[cut].id
 
 
 def test_a_client_that_strips_every_leading_space_gets_the_same_page(stack: Stack) -> None:
@@ -188,9 +185,9 @@ def test_a_client_that_strips_every_leading_space_gets_the_same_page(stack: Stac
     assert stored is not None and "\n    print(" in stored.text
     code = re.search(r"<pre>.*?</pre>", stored.html, re.S)
     assert code is not None
-    built = page_after([e for e in events if e.event != "end"])[answer_id]
-    assert unescape(code[0]) in unescape(built)  # from its deltas
-    assert unescape(stored.html) in unescape(page_after(events)[answer_id])  # from its end
+    built = Page().apply([e for e in events if e.event != "end"]).body(answer_id)
+    assert normalized(code[0]) in built  # from its deltas
+    assert Page().apply(events).shows(answer_id, stored.html)  # from its end
 
 
 class OpenStream(threading.Thread):
@@ -236,8 +233,8 @@ def test_a_page_with_no_usable_cursor_gets_the_whole_chat(stack: Stack) -> None:
     for cursor in (None, "c999", "nonsense", "c1.0123456789ab:5"):
         events = device.live(chat_id, until=lambda e: len(e) >= 1, last_event_id=cursor)
         assert events[0].event == "snapshot", cursor
-        shown = page_after(events[:1])
-        assert len(shown) == 2 and 'data-status="done"' in shown[answer_id]
+        page = Page().apply(events[:1])
+        assert len(page.message_ids()) == 2 and page.status(answer_id) == "done"
         assert events[0].id == "c4"  # titled, message added, answer started, answer ended
     # Look-alikes of a usable cursor: other scripts' digits, spaces. Unknown, not "c2".
     for cursor in ("c\u0662", "c\uff12", "c2 ", " c2", "c+2", "c2\n"):
@@ -256,10 +253,10 @@ def test_a_running_answer_joined_late_arrives_whole_then_live(stack: Stack) -> N
     answer_id = device.send_ok(chat_id, "Join me late")
     device.live(chat_id, until=lambda e: sum(x.event == "delta" for x in e) >= 3, after="c0")
     late = device.another_device().live(chat_id, until=ended)
-    assert late[0].event == "snapshot" and CURSOR.fullmatch(late[0].id or "").group(2)  # type: ignore[union-attr]
+    assert late[0].event == "snapshot" and parse_chat_cursor(late[0].id).answer  # type: ignore[union-attr]
     assert late[-1].event == "end"
     stored = store.get_message(stack.redis(), chat_id, answer_id)
-    assert stored is not None and stored.html in page_after(late)[answer_id]
+    assert stored is not None and Page().apply(late).shows(answer_id, stored.html)
 
 
 def test_someone_elses_chat_or_a_logged_out_page_gets_gone(stack: Stack) -> None:
@@ -371,7 +368,7 @@ def test_renaming_regenerating_and_deleting_reach_every_page(stack: Stack) -> No
     assert rewritten[-1].event == "end"
     second = store.get_message(stack.redis(), chat_id, answer_id)
     assert first is not None and second is not None and second.gen != first.gen
-    assert second.status == "done" and second.html in page_after(done + rewritten)[answer_id]
+    assert second.status == "done" and Page().apply(done + rewritten).shows(answer_id, second.html)
 
     deleted = laptop.http.post(f"/chats/{chat_id}/delete", headers=headers)
     assert deleted.status_code == 204 and deleted.headers["HX-Redirect"] == "/"

@@ -23,7 +23,8 @@ from chatapp.frames import Cursor
 from chatapp.hub import Hub
 from chatapp.subscription import REFILL, TICK, Subscription
 from harness.accounts import Person
-from harness.client import ChatClient, Event, blocks_of, page_after
+from harness.client import ChatClient, Event
+from harness.page import Page
 from harness.servers import LocalCluster, RedisServer, Stack, free_port, running_stack, wait_until
 from tests.conftest import make_test_app
 from tests.following import deltas_text, seqs, watch
@@ -268,12 +269,13 @@ def answer_through_a_fault(
     stored = store.get_message(data, chat_id, answer_id)
     assert stored is not None and stored.status == "done", stored
     [live] = seen
-    assert live[-1].event == "end" and blocks_of(live) == stored.html  # byte for byte
+    built = client.answer_page(answer_id).apply(e for e in live if e.event != "end")
+    assert live[-1].event == "end" and built.shows(answer_id, stored.html)  # byte for byte
     assert len(pages) == viewers
-    for page in pages:
-        entries = [int(e.id.rsplit(":", 1)[1]) for e in page if e.event == "delta" and e.id]
+    for events in pages:
+        entries = [int(e.id.rsplit(":", 1)[1]) for e in events if e.event == "delta" and e.id]
         assert entries == sorted(set(entries))  # each once, in order
-        assert stored.html in page_after(page)[answer_id]  # byte for byte
+        assert Page().apply(events).shows(answer_id, stored.html)  # byte for byte
     return result, after
 
 

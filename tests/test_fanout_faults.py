@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,9 @@ import redis
 from rq import Worker
 
 from chatapp import store
-from harness.client import ChatClient, Event, blocks_of, page_after, parse_events
+from chatapp.frames import parse_chat_cursor
+from harness.client import ChatClient, Event, parse_events
+from harness.page import Page, normalized, status_in
 from harness.servers import Stack, rq_worker, stack_behind_nginx, wait_until
 
 VIEWERS = 100
@@ -34,11 +35,6 @@ SEED = 20_251_125
 SETTINGS = {"CHATAPP_OFFLINE_TOKENS_PER_SECOND": "100", "CHATAPP_FLUSH_MS": "20"}
 FRESH_SHARE = 0.15  # reconnections without Last-Event-ID (the snapshot path)
 VIEWER_SECONDS = 40.0  # a bound on each viewer, never a measured figure
-
-# The finished answer that `end` swaps in (partials/answer.html, not running).
-FINAL_BLOCKS = re.compile(
-    r'<div class="answer-body"><div class="blocks" hx-disable>(.*)</div></div>', re.S
-)
 
 
 @dataclass(frozen=True)
@@ -208,14 +204,14 @@ def check(viewer: Viewer, stored: store.Message) -> list[str]:
         problems.append(f"{viewer.losses} entries lost, {viewer.dups} twice")
     if viewer.end is None:
         return [*problems, "no end"]
-    rebuilt = blocks_of(viewer.applied)
+    owner, answer_id = viewer.answer.owner, viewer.answer.answer_id
+    rebuilt = owner.answer_page(answer_id).apply(viewer.applied).body(answer_id)
     if viewer.late_ends:
-        if not stored.html.startswith(rebuilt):
+        if not normalized(stored.html).startswith(rebuilt):
             problems.append("the blocks before the late end are not the answer's beginning")
-    elif rebuilt != stored.html:
+    elif rebuilt != normalized(stored.html):
         problems.append("the rebuilt answer differs from the stored one")
-    final = FINAL_BLOCKS.search(viewer.end.data)
-    if final is None or final[1] != stored.html:
+    if not owner.answer_page(answer_id).apply([viewer.end]).shows(answer_id, stored.html):
         problems.append("`end` does not carry the stored answer")
     if viewer.end.id != f"{stored.gen}:{stored.length}":
         problems.append(f"`end` is {viewer.end.id}, the log ends at {stored.gen}:{stored.length}")
@@ -277,9 +273,6 @@ def test_a_hundred_viewers_cutting_and_resuming_lose_nothing(
 
 
 # -- the same on the chat page's stream, the one browsers hold -------------------------------
-CHAT_CURSOR = re.compile(r"c(\d+)(?:\.([0-9a-f]{16}):(\d+))?")
-
-
 def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
     """Follow a chat page's stream until it shows the answer done, through random cuts;
     check the answer entries' sequence within each generation."""
@@ -287,7 +280,10 @@ def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
     viewer = Viewer(answer)
     last_id: str | None = None
     seqs: dict[str, int] = {}  # generation -> the last entry the page has
-    done = re.compile(rf'id="answer-{answer.answer_id}" data-status="done"')
+
+    def done(event: Event) -> bool:
+        return status_in(event, answer.answer_id) == "done"
+
     deadline = time.monotonic() + VIEWER_SECONDS
     time.sleep(rng.choice([0.0, 0.0, rng.uniform(0, 1.5)]))  # some arrive mid-answer
     url = f"/chats/{answer.chat_id}/live"
@@ -304,19 +300,20 @@ def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
                 url,
                 last_id if resume else None,
                 rng,
-                lambda events: any(done.search(e.data) for e in events),
+                lambda events: any(done(e) for e in events),
                 skip=("ping", "chats"),  # a chat page's stream stays open after the answer
             )
             viewer.connections += 1
             viewer.retries += retried
             for event in events:
-                cursor = CHAT_CURSOR.fullmatch(event.id or "")
+                cursor = parse_chat_cursor(event.id)
                 if cursor is None:
                     viewer.problems.append(f"{event.event} without a cursor: {event.id}")
                     continue
                 viewer.applied.append(event)
                 last_id = event.id
-                generation, seq = cursor.group(2), cursor.group(3)
+                generation = cursor.answer.generation_id if cursor.answer else None
+                seq = cursor.answer.seq if cursor.answer else 0
                 if event.event == "snapshot":
                     viewer.snapshots += 1
                     seqs = {}
@@ -325,14 +322,14 @@ def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
                 elif event.event == "delta":
                     viewer.entries += 1
                     before = seqs.get(generation)
-                    if before is not None and int(seq) <= before:
+                    if before is not None and seq <= before:
                         viewer.dups += 1
-                    elif before is not None and int(seq) > before + 1:
-                        viewer.losses += int(seq) - before - 1
-                    seqs[generation] = max(int(seq), before or 0)
+                    elif before is not None and seq > before + 1:
+                        viewer.losses += seq - before - 1
+                    seqs[generation] = max(seq, before or 0)
                 else:  # a snapshot, an answer or an end: the answer up to its cursor
-                    seqs[generation] = int(seq)
-                if done.search(event.data):
+                    seqs[generation] = seq
+                if done(event):
                     viewer.end = event
             if viewer.end is None:
                 time.sleep(rng.choice([0.0, rng.uniform(0, 0.05), rng.uniform(0, 0.4)]))
@@ -361,13 +358,13 @@ def test_a_hundred_chat_pages_cutting_and_resuming_lose_nothing(
         if viewer.losses or viewer.dups:
             problems.append(f"{viewer.losses} entries lost, {viewer.dups} twice")
         try:
-            shown = page_after(viewer.applied)  # asserts no message was added twice
+            page = Page().apply(viewer.applied)  # asserts no message was added twice
+            if page.message_ids() != [message.id for message in stored]:
+                problems.append(f"shows {page.message_ids()}, stored {[m.id for m in stored]}")
+            else:
+                problems += [f"{m.id} differs" for m in stored if not page.shows(m.id, m.html)]
         except AssertionError as exc:
             problems.append(str(exc))
-            shown = {}
-        if list(shown) != [message.id for message in stored]:
-            problems.append(f"shows {list(shown)}, stored {[m.id for m in stored]}")
-        problems += [f"{m.id} differs" for m in stored if m.html not in shown.get(m.id, "")]
         failures += [f"viewer {i} ({viewer.answer.chat_id}): {p}" for p in problems]
 
     connections = sum(v.connections for v in viewers)

@@ -31,6 +31,7 @@ from chatapp.pubsub_links import OneServer
 from chatapp.store import Terminal
 from chatapp.subscription import DRAIN, REFILL, TICK
 from harness.client import Event
+from harness.page import parse_fragment
 from harness.servers import RedisServer, wait_until
 from tests.following import deltas_text, final, seqs, watch
 from tests.storing import NewAnswer, delta, new_answer
@@ -197,7 +198,7 @@ def test_entries_appended_during_replay_arrive_once_and_in_order(r: redis.Redis,
         if cursor is None:
             assert events[0].event == "snapshot"
             start = int(events[0].id.split(":")[1])  # type: ignore[union-attr]
-            assert re.findall(r"<p>(.*?)</p>", events[0].data) == [
+            assert [p.text_content() for p in parse_fragment(events[0].data).iter("p")] == [
                 f"e{i}" for i in range(1, start + 1)
             ]
             events = events[1:]

@@ -5,7 +5,6 @@ stored data as it was."""
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from chatapp.ratelimit import cluster_storage
 from chatapp.store import nudges
 from harness.accounts import PASSWORD, Person, csrf_token, sign_up
 from harness.client import ChatClient
+from harness.page import answer_in
 from harness.servers import RedisServer, stack_env, wait_until, web_server
 from tests.conftest import make_test_app
 from tests.storing import keys_and_values
@@ -33,7 +33,7 @@ def make_app(redis_server: RedisServer, r: redis.Redis, tmp_path: Path):
 
 
 def answer_id_of(response) -> str:
-    return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+    return answer_in(response.text)
 
 
 def log_in(app: Flask, name: str, password: str = PASSWORD, address: str = "127.0.0.1"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from flask import Flask
 from chatapp import jobs, store
 from harness.accounts import Person
 from harness.fake_openai import FakeModel, fake_openai_server
+from harness.page import Page, answer_in
 from harness.servers import RedisServer, free_port
 from tests.conftest import make_test_app
 from tests.storing import keys_and_values
@@ -39,13 +39,12 @@ def app_on(redis_server: RedisServer, tmp_path: Path, base_url: str, **settings:
 
 
 def offered(page: str) -> list[str]:
-    select = re.search(r'<select id="chat-model" name="model">(.*?)</select>', page, re.S)
-    assert select is not None
-    return re.findall(r'<option value="([^"]*)"', select.group(1))
+    return [str(v) for v in Page(page).root.xpath('//select[@id="chat-model"]/option/@value')]
 
 
 def chosen(page: str) -> str:
-    return re.findall(r'<option value="([^"]*)" selected>', page)[0]
+    [value] = Page(page).root.xpath('//select[@id="chat-model"]/option[@selected]/@value')
+    return str(value)
 
 
 def answer_now(app: Flask, r: redis.Redis, chat_id: str, answer_id: str) -> store.Message:
@@ -57,7 +56,7 @@ def answer_now(app: Flask, r: redis.Redis, chat_id: str, answer_id: str) -> stor
 
 
 def answer_id_of(response) -> str:
-    return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+    return answer_in(response.text)
 
 
 def test_a_chat_answers_with_the_model_and_instructions_its_owner_picked(

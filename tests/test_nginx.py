@@ -15,7 +15,8 @@ import pytest
 import redis
 
 from chatapp import store
-from harness.client import ChatClient, Event, blocks_of, page_after, parse_events
+from harness.client import ChatClient, Event, parse_events
+from harness.page import Page, status_in
 from harness.servers import (
     PROJECT_DIR,
     RedisServer,
@@ -80,7 +81,8 @@ def test_a_viewer_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) 
     assert ids == sorted(set(ids))  # in order, none twice
     stored = store.get_message(proxied.redis(), chat_id, answer_id)
     assert stored is not None and stored.status == "done"
-    assert blocks_of(seen) == stored.html
+    built = client.answer_page(answer_id).apply(e for e in seen if e.event != "end")
+    assert built.shows(answer_id, stored.html)
 
 
 def test_a_page_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) -> None:
@@ -89,25 +91,24 @@ def test_a_page_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) ->
     client = ChatClient(proxied.base)
     chat_id = client.new_chat()
     answer_id = client.send_ok(chat_id, "Resume my page through nginx")
-    ended = re.compile(rf'id="answer-{answer_id}" data-status="done"')
+    seen: list[Event] = []
 
     def few_or_ended(read: list[Event]) -> bool:
-        return len(read) >= 3 or any(ended.search(e.data) for e in read)
+        return len(read) >= 3 or Page().apply(seen + read).status(answer_id) == "done"
 
-    seen: list[Event] = []
     cursor: str | None = None
     for _ in range(300):  # a few events per connection, then a fresh one (either process)
         events = client.live(chat_id, until=few_or_ended, last_event_id=cursor)
         seen += events
         cursor = next((e.id for e in reversed(events) if e.id), cursor)
-        if any(ended.search(e.data) for e in events):
+        if Page().apply(seen).status(answer_id) == "done":
             break
-    assert any(ended.search(e.data) for e in seen)
+    assert Page().apply(seen).status(answer_id) == "done"
     assert [e.event for e in seen].count("snapshot") == 1  # every reconnect resumed
     entries = [int(e.id.rsplit(":", 1)[1]) for e in seen if e.event == "delta" and e.id]
     assert entries == sorted(set(entries))  # in order, none twice
     stored = store.get_message(proxied.redis(), chat_id, answer_id)
-    assert stored is not None and stored.html in page_after(seen)[answer_id]
+    assert stored is not None and Page().apply(seen).shows(answer_id, stored.html)
 
 
 def test_pages_and_errors_come_through_nginx(proxied: Stack) -> None:
@@ -130,7 +131,8 @@ def test_https_with_http2_carries_pages_and_a_live_answer(proxied: Stack) -> Non
     events = client.stream(chat_id, answer_id)
     assert events[0].event == "snapshot" and events[-1].event == "end"
     stored = store.get_message(proxied.redis(), chat_id, answer_id)
-    assert stored is not None and blocks_of(events) == stored.html
+    built = client.answer_page(answer_id).apply(e for e in events if e.event != "end")
+    assert stored is not None and built.shows(answer_id, stored.html)
     # nginx tells the app the request came over HTTPS, so the session cookie is Secure.
     fresh = httpx.Client(base_url=proxied.https_base, http2=True, verify=False)
     cookie = fresh.get("/login").headers["set-cookie"]
@@ -219,10 +221,9 @@ def test_restarting_both_gunicorns_in_turn_behind_nginx_is_invisible(tmp_path: P
                 timeout=120,
                 what="the answer to end",
             )
-            finished = re.compile(rf'id="answer-{answer_id}" data-status="done"')
             for viewer in viewers:
                 wait_until(
-                    lambda v=viewer: any(finished.search(e.data) for e in v.events),
+                    lambda v=viewer: any(status_in(e, answer_id) == "done" for e in v.events),
                     timeout=60,
                     what="every viewer to show the answer done",
                 )
@@ -234,7 +235,7 @@ def test_restarting_both_gunicorns_in_turn_behind_nginx_is_invisible(tmp_path: P
     for viewer in viewers:
         assert 502 not in viewer.statuses and set(viewer.statuses) <= {200, 0}, viewer.statuses
         assert len(viewer.statuses) >= 2  # its process restarted: it reconnected
-        shown = page_after(viewer.events)  # asserts nothing was added twice
-        assert list(shown) == [message.id for message in stored]
+        page = Page().apply(viewer.events)  # asserts nothing was added twice
+        assert page.message_ids() == [message.id for message in stored]
         for message in stored:
-            assert message.html in shown[message.id]
+            assert page.shows(message.id, message.html)

@@ -6,7 +6,6 @@ and (for the page) the whole stack in Chromium."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 from chatapp import contract, jobs, store
 from harness.accounts import Person, sign_up_in_browser, start_a_chat
 from harness.fake_openai import FakeModel, fake_openai_server
+from harness.page import answer_in, inner_html, parse_fragment
 from harness.servers import RedisServer, Stack, running_stack
 from tests.conftest import make_test_app
 from tests.storing import new_answer
@@ -40,7 +40,7 @@ def run_answer(app: Flask, r: redis.Redis, chat_id: str, answer_id: str) -> str:
 
 
 def answer_id_of(response) -> str:
-    return re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+    return answer_in(response.text)
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
@@ -60,9 +60,9 @@ def test_the_models_reasoning_is_kept_apart_from_the_answer_and_never_sent_back(
         log = [json.loads(e) for e in store.read_log(r, chat_id, answer.gen)]
         assert "".join(entry.get("think", "") for entry in log) == ESCAPED  # live, in order
         page = alice.client.get(f"/chats/{chat_id}").text
-        folded = r'<details class="thinking"><summary>Thinking</summary><div class="thinking-text"'
-        shown = re.search(folded + r" hx-disable>(.*?)</div></details>", page, re.S)
-        assert shown is not None and shown.group(1) == ESCAPED
+        [shown] = parse_fragment(page).xpath('//details[@class="thinking"]/div')
+        assert shown.getparent().get("open") is None  # folded once the answer is done
+        assert inner_html(shown) == ESCAPED
 
         second = answer_id_of(alice.send(chat_id, "And?", client_id="client-0002"))
         assert run_answer(app, r, chat_id, second) == "done"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from chatapp import store
-from harness.client import ChatClient, Event, blocks_of, page_after, parse_events
+from harness.client import ChatClient, Event, parse_events
+from harness.page import Page
 from harness.servers import RedisServer, running_stack, wait_until
 
 
@@ -66,8 +67,9 @@ def test_a_redis_restart_mid_answer_loses_nothing(tmp_path: Path, how: signal.Si
     assert seen[-1].event == "end"
     seqs = [int(e.id.split(":")[1]) for e in seen if e.id and e.event == "delta"]
     assert seqs == sorted(set(seqs))  # in order, none twice
-    assert blocks_of(seen) == stored.html  # nothing lost
+    built = client.answer_page(answer_id).apply(e for e in seen if e.event != "end")
+    assert built.shows(answer_id, stored.html)  # nothing lost
     # The chat page: each entry once, in order, and the stored answer at the end.
     entries = [int(e.id.rsplit(":", 1)[1]) for e in on_page if e.event == "delta" and e.id]
     assert entries == sorted(set(entries))
-    assert on_page[-1].event == "end" and stored.html in page_after(on_page)[answer_id]
+    assert on_page[-1].event == "end" and Page().apply(on_page).shows(answer_id, stored.html)

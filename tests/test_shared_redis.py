@@ -4,7 +4,6 @@ the real stack a crowd of pages opening at once adds no connection."""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ import redis
 
 from chatapp.shared_redis import SharedConnectionRedis
 from harness.client import ChatClient, parse_events
+from harness.page import status_in
 from harness.servers import RedisServer, Stack
 
 GREENLETS = 200
@@ -138,7 +138,7 @@ def _page_ends(base: str, cookies: httpx.Cookies, chat_id: str, start: threading
         with http.stream("GET", f"/chats/{chat_id}/live") as response:
             for chunk in response.iter_text():
                 raw += chunk
-                if any(re.search(r'data-status="done"', e.data) for e in parse_events(raw)):
+                if any(status_in(e) == "done" for e in parse_events(raw)):
                     return True
     return False
 

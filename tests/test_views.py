@@ -13,6 +13,7 @@ from rq import Queue, SimpleWorker
 
 from chatapp import store
 from harness.accounts import Person
+from harness.page import answer_in
 from harness.servers import RedisServer, free_port
 from tests.conftest import make_test_app
 from tests.storing import keys_and_values
@@ -61,7 +62,7 @@ def test_sending_stores_the_message_and_returns_the_streaming_answer(
     chat_id = alice.new_chat()
     response = alice.send(chat_id, "Hello *world*")
     assert response.status_code == 200
-    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', response.text)[0]
+    answer_id = answer_in(response.text)
     assert f'sse-connect="/chats/{chat_id}/messages/{answer_id}/stream"' in response.text
     assert "<em>world</em>" in response.text
     assert 'hx-swap-oob="true"' in response.text  # a fresh composer
@@ -144,7 +145,7 @@ def test_someone_elses_chat_is_a_404_like_a_missing_one(
     alice: Person, bob: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
-    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    answer_id = answer_in(alice.send(chat_id).text)
     before = keys_and_values(r)
     missing = "0123456789abcdef"
     for target in (chat_id, missing, "not-an-id"):
@@ -162,7 +163,7 @@ def test_stop_ends_a_running_answer_and_is_a_no_op_afterwards(
     alice: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
-    answer_id = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id).text)[0]
+    answer_id = answer_in(alice.send(chat_id).text)
     url = f"/chats/{chat_id}/messages/{answer_id}/stop"
     assert alice.post(url).status_code == 204
     message = store.get_message(r, chat_id, answer_id)
@@ -298,7 +299,7 @@ def test_renames_deletes_and_regenerations_are_checked(
     alice: Person, bob: Person, r: redis.Redis
 ) -> None:
     chat_id = alice.new_chat()
-    first = re.findall(r'id="answer-([0-9a-f]{16})"', alice.send(chat_id, "one").text)[0]
+    first = answer_in(alice.send(chat_id, "one").text)
     before = keys_and_values(r)
     for title, status in [("", 400), ("   ", 400), ("x" * 101, 400)]:
         response = alice.post(f"/chats/{chat_id}/title", title=title)
