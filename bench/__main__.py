@@ -31,6 +31,7 @@ import redis
 from bench.load import Outcome, Plan, Watching, percentile
 from bench.paced_model import paced_model
 from bench.producers import run_publishers
+from bench.search import SearchRun, load_average, search_run
 from bench.systems import FLUSH_MS, Running, start_answers, started
 from bench.worker import WorkerRun, worker_runs, worker_table, worker_targets
 from chatapp import store
@@ -46,11 +47,13 @@ SIZES: dict[str, dict[str, Any]] = {
     "smoke": {
         "viewers": 20, "answers": 2, "held_viewers": 40, "held_answers": 4, "tokens": 60,
         "catch_up_tokens": 300, "joins": 5, "cost_tokens": 60, "worker_rows": "smoke",
+        "search_chats": 20, "search_messages": 4, "search_rounds": 3,
     },
     "default": {
         "viewers": 1000, "answers": 20, "held_viewers": 10_000, "held_answers": 100,
         "tokens": 300, "catch_up_tokens": 5000, "joins": 20, "cost_tokens": 300,
-        "worker_rows": "default",
+        "worker_rows": "default", "search_chats": 1000, "search_messages": 20,
+        "search_rounds": 40,
     },
 }  # fmt: skip
 TOKENS_PER_SECOND = 30.0
@@ -369,6 +372,7 @@ class Report:
     running_catch_up: list[float]
     costs: list[Cost]
     workers: list[WorkerRun]
+    search: SearchRun
 
     def text(self) -> str:
         lines = [
@@ -381,6 +385,7 @@ class Report:
             "",
             worker_table(self.workers),
         ]
+        lines += ["", self.search.table()]
         lines += ["", "Redis cost of one answer, no viewers", "", COST_HEADER]
         lines += [cost.row() for cost in self.costs]
         lines += ["", "Targets", "", *self.targets()]
@@ -440,6 +445,7 @@ class Report:
             f"{_ratio(chatapp.p(0.99), floor.p(0.99))}) | 1 | "
             f"{_ratio(peer.p(0.99), floor.p(0.99))} / - |",
             *worker_targets(self.workers),
+            self.search.target(),
         ]
         return rows
 
@@ -498,7 +504,13 @@ def run_all(size: dict[str, Any], directory: Path) -> Report:
     running = catch_up(size, directory / "running", running_answer=True)
     costs = redis_cost(size, directory / "cost")
     workers = worker_runs(size["worker_rows"], directory / "workers")
-    return Report(size, latency, held, finished, running, costs, workers)
+    found = searches(size, directory / "search")
+    return Report(size, latency, held, finished, running, costs, workers, found)
+
+
+def searches(size: dict[str, Any], directory: Path) -> SearchRun:
+    chats, messages = size["search_chats"], size["search_messages"]
+    return search_run(directory, chats, messages, size["search_rounds"])
 
 
 def held_rows(size: dict[str, Any], directory: Path) -> list[Live]:
@@ -520,6 +532,7 @@ def main() -> None:
         help="only the rows of viewers on running answers (the chat page, the per-answer "
         "stream, the floor), a few minutes: to compare two versions of the web tier",
     )
+    parser.add_argument("--search", action="store_true", help="only the search rows")
     parser.add_argument(
         "--held",
         action="store_true",
@@ -548,6 +561,12 @@ def main() -> None:
             rows = held_rows(size, Path(scratch))
         print(LIVE_HEADER, *(row.row() for row in rows), sep="\n")
         print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        return
+    if args.search:
+        with tempfile.TemporaryDirectory() as scratch:
+            found = searches(size, Path(scratch))
+        print(found.table(), "", "| target | goal | chatapp |", "|---|---|---|", sep="\n")
+        print(found.target().rsplit(" - | - |", 1)[0], load_average(), sep="\n")
         return
     if args.workers:
         with tempfile.TemporaryDirectory() as scratch:

@@ -26,12 +26,17 @@ class Refused(Exception):
 
 
 def send(
-    chat: Chat, client_id: str, text: str, asker: str
+    chat: Chat, client_id: str, text: str, asker: str, replaces: str = ""
 ) -> tuple[store.SendResult, list[Message]]:
     """Store the message and start its answer, within its owner's cap (raises Refused).
-    Return the store's result and, once stored, the question and its answer."""
+    Return the store's result and, once stored, the question and its answer. `replaces`:
+    the question this one is a new version of (an edit; see store.send_message)."""
     r = get_redis()
-    sent = _within_cap(r, chat, lambda behind: _store_message(r, chat, client_id, text, behind))
+
+    def start(behind: bool) -> store.SendResult:
+        return _store_message(r, chat, client_id, text, behind, replaces)
+
+    sent = _within_cap(r, chat, start)
     if sent.status not in ("ok", "duplicate"):
         return sent, []
     question = store.get_message(r, chat.id, sent.user_id)
@@ -59,7 +64,8 @@ def start_chat(owner: str, client_id: str, text: str, asker: str) -> str:
 
 
 def regenerate(chat: Chat, answer_id: str, asker: str) -> store.SendResult:
-    """Write the chat's last answer again, within its owner's cap (raises Refused)."""
+    """Write the chat's last answer again (a new version of it), within its owner's cap
+    (raises Refused)."""
     r = get_redis()
     config = current_app.config
 
@@ -68,7 +74,7 @@ def regenerate(chat: Chat, answer_id: str, asker: str) -> store.SendResult:
         return store.regenerate(r, chat.id, answer_id, label, time.time(), wait_ms, behind_own)
 
     again = _within_cap(r, chat, attempt)
-    answer = store.get_message(r, chat.id, answer_id) if again.status == "ok" else None
+    answer = store.get_message(r, chat.id, again.answer_id) if again.status == "ok" else None
     if answer is not None:
         _enqueue_unless_queued(r, chat, answer, asker)
     return again
@@ -135,7 +141,7 @@ def _live_answers(r: redis.Redis, owner: str) -> int:
 
 
 def _store_message(
-    r: redis.Redis, chat: Chat, client_id: str, text: str, behind_own: bool
+    r: redis.Redis, chat: Chat, client_id: str, text: str, behind_own: bool, replaces: str
 ) -> store.SendResult:
     """Store the message; if the chat is busy with an answer whose producer died, end that."""
     config = current_app.config
@@ -157,6 +163,7 @@ def _store_message(
             title,
             max_messages=config["MAX_CHAT_MESSAGES"],
             behind_own=behind_own,
+            replaces=replaces,
         )
 
     sent = attempt()

@@ -117,6 +117,11 @@ class _ChatStream:
     def _snapshot(self) -> bytes:
         """Every message as it is now, and the cursor that goes with it."""
         self.events_sent, messages = store.read_chat(self.r, self.chat_id)
+        return self._all_of(messages)
+
+    def _all_of(self, messages: list[Message]) -> bytes:
+        """Replace what the page shows with `messages` (at the stream's cursor)."""
+        self.shown = set()
         articles = []
         for message in messages:
             current, body = self._current(message)
@@ -231,6 +236,8 @@ class _ChatStream:
             yield frames.title_event(self._cursor(), title).encode()
         elif kind == contract.CHAT_DELETED and not self.deleted:
             yield self._gone()
+        elif kind == contract.PATH_CHANGED:  # another version: the page shows it all anew
+            yield self._all_of(store.get_messages(self.r, self.chat_id))
         elif kind in contract.ADDS_A_MESSAGE and message_id not in self.shown:
             message = store.get_message(self.r, self.chat_id, message_id)
             if message is not None:

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_SEND": "30 per minute; 500 per hour",  # per user
     "RATE_LIMIT_NEW_CHAT": "30 per minute; 300 per hour",  # per user, and as many renames
     "RATE_LIMIT_ACTIONS": "120 per minute; 1500 per hour",  # per user: those four, refused too
+    "RATE_LIMIT_SEARCH": "60 per 10 seconds",  # per user: a search on every pause in typing
     "MAX_RUNNING_PER_USER": 3,  # answers one user may have generating at once
     "MAX_WAITING_PER_USER": 5,  # more of theirs may wait behind those; past that: refused
     "MAX_CHAT_MESSAGES": 500,  # messages in one chat (questions and answers)

@@ -46,6 +46,7 @@ ANSWER_STARTED = "answer_started"  # m, g; again: a new generation of an answer 
 ANSWER_ENDED = "answer_ended"  # m, g, status
 TITLE_CHANGED = "title_changed"  # title
 CHAT_DELETED = "chat_deleted"
+PATH_CHANGED = "path_changed"  # the shown version of a question (and what follows) changed
 ADDS_A_MESSAGE = (MESSAGE_ADDED, ANSWER_STARTED)
 
 

@@ -7,7 +7,8 @@ endpoint has none: browsers reconnect to it on their own, and a limit would brea
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter
@@ -18,6 +19,7 @@ from chatapp.owner import current_user
 
 # Counters live under this prefix, beside (not inside) the chat data.
 KEY_PREFIX = "chatapp-limits"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def per_address() -> str:
@@ -58,6 +60,18 @@ every_action_counts = limiter.shared_limit(
     key_func=per_user,
     error_message="You are doing that too fast. Wait a moment, then try again.",
 )
+
+
+def counts_as_sending(view: F) -> F:
+    """The limits of what starts an answer (a send, an edit, a regeneration): the user's
+    sends (only what was done counts) and all their actions."""
+    limited = limiter.limit(
+        lambda: current_app.config["RATE_LIMIT_SEND"],
+        key_func=per_user,
+        deduct_when=done,
+        error_message="You are sending messages too fast. Wait a moment, then send again.",
+    )(view)
+    return every_action_counts(limited)  # type: ignore[return-value]
 
 
 def init_app(app: Flask) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from chatapp import passwords, store
+from chatapp import passwords, search, store
 from chatapp.store import user_chats_key
 
 PREFIX = f"{store.PREFIX}:accounts"
@@ -132,6 +132,7 @@ def delete_user(r: redis.Redis, user: User, timing: store.Timing) -> None:
                 r.zrem(user_chats_key(user.id), chat_id)  # a stale entry
             else:
                 store.delete_chat(r, chat, timing)  # which takes it off the list
+    search.forget_user(r, user.id)
     r.hdel(NAMES_KEY, user.name.lower())
     r.delete(user_key(user.id), user_chats_key(user.id), sessions_key(user.id))
 

@@ -22,11 +22,11 @@ from flask import (
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from chatapp import answers, export, models, prompt, store
+from chatapp import answers, export, models, prompt, search, store
 from chatapp.connections import get_redis
 from chatapp.errors import error_response
 from chatapp.owner import current_user, current_user_id, load_chat
-from chatapp.ratelimit import done, every_action_counts, limiter, per_user
+from chatapp.ratelimit import counts_as_sending, done, every_action_counts, limiter, per_user
 from chatapp.running_answer import chat_as_it_is
 from chatapp.web import is_htmx
 
@@ -40,6 +40,29 @@ CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 @bp.get("/")
 def index() -> str:
     return render_template("index.html")
+
+
+@bp.get("/search")
+@limiter.limit(
+    lambda: current_app.config["RATE_LIMIT_SEARCH"],
+    key_func=per_user,
+    error_message="You are searching too fast. Wait a moment, then try again.",
+)
+def search_chats() -> str:
+    """The user's chats that hold the words of `q`: a fragment for the sidebar as they
+    type, or a page (without scripts). With `warm`, only bring the index up to date (the
+    box got focus: it is ready by the time they have typed)."""
+    query = request.args.get("q", "")
+    if len(query) > search.MAX_QUERY_CHARS:
+        abort(400, f"Search for at most {search.MAX_QUERY_CHARS} characters.")
+    r, user_id = get_redis(), current_user_id()
+    found: list[search.Found] = []
+    if query.strip():
+        found = search.search(r, user_id, query)
+    elif request.args.get("warm"):
+        search.refresh(r, user_id)
+    template = "partials/search_results.html" if is_htmx() else "search.html"
+    return render_template(template, query=query.strip(), found=found)
 
 
 @bp.post("/chats")
@@ -108,13 +131,7 @@ def show(chat_id: str) -> str:
 
 
 @bp.post("/chats/<chat_id>/messages")
-@every_action_counts
-@limiter.limit(
-    lambda: current_app.config["RATE_LIMIT_SEND"],
-    key_func=per_user,
-    deduct_when=done,
-    error_message="You are sending messages too fast. Wait a moment, then send again.",
-)
+@counts_as_sending
 def send(chat_id: str) -> Response | str:
     chat = load_chat(chat_id)
     text = request.form.get("text", "").strip()
@@ -125,15 +142,8 @@ def send(chat_id: str) -> Response | str:
         sent, messages = answers.send(chat, client_id, text, _asker())
     except answers.Refused as refused:
         abort(429, str(refused))
-    if sent.status == "busy":
-        return error_response(409, "An answer is still being written: wait for it, or stop it.")
-    if sent.status == "full":
-        limit = current_app.config["MAX_CHAT_MESSAGES"]
-        return error_response(
-            409, f"This chat has reached its limit of {limit:,} messages. Start a new chat."
-        )
-    if sent.status == "missing":
-        abort(404, "This chat does not exist, or it is not yours.")
+    if problem := _refusal(sent.status, "This chat does not exist, or it is not yours."):
+        return problem
     return render_template(
         "partials/sent.html",
         chat=chat,
@@ -141,6 +151,57 @@ def send(chat_id: str) -> Response | str:
         messages=messages,
         client_id=store.new_id(),
     )
+
+
+@bp.post("/chats/<chat_id>/messages/<message_id>/edit")
+@counts_as_sending
+def edit(chat_id: str, message_id: str) -> Response | tuple[str, int]:
+    """Send a new version of a question. It and its answer take the place of the old
+    version and what followed, which stay one click away (`show_version`). Every page of
+    the chat shows it from its stream."""
+    chat = load_chat(chat_id)
+    text = request.form.get("text", "").strip()
+    client_id = request.form.get("client_id", "")
+    if not store.is_id(message_id):
+        abort(404, "This question is not in the chat.")
+    if problem := _message_problem(client_id, text):
+        return problem
+    try:
+        sent, _ = answers.send(chat, client_id, text, _asker(), replaces=message_id)
+    except answers.Refused as refused:
+        abort(429, str(refused))
+    if problem := _refusal(sent.status, "This question is not in the chat as it is shown."):
+        return problem
+    return "", 204
+
+
+@bp.post("/chats/<chat_id>/messages/<message_id>/show")
+@every_action_counts
+def show_version(chat_id: str, message_id: str) -> Response | tuple[str, int]:
+    """Show this version of a question, with the answers and questions that followed it."""
+    chat = load_chat(chat_id)
+    status = (
+        store.show_version(get_redis(), chat.id, message_id)
+        if store.is_id(message_id)
+        else "missing"
+    )
+    if problem := _refusal(status, "This version of the question does not exist."):
+        return problem
+    return "", 204
+
+
+def _refusal(status: str, missing: str) -> Response | None:
+    """The error response for a send, an edit or a change of version the store refused."""
+    if status == "busy":
+        return error_response(409, "An answer is still being written: wait for it, or stop it.")
+    if status == "full":
+        limit = current_app.config["MAX_CHAT_MESSAGES"]
+        return error_response(
+            409, f"This chat has reached its limit of {limit:,} messages. Start a new chat."
+        )
+    if status == "missing":
+        abort(404, missing)
+    return None
 
 
 def _asker() -> str:
@@ -229,13 +290,7 @@ def delete(chat_id: str) -> BaseResponse | tuple[str, int]:
 
 
 @bp.post("/chats/<chat_id>/messages/<message_id>/regenerate")
-@every_action_counts
-@limiter.limit(
-    lambda: current_app.config["RATE_LIMIT_SEND"],
-    key_func=per_user,
-    deduct_when=done,
-    error_message="You are sending messages too fast. Wait a moment, then send again.",
-)
+@counts_as_sending
 def regenerate(chat_id: str, message_id: str) -> BaseResponse | tuple[str, int]:
     """Write the chat's last answer again (also: retry a failed one)."""
     chat = load_chat(chat_id)

@@ -57,6 +57,7 @@ def init_app(app: Flask) -> None:
         model_label=providers.model_label(app.config),
         current_user=_page_user,
         my_chats=_my_chats,
+        new_id=store.new_id,  # a form's client message id
     )
 
 

@@ -73,6 +73,15 @@ def sign_up_in_browser(page: Page, base: str, name: str | None = None) -> str:
     return name
 
 
+def log_in_in_browser(page: Page, base: str, name: str) -> None:
+    """Log in as `name` in the browser page and land on the chat list."""
+    page.goto(base + "/login")
+    page.locator("#name").fill(name)
+    page.locator("#password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(re.escape(base) + "/$"))
+
+
 def sign_up_and_start_a_chat(page: Page, base: str) -> tuple[str, str]:
     """A new person's first chat, empty, open and following on `page`: return their name
     and the chat's URL."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import lxml.html
@@ -191,6 +191,20 @@ def status_in(event: Event, answer_id: str | None = None) -> str | None:
         _ANSWER.format(f'[@id="answer-{answer_id}"]' if answer_id else "")
     )
     return found[0].get("data-status") if found else None
+
+
+def showing(answer_id: str, status: str = "done") -> Callable[[list[Event]], bool]:
+    """A condition for reading a stream until an event so far carries the answer in
+    `status`; asked again with more events, it parses only the new ones."""
+    checked, found = 0, False
+
+    def until(events: list[Event]) -> bool:
+        nonlocal checked, found
+        found = found or any(status_in(e, answer_id) == status for e in events[checked:])
+        checked = len(events)
+        return found
+
+    return until
 
 
 def answer_in(response_html: str) -> str:

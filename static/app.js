@@ -13,13 +13,26 @@
     }
   });
 
-  // Esc stops the running answer, as its Stop button does.
+  // Esc stops the running answer, as its Stop button does (in the search box it clears
+  // the search instead).
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape" || event.isComposing) return;
+    if (event.target.matches && event.target.matches("input[type=search]")) return;
     var stop = document.querySelector("#messages article.answer[aria-busy] button.stop");
     if (stop) {
       event.preventDefault();
       stop.click();
+    }
+  });
+
+  // Ctrl+K (Cmd+K) goes to the search box, as in ChatGPT and Slack.
+  document.addEventListener("keydown", function (event) {
+    if ((event.key || "").toLowerCase() !== "k" || !(event.ctrlKey || event.metaKey)) return;
+    var search = document.querySelector("form.search input[type=search]");
+    if (search) {
+      event.preventDefault();
+      search.focus();
+      search.select();
     }
   });
 
@@ -46,13 +59,14 @@
   // The page's one stream: resuming, never twice, short deltas, network changes and the
   // connection's state are the chat-stream htmx extension's (chat-stream.js).
 
-  // A message the page shows already is never added twice (a snapshot, which replaces
-  // #messages as a whole, is not an addition).
+  // A message the page shows already is never added twice. A snapshot is no addition: it
+  // replaces what #messages holds (its fragment is #messages itself), and it may well
+  // begin with a message the page shows (a new version of the last answer, say).
   document.addEventListener("htmx:oobBeforeSwap", function (event) {
     var fragment = event.detail.fragment;
     var first = fragment && fragment.firstElementChild;
     var target = event.detail.target;
-    if (target.id === "messages" && first && first.id && first.id !== target.id &&
+    if (target.id === "messages" && fragment.id !== "messages" && first && first.id &&
         document.getElementById(first.id)) {
       event.detail.shouldSwap = false;
     }

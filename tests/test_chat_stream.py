@@ -13,7 +13,7 @@ from chatapp import store
 from chatapp.frames import parse_chat_cursor
 from chatapp.providers import tokenize
 from harness.client import ChatClient, Event, parse_events
-from harness.page import Page, normalized
+from harness.page import Page, normalized, showing
 from harness.servers import Stack, wait_until
 
 # An `end` that keeps the blocks a page built from the answer's log (htmx's hx-preserve).
@@ -161,13 +161,10 @@ def test_a_page_cut_after_any_event_resumes_to_the_same_page(stack: Stack) -> No
     assert len(live) >= 6
     for cut in range(len(live) - 1):
         before = live[: cut + 1]
-
-        def shows_it_finished(events: list[Event], before: list[Event] = before) -> bool:
-            return Page().apply(before + events).status(answer_id) == "done"
-
+        shows_it_finished = showing(answer_id, "done")
         rest = device.live(chat_id, until=shows_it_finished, last_event_id=live[cut].id)
-        assert shows_it_finished(rest), f"cut after {live[cut].id}: never finished"
         page = Page().apply(before + rest)  # asserts nothing was added twice
+        assert page.status(answer_id) == "done", f"cut after {live[cut].id}: never finished"
         assert page.message_ids() == [message.id for message in stored], live[cut].id
         for message in stored:
             assert page.shows(message.id, message.html), live[cut].id
@@ -363,12 +360,15 @@ def test_renaming_regenerating_and_deleting_reach_every_page(stack: Stack) -> No
     again = laptop.http.post(f"/chats/{chat_id}/messages/{answer_id}/regenerate", headers=headers)
     assert again.status_code == 204
     rewritten = phone.live(chat_id, until=ended, last_event_id=titled[-1].id)
-    assert rewritten[0].event == "answer" and f'id="answer-{answer_id}"' in rewritten[0].data
-    assert 'hx-swap-oob="true"' in rewritten[0].data  # it replaces the answer on the page
+    assert rewritten[0].event == "snapshot"  # a new version: the page shows the chat anew
     assert rewritten[-1].event == "end"
-    second = store.get_message(stack.redis(), chat_id, answer_id)
-    assert first is not None and second is not None and second.gen != first.gen
-    assert second.status == "done" and Page().apply(done + rewritten).shows(answer_id, second.html)
+    question, second = store.get_messages(stack.redis(), chat_id)
+    assert (
+        first is not None and second.id != answer_id and second.versions == (answer_id, second.id)
+    )
+    page = Page().apply(done + rewritten)
+    assert page.message_ids() == [question.id, second.id]
+    assert second.status == "done" and page.shows(second.id, second.html)
 
     deleted = laptop.http.post(f"/chats/{chat_id}/delete", headers=headers)
     assert deleted.status_code == 204 and deleted.headers["HX-Redirect"] == "/"

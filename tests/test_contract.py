@@ -20,6 +20,7 @@ from chatapp.contract import (
     CHAT_DELETED,
     DELTA,
     MESSAGE_ADDED,
+    PATH_CHANGED,
     TITLE_CHANGED,
     AnswerEntries,
     ChatEvent,
@@ -177,10 +178,14 @@ def test_a_rename_regenerate_and_delete_publish_their_events(
 
     again = store.regenerate(r, chat_id, sent.answer_id, "m", time.time(), 60_000)  # regenerate.lua
     assert again.status == "ok"
-    regenerated = listening.next_events()
-    expected = ChatEvent(ANSWER_STARTED, sent.answer_id, again.generation_id, again=True)
-    assert regenerated == ChatEvents(6, [expected])
-    assert events_logged(r, chat_id, regenerated) == [expected]
+    regenerated = listening.next_events()  # a new version of the answer
+    expected = [
+        ChatEvent(PATH_CHANGED),
+        ChatEvent(ANSWER_STARTED, again.answer_id, again.generation_id),
+    ]
+    assert again.answer_id != sent.answer_id
+    assert regenerated == ChatEvents(6, expected)
+    assert events_logged(r, chat_id, regenerated) == expected
 
     chat_now = store.get_chat(r, chat_id)
     assert chat_now is not None
@@ -188,9 +193,9 @@ def test_a_rename_regenerate_and_delete_publish_their_events(
     heard = [listening.next() for _ in range(3)]
     assert isinstance(heard[0], AnswerEntries) and heard[0].entries[0].kind == "stopped"
     assert heard[1] == ChatEvents(
-        7, [ChatEvent(ANSWER_ENDED, sent.answer_id, again.generation_id, status="stopped")]
+        8, [ChatEvent(ANSWER_ENDED, again.answer_id, again.generation_id, status="stopped")]
     )
-    assert heard[2] == ChatEvents(8, [ChatEvent(CHAT_DELETED)])
+    assert heard[2] == ChatEvents(9, [ChatEvent(CHAT_DELETED)])
 
 
 def test_a_nudge_names_the_sessions_that_ended(r: redis.Redis) -> None:

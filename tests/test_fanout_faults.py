@@ -26,7 +26,7 @@ from rq import Worker
 from chatapp import store
 from chatapp.frames import parse_chat_cursor
 from harness.client import ChatClient, Event, parse_events
-from harness.page import Page, normalized, status_in
+from harness.page import Page, normalized, showing, status_in
 from harness.servers import Stack, rq_worker, stack_behind_nginx, wait_until
 
 VIEWERS = 100
@@ -300,7 +300,7 @@ def watch_page(base: str, answer: Answer, seed: int) -> Viewer:
                 url,
                 last_id if resume else None,
                 rng,
-                lambda events: any(done(e) for e in events),
+                showing(answer.answer_id, "done"),
                 skip=("ping", "chats"),  # a chat page's stream stays open after the answer
             )
             viewer.connections += 1

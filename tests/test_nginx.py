@@ -16,7 +16,7 @@ import redis
 
 from chatapp import store
 from harness.client import ChatClient, Event, parse_events
-from harness.page import Page, status_in
+from harness.page import Page, showing, status_in
 from harness.servers import (
     PROJECT_DIR,
     RedisServer,
@@ -92,16 +92,17 @@ def test_a_page_that_reconnects_through_nginx_resumes_exactly(proxied: Stack) ->
     chat_id = client.new_chat()
     answer_id = client.send_ok(chat_id, "Resume my page through nginx")
     seen: list[Event] = []
-
-    def few_or_ended(read: list[Event]) -> bool:
-        return len(read) >= 3 or Page().apply(seen + read).status(answer_id) == "done"
-
     cursor: str | None = None
     for _ in range(300):  # a few events per connection, then a fresh one (either process)
-        events = client.live(chat_id, until=few_or_ended, last_event_id=cursor)
+        ended = showing(answer_id, "done")
+        events = client.live(
+            chat_id,
+            until=lambda read, ended=ended: ended(read) or len(read) >= 3,
+            last_event_id=cursor,
+        )
         seen += events
         cursor = next((e.id for e in reversed(events) if e.id), cursor)
-        if Page().apply(seen).status(answer_id) == "done":
+        if ended(events):
             break
     assert Page().apply(seen).status(answer_id) == "done"
     assert [e.event for e in seen].count("snapshot") == 1  # every reconnect resumed

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from chatapp import store
-from harness.accounts import PASSWORD, sign_up_and_start_a_chat
+from harness.accounts import log_in_in_browser, sign_up_and_start_a_chat
 from harness.servers import Stack, stack_behind_nginx, wait_until
 
 TIMEOUT_MS = 30_000
@@ -32,14 +32,6 @@ def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
     yield made
     for context in made:
         context.close()
-
-
-def log_in(page: Page, base: str, name: str) -> None:
-    page.goto(base + "/login")
-    page.locator("#name").fill(name)
-    page.locator("#password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(re.escape(base) + "/$"))
 
 
 def open_chat(page: Page, url: str) -> None:
@@ -94,9 +86,9 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
     chat_id = chat_url.rsplit("/", 1)[-1]
 
     phone = contexts[1].new_page()
-    log_in(phone, base, name)
+    log_in_in_browser(phone, base, name)
     open_chat(phone, chat_url)
-    log_in(contexts[2].new_page(), base, name)
+    log_in_in_browser(contexts[2].new_page(), base, name)
     tabs = contexts[2].pages[:1] + [contexts[2].new_page() for _ in range(3)]
     for tab in tabs:  # four tabs of one chat in one browser: one connection each
         open_chat(tab, chat_url)
@@ -201,7 +193,7 @@ def test_a_chat_deleted_on_one_device_leaves_every_screen_showing_it(
     laptop = contexts[0].new_page()
     name, chat_url = sign_up_and_start_a_chat(laptop, base)
     phone = contexts[1].new_page()
-    log_in(phone, base, name)
+    log_in_in_browser(phone, base, name)
     open_chat(phone, chat_url)
     expect(phone.locator(f'a[href="{chat_url.removeprefix(base)}"]')).to_have_count(1)
 

@@ -356,9 +356,23 @@ SENTINEL = r"""
   const HTMX_ATTRIBUTE = /^(data-)?(hx-|sse-)/;
   // The app's own markup in #messages (templates/partials/message.html, answer.html,
   // answer_gone.html, chatapp/frames.py): each element, and the attributes it may carry.
+  const USER_ACTIONS = "#messages > article.message.user > footer.message-actions";
+  const ANSWER_ACTIONS = "#messages > article.answer > header.answer-meta > span.answer-actions";
   const SKELETON = [
     ["#messages > article.message.user", ["class", "id", "aria-label"]],
     ["#messages > article.message.user > div.message-body", ["class", "hx-disable"]],
+    ["#messages > article.message.user > footer.message-actions", ["class"]],
+    [`${USER_ACTIONS} > nav.versions`, ["class", "aria-label"]],
+    [`${USER_ACTIONS} > nav.versions > button`,
+      ["type", "aria-label", "hx-swap", "hx-post", "disabled"]],
+    [`${USER_ACTIONS} > nav.versions > span`, []],
+    [`${USER_ACTIONS} > details.edit`, ["class"]],
+    [`${USER_ACTIONS} > details.edit > summary`, []],
+    [`${USER_ACTIONS} > details.edit > form`, ["hx-post", "hx-swap", "hx-disabled-elt"]],
+    [`${USER_ACTIONS} > details.edit > form > input`, ["type", "name", "value"]],
+    [`${USER_ACTIONS} > details.edit > form > textarea`,
+      ["name", "rows", "required", "aria-label"]],
+    [`${USER_ACTIONS} > details.edit > form > button`, ["type"]],
     ["#messages > article.message.answer", ["class", "id", "data-status", "aria-label",
       "aria-busy", "data-generation"]],
     ["#messages > article.answer > header.answer-meta", ["class"]],
@@ -368,6 +382,10 @@ SENTINEL = r"""
     ["#messages > article.answer > header.answer-meta > button.stop",
       ["type", "class", "hx-post", "hx-swap"]],
     ["#messages > article.answer > header.answer-meta > span.answer-actions", ["class"]],
+    [`${ANSWER_ACTIONS} > nav.versions`, ["class", "aria-label"]],
+    [`${ANSWER_ACTIONS} > nav.versions > button`,
+      ["type", "aria-label", "hx-swap", "hx-post", "disabled"]],
+    [`${ANSWER_ACTIONS} > nav.versions > span`, []],
     ["#messages > article.answer > header.answer-meta > span.answer-actions > button.copy",
       ["type", "class", "data-copy", "aria-label"]],
     ["#messages > article.answer > header.answer-meta > span.answer-actions > button.regenerate",
@@ -389,7 +407,8 @@ SENTINEL = r"""
   const APP_VALUES = {
     "hx-ext": /^sse$/,
     "data-generation": new RegExp(`^${ID}$`),
-    "hx-post": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/(stop|regenerate)$`),
+    "hx-post": new RegExp(`^/chats/[0-9a-f]+/messages/${ID}/(stop|regenerate|edit|show)$`),
+    "hx-disabled-elt": /^find button$/,
     "data-copy": new RegExp(`^#answer-${ID} \\.blocks( pre)?$`),
     "hx-swap": /^(none|innerHTML|beforeend|outerHTML)$/,
     "hx-disable": /^$/,
@@ -399,7 +418,9 @@ SENTINEL = r"""
   const APP_HTMX_ELEMENTS = "body, section.chat, section.chat > div[hidden], form#composer, " +
     "section.welcome, section.welcome > div[hidden], ul#chat-list, " +
     "button.stop, button.regenerate, div.blocks, div.tail, div.message-body, div.thinking-text, " +
-    "form.rename, form.options, form[hx-confirm]";
+    "form.rename, form.options, form[hx-confirm], nav.versions > button, details.edit > form, " +
+    "nav.sidebar > form.search, nav.sidebar > form.search > input, " +
+    "nav.sidebar > form.search > span[hidden]";
 
   const describe = (el) => {
     const attrs = Array.from(el.attributes).map((a) => ` ${a.name}="${a.value}"`).join("");
@@ -412,11 +433,12 @@ SENTINEL = r"""
   // Rules for any element anywhere: no handlers, no styles, no script-bearing URLs.
   function hardProblems(el, attributeNames) {
     const found = [];
-    // The app's one <details> (the chat's options menu, templates/chat.html) and the model
-    // picker in it are no content.
+    // The app's own <details> (the chat's options menu, templates/chat.html, and a
+    // question's Edit) and the model picker in the menu are no content.
     const options = "section.chat > header.chat-header > details.chat-actions";
     const appOwn = el.matches(`${options}, ${options} > form.options > select#chat-model, ` +
-      "#messages > article.answer > div.answer-body > details.thinking");
+      "#messages > article.answer > div.answer-body > details.thinking, " +
+      `${USER_ACTIONS} > details.edit`);
     if (FORBIDDEN_TAGS.has(el.localName) && !appOwn)
       found.push(`forbidden tag ${describe(el)}`);
     for (const name of attributeNames || el.getAttributeNames()) {
@@ -519,12 +541,15 @@ SENTINEL = r"""
         continue;
       }
       found.push(...hardProblems(el));
-      // The composer, the "new chat" forms (base.html, index.html) and "log out" (base.html).
+      // The composer, the "new chat" forms (base.html, index.html), "log out" and the
+      // search box (base.html), and a question's Edit (message.html, in the skeleton).
       const action = el.getAttribute("action");
+      const edit = el.matches(`${USER_ACTIONS} > details.edit > form`);
       const ours = (el.method === "post" && (action === "/chats" || action === "/logout")
         && el.closest("header.topbar, section.welcome"))
-        || (el.parentElement && el.parentElement.matches("section.chat details.chat-actions"));
-      if (name === "form" && (el.closest("#messages") || !(el.id === "composer" || ours)))
+        || (el.parentElement && el.parentElement.matches("section.chat details.chat-actions"))
+        || (el.method === "get" && action === "/search" && el.matches("nav.sidebar > form"));
+      if (name === "form" && !edit && (el.closest("#messages") || !(el.id === "composer" || ours)))
         found.push(`form ${describe(el)}`);
     }
     // base.html's four: htmx, its SSE extension, chat-stream.js, app.js.

@@ -24,6 +24,7 @@ from chatapp.store.chats import (
     send_message,
     set_chat_options,
     set_model,
+    show_version,
     title_from,
 )
 from chatapp.store.keys import (
@@ -68,6 +69,8 @@ from chatapp.store.nudges import (
 from chatapp.store.records import (
     Chat,
     Message,
+    chat_texts,
+    chat_versions,
     get_chat,
     get_chat_and_messages,
     get_message,
@@ -93,6 +96,8 @@ __all__ = [
     "chat_event_count",
     "chat_events",
     "chat_key",
+    "chat_texts",
+    "chat_versions",
     "claim_key",
     "claim_new_chat",
     "create_chat",
@@ -127,6 +132,7 @@ __all__ = [
     "send_message",
     "set_chat_options",
     "set_model",
+    "show_version",
     "title_from",
     "user_channel",
     "user_chats_key",

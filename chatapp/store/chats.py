@@ -17,11 +17,13 @@ from chatapp.store.keys import (
     chat_key,
     claim_key,
     events_key,
+    every_message_key,
     heartbeat_key,
     message_key,
     messages_key,
     new_chat_claim_key,
     new_id,
+    path_key,
     publish_command,
     user_chats_key,
 )
@@ -47,6 +49,7 @@ _SET_IF_EXISTS = Script(
 )
 
 
+_SHOW_VERSION = Script(None, (Path(__file__).parent / "show_version.lua").read_bytes())  # type: ignore[arg-type]
 _REGENERATE = Script(None, (Path(__file__).parent / "regenerate.lua").read_bytes())  # type: ignore[arg-type]
 
 
@@ -101,6 +104,7 @@ def send_message(
     title: str = "",
     max_messages: int = DEFAULTS["MAX_CHAT_MESSAGES"],
     behind_own: bool = False,
+    replaces: str = "",
 ) -> SendResult:
     """Store a user message and its queued answer, unless this client id was already sent.
 
@@ -108,6 +112,9 @@ def send_message(
     first message also gives it its title (`title`, or the text itself). A chat holding
     `max_messages` (questions and answers) takes no more: the result is `full`. An answer
     `behind_own` waits for its asker's other answers (their cap), and says so from the start.
+    `replaces`: the id of a question on the chat's path that this one is a new version of
+    (an edit): the old version and what followed it stay, as its path (`show_version`);
+    `missing` if it is not on the path.
     """
     user_id, answer_id, generation_id = new_id(), new_id(), new_id()
     keys = [
@@ -118,6 +125,8 @@ def send_message(
         message_key(chat_id, answer_id),
         events_key(chat_id),
         heartbeat_key(chat_id, generation_id),
+        every_message_key(chat_id),
+        path_key(chat_id, replaces or user_id),
     ]
     args: list[str | float] = [
         user_id,
@@ -134,6 +143,8 @@ def send_message(
         channel(chat_id),
         publish_command(r),
         "1" if behind_own else "",
+        replaces,
+        message_key(chat_id, ""),
     ]
     reply = _SEND(keys=keys, args=args, client=r)
     status = reply[0]
@@ -178,11 +189,27 @@ def delete_chat(r: redis.Redis, chat: Chat, timing: Timing | None = None) -> Non
         if running is not None and running.running:
             end(r, chat.id, running.id, running.gen, Terminal(contract.STOPPED), timing)
     keys = [chat_key(chat.id), messages_key(chat.id), events_key(chat.id)]
-    _DELETE_CHAT(
-        keys=keys, args=[channel(chat.id), message_key(chat.id, ""), publish_command(r)], client=r
-    )
+    keys.append(every_message_key(chat.id))
+    args = [channel(chat.id), message_key(chat.id, ""), publish_command(r), path_key(chat.id, "")]
+    _DELETE_CHAT(keys=keys, args=args, client=r)
     r.zrem(user_chats_key(chat.owner), chat.id)
     nudges.nudge(r, chat.owner)
+
+
+def show_version(r: redis.Redis, chat_id: str, chosen: str) -> str:
+    """Show another version of a question, with the path it had; return ok, missing (no
+    such version, or none of its versions shown) or busy (an answer is being written)."""
+    message = get_message(r, chat_id, chosen)
+    versions = message.versions if message else ()
+    path: list[str] = r.lrange(messages_key(chat_id), 0, -1)  # type: ignore[assignment]
+    shown = next((version for version in versions if version in path), "")
+    if not shown:
+        return "missing"
+    keys = [chat_key(chat_id), messages_key(chat_id), events_key(chat_id)]
+    keys += [path_key(chat_id, shown), path_key(chat_id, chosen)]
+    args = [shown, chosen, message_key(chat_id, ""), channel(chat_id), publish_command(r)]
+    reply = _SHOW_VERSION(keys=keys, args=args, client=r)
+    return str(reply[0])
 
 
 def regenerate(
@@ -194,15 +221,19 @@ def regenerate(
     queue_wait_ms: int,
     behind_own: bool = False,
 ) -> SendResult:
-    """Write the chat's last answer again, as a new generation; `status` is ok, missing,
+    """Write the chat's last answer again, as a new version of it (the old one stays, one
+    click away: `show_version`); `status` is ok (`answer_id`: the new answer's), missing,
     busy (another answer runs) or not_last. `behind_own`: as for `send_message`."""
-    generation_id = new_id()
+    generation_id, again_id = new_id(), new_id()
     keys = [
         chat_key(chat_id),
         messages_key(chat_id),
         message_key(chat_id, answer_id),
         events_key(chat_id),
         heartbeat_key(chat_id, generation_id),
+        message_key(chat_id, again_id),
+        every_message_key(chat_id),
+        path_key(chat_id, answer_id),
     ]
     args: list[str | float] = [
         answer_id,
@@ -213,11 +244,13 @@ def regenerate(
         channel(chat_id),
         publish_command(r),
         "1" if behind_own else "",
+        again_id,
+        message_key(chat_id, ""),
     ]
     reply = _REGENERATE(keys=keys, args=args, client=r)
     if reply[0] == "ok":
         _answer_started(r, chat_id, now)
-        return SendResult("ok", answer_id=answer_id, generation_id=generation_id)
+        return SendResult("ok", answer_id=again_id, generation_id=generation_id)
     return SendResult(reply[0], answer_id=reply[1] if len(reply) > 1 else "")
 
 

@@ -30,6 +30,17 @@ def message_key(chat_id: str, message_id: str) -> str:
     return f"{PREFIX}:{{{chat_id}}}:msg:{message_id}"
 
 
+def path_key(chat_id: str, message_id: str) -> str:
+    """The messages that followed a version of a question (or answer) when it was last
+    shown, itself first: where switching back to it leads."""
+    return f"{PREFIX}:{{{chat_id}}}:path:{message_id}"
+
+
+def every_message_key(chat_id: str) -> str:
+    """Every message the chat ever held, on any path (so that deleting it misses none)."""
+    return f"{PREFIX}:{{{chat_id}}}:every"
+
+
 def log_key(chat_id: str, generation_id: str) -> str:
     return f"{PREFIX}:{{{chat_id}}}:gen:{generation_id}:log"
 

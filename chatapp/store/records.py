@@ -38,6 +38,7 @@ class Message:
     prompt_tokens: int = 0  # as the model server counted them (0: not told)
     answer_tokens: int = 0
     thinking_html: str = ""  # the model's reasoning, escaped (shown apart, never sent back)
+    versions: tuple[str, ...] = ()  # a question edited: the ids of its versions, in order
 
     @property
     def running(self) -> bool:
@@ -77,6 +78,7 @@ def _message(fields: dict[str, str]) -> Message | None:
         prompt_tokens=int(fields.get("prompt_tokens") or 0),
         answer_tokens=int(fields.get("answer_tokens") or 0),
         thinking_html=fields.get("thinking_html", ""),
+        versions=tuple(fields["versions"].split(",")) if fields.get("versions") else (),
     )
 
 
@@ -132,3 +134,32 @@ def _messages(r: redis.Redis, chat_id: str, ids: list[str]) -> list[Message]:
 
 def get_message(r: redis.Redis, chat_id: str, message_id: str) -> Message | None:
     return _message(r.hgetall(message_key(chat_id, message_id)))  # type: ignore[arg-type]
+
+
+def chat_texts(r: redis.Redis, chat_ids: list[str]) -> dict[str, list[str]]:
+    """Return each chat's title and its messages' texts (a chat that is gone: none), for
+    many chats in two round trips."""
+    pipe = r.pipeline(transaction=False)
+    for chat_id in chat_ids:
+        pipe.hget(chat_key(chat_id), "title")
+        pipe.lrange(messages_key(chat_id), 0, -1)
+    replies = pipe.execute()
+    titles, message_ids = replies[0::2], replies[1::2]
+    pipe = r.pipeline(transaction=False)
+    for chat_id, ids in zip(chat_ids, message_ids, strict=True):
+        for message_id in ids:
+            pipe.hget(message_key(chat_id, message_id), "text")
+    texts = iter(pipe.execute())
+    return {
+        chat_id: ([title] if title is not None else []) + [next(texts) or "" for _ in ids]
+        for chat_id, title, ids in zip(chat_ids, titles, message_ids, strict=True)
+    }
+
+
+def chat_versions(r: redis.Redis, chat_ids: list[str]) -> list[int]:
+    """Return each chat's count of events: it moves whenever the chat changes (a message,
+    an answer's start or end, a new title), so it tells whether what was read is current."""
+    pipe = r.pipeline(transaction=False)
+    for chat_id in chat_ids:
+        pipe.llen(events_key(chat_id))
+    return [int(count) for count in pipe.execute()]
