@@ -229,7 +229,7 @@ class _ChatStream:
     def _apply(self, event: ChatEvent) -> Iterator[bytes]:
         """Send what one chat event changes on the page."""
         kind, message_id = event.kind, event.message_id
-        if kind == contract.ANSWER_STARTED and event.again:  # the page has it: replace it
+        if kind == contract.ANSWER_STARTED and event.again:  # an older log's: replace it
             yield from self._answer_again(message_id)
         elif kind == contract.TITLE_CHANGED:
             title = frames.title_element(event.title)

@@ -43,6 +43,7 @@ TERMINAL = (DONE, ERROR, STOPPED)
 # The kinds of chat events.
 MESSAGE_ADDED = "message_added"  # m: the user's message
 ANSWER_STARTED = "answer_started"  # m, g; again: a new generation of an answer on the page
+# (logged by regenerations before they made new versions: still in older chats' logs)
 ANSWER_ENDED = "answer_ended"  # m, g, status
 TITLE_CHANGED = "title_changed"  # title
 CHAT_DELETED = "chat_deleted"

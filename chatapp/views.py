@@ -178,14 +178,14 @@ def edit(chat_id: str, message_id: str) -> Response | tuple[str, int]:
 @bp.post("/chats/<chat_id>/messages/<message_id>/show")
 @every_action_counts
 def show_version(chat_id: str, message_id: str) -> Response | tuple[str, int]:
-    """Show this version of a question, with the answers and questions that followed it."""
+    """Show this version of a question or an answer, with what followed it."""
     chat = load_chat(chat_id)
     status = (
         store.show_version(get_redis(), chat.id, message_id)
         if store.is_id(message_id)
         else "missing"
     )
-    if problem := _refusal(status, "This version of the question does not exist."):
+    if problem := _refusal(status, "This version does not exist."):
         return problem
     return "", 204
 

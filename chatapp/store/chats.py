@@ -197,8 +197,9 @@ def delete_chat(r: redis.Redis, chat: Chat, timing: Timing | None = None) -> Non
 
 
 def show_version(r: redis.Redis, chat_id: str, chosen: str) -> str:
-    """Show another version of a question, with the path it had; return ok, missing (no
-    such version, or none of its versions shown) or busy (an answer is being written)."""
+    """Show another version of a question or an answer, with the path it had; return ok,
+    missing (no such version, or none of its versions shown) or busy (an answer is being
+    written)."""
     message = get_message(r, chat_id, chosen)
     versions = message.versions if message else ()
     path: list[str] = r.lrange(messages_key(chat_id), 0, -1)  # type: ignore[assignment]

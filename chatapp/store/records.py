@@ -38,7 +38,7 @@ class Message:
     prompt_tokens: int = 0  # as the model server counted them (0: not told)
     answer_tokens: int = 0
     thinking_html: str = ""  # the model's reasoning, escaped (shown apart, never sent back)
-    versions: tuple[str, ...] = ()  # a question edited: the ids of its versions, in order
+    versions: tuple[str, ...] = ()  # an edited question's or a regenerated answer's, in order
 
     @property
     def running(self) -> bool:
