@@ -32,7 +32,7 @@ from bench.load import Outcome, Plan, Watching, percentile
 from bench.paced_model import paced_model
 from bench.producers import run_publishers
 from bench.search import SearchRun, load_average, search_run
-from bench.systems import FLUSH_MS, Running, start_answers, started
+from bench.systems import FLUSH_MS, SYSTEMS, Running, start_answers, started
 from bench.worker import WorkerRun, worker_runs, worker_table, worker_targets
 from chatapp import store
 from chatapp.incremental import IncrementalRenderer
@@ -158,7 +158,7 @@ def live(system: str, viewers: int, answers: int, tokens: int, directory: Path) 
         if system.startswith("chatapp"):
             stored = running.stored_answers()
             result.final_html_bytes = sum(len(m.html.encode()) for m in stored) / len(stored)
-            if system == "chatapp page":
+            if system.startswith("chatapp page"):
                 result.pages_right = _pages_right(outcome.bodies, running.paths, stored)
     return result
 
@@ -366,7 +366,7 @@ def _peer_cost(tokens: int, directory: Path) -> Cost:
 @dataclass
 class Report:
     size: dict[str, Any]
-    latency: list[Live]  # chatapp, chatapp page, floor, peer: `viewers` over `answers`
+    latency: list[Live]  # each of SYSTEMS: `viewers` over `answers`
     held: list[Live]  # chatapp page, floor: `held_viewers` over `held_answers`
     finished_catch_up: list[float]
     running_catch_up: list[float]
@@ -397,7 +397,7 @@ class Report:
 
     def targets(self) -> list[str]:
         size = self.size
-        chatapp, page, floor, peer = self.latency
+        chatapp, page, usual, floor, peer = self.latency
         held_page, held_floor = self.held
         finished = percentile(self.finished_catch_up, 0.5)
         running = percentile(self.running_catch_up, 0.5)
@@ -444,6 +444,11 @@ class Report:
             f"{_ratio(held_page.p(0.99), held_floor.p(0.99))} (answer stream: "
             f"{_ratio(chatapp.p(0.99), floor.p(0.99))}) | 1 | "
             f"{_ratio(peer.p(0.99), floor.p(0.99))} / - |",
+            f"| chat page without the express lane (baseline): p99, CPU per event vs floor, "
+            f"{usual.viewers} viewers | - | {usual.p(0.99):.1f} ms, "
+            f"{_ratio(usual.cpu_us_per_event, floor.cpu_us_per_event)} (with it: "
+            f"{page.p(0.99):.1f} ms, {_ratio(page.cpu_us_per_event, floor.cpu_us_per_event)}) "
+            "| 1 | - |",
             *worker_targets(self.workers),
             self.search.target(),
         ]
@@ -497,7 +502,7 @@ def run_all(size: dict[str, Any], directory: Path) -> Report:
     """Every scenario, one after another, each on its own fresh servers."""
     latency = [
         live(system, size["viewers"], size["answers"], size["tokens"], directory / "live")
-        for system in ("chatapp", "chatapp page", "floor", "peer")
+        for system in SYSTEMS
     ]
     held = held_rows(size, directory / "held")
     finished = catch_up(size, directory / "finished", running_answer=False)
@@ -544,10 +549,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             rows = [
                 live(system, size["viewers"], size["answers"], size["tokens"], Path(scratch))
-                for system in ("chatapp page", "chatapp", "floor")
+                for system in ("chatapp page", "chatapp page, no express", "chatapp", "floor")
             ]
         print(LIVE_HEADER, *(row.row() for row in rows), sep="\n")
-        page, answer, floor = rows
+        page, usual, answer, floor = rows
+        print(
+            f"chat page, p99: {page.p(0.99):.1f} ms, {_ratio(page.p(0.99), floor.p(0.99))} the "
+            f"floor's; without the express lane {usual.p(0.99):.1f} ms, "
+            f"{_ratio(usual.p(0.99), floor.p(0.99))}; CPU per event "
+            f"{_ratio(page.cpu_us_per_event, floor.cpu_us_per_event)} the floor's, without "
+            f"{_ratio(usual.cpu_us_per_event, floor.cpu_us_per_event)}"
+        )
         print(
             f"bytes a viewer reads of a {page.tokens}-token answer: chat page "
             f"{page.kb_per_viewer_answer:.1f} KB without the chat list (goal: its final HTML "

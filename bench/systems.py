@@ -5,6 +5,8 @@
   on each answer's own stream.
 - chatapp page: the same, with viewers on the chat page's one stream (`/chats/<id>/live`),
   which carries the chat's events beside the answer.
+- chatapp page, no express: the same with the express lane off (`CHATAPP_EXPRESS_WRITES`,
+  chatapp/express.py): every event through its stream's greenlet, the baseline in the run.
 - floor: bench/floor.py, the barest pub/sub relay, one event per token.
 - peer: flask-sse (bench/peer.py), one event per token, one Redis connection per viewer.
 
@@ -42,7 +44,7 @@ from harness.servers import (
 )
 from harness.servers import web_server as chatapp_web_server
 
-SYSTEMS = ("chatapp", "chatapp page", "floor", "peer")
+SYSTEMS = ("chatapp", "chatapp page", "chatapp page, no express", "floor", "peer")
 WORKER_CONNECTIONS = "16000"  # gunicorn's per-process cap; the fd limit here is 20,000
 FLUSH_MS = DEFAULTS["FLUSH_MS"]  # chatapp's own coalescing window
 
@@ -105,13 +107,14 @@ def started(
         server = RedisServer(directory)
         exits.callback(server.stop)
         if name.startswith("chatapp"):
+            express = name != "chatapp page, no express"
             running = exits.enter_context(
-                _chatapp(server.url, directory, model_url, answers, flush_ms, produce)
+                _chatapp(server.url, directory, model_url, answers, flush_ms, produce, express)
             )
             running.answers = [
                 (path.split("/")[2], path.split("/")[4]) for path in running.paths
             ]  # /chats/<chat>/messages/<answer>/stream
-            if name == "chatapp page":  # the chat page's one stream, not the answer's
+            if name.startswith("chatapp page"):  # the chat page's one stream, not the answer's
                 running.name = name
                 page = {path: path.split("/messages/")[0] + "/live" for path in running.paths}
                 running.paths = [page[path] for path in running.paths]
@@ -129,7 +132,13 @@ def started(
 
 @contextmanager
 def _chatapp(
-    redis_url: str, directory: Path, model_url: str, answers: int, flush_ms: int, produce: bool
+    redis_url: str,
+    directory: Path,
+    model_url: str,
+    answers: int,
+    flush_ms: int,
+    produce: bool,
+    express: bool = True,
 ) -> Iterator[Running]:
     env = stack_env(
         redis_url,
@@ -141,6 +150,7 @@ def _chatapp(
         CHATAPP_WORKER_CONNECTIONS=WORKER_CONNECTIONS,
         CHATAPP_AUTO_TITLES="off",
         CHATAPP_RATE_LIMIT_SIGNUP="10000 per hour",  # one account per answer, one address
+        CHATAPP_EXPRESS_WRITES="on" if express else "off",
     )
     with chatapp_web_server(env) as (base, process), ExitStack() as exits:
         # One person per answer, as people ask: a chat's viewers are its asker's tabs, and

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import redis
 
 from chatapp import frames, store
-from chatapp.contract import Entry, Published
+from chatapp.contract import AnswerEntries, Entry, Published
 from chatapp.follow import AnswerLog, StreamSettings, relay, serve
 from chatapp.frames import Cursor
 from chatapp.hub import Hub
@@ -116,6 +116,14 @@ class _AnswerStream:
 
     def live(self, payload: Published) -> Iterator[bytes]:
         yield from self._send(self.answer.entries_in(payload))
+
+    def express(self, payload: Published) -> bytes | None:
+        if self.finished or not isinstance(payload, AnswerEntries):
+            return None
+        entries = self.answer.next_in(payload)
+        if entries is None or any(entry.terminal for entry in entries):
+            return None  # the end goes the usual way
+        return b"".join(self._send(entries))
 
     def missed(self) -> Iterator[bytes]:
         yield from self._send(self.answer.missed())

@@ -68,6 +68,9 @@ class _ChatListStream:
     def hears(self, payload: Published) -> bool:
         return True
 
+    def express(self, payload: Published) -> bytes | None:
+        return None  # a list is read from Redis: the usual way
+
     def live(self, payload: Published) -> Iterator[bytes]:
         if not isinstance(payload, ChatListChanged):
             return

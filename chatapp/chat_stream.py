@@ -22,13 +22,12 @@ import redis
 
 from chatapp import contract, frames, probes, store
 from chatapp.chat_list_stream import shared_render
-from chatapp.contract import ChatEvent, ChatEvents, ChatListChanged, Published
+from chatapp.contract import AnswerEntries, ChatEvent, ChatEvents, ChatListChanged, Published
 from chatapp.follow import StreamSettings, relay, serve
 from chatapp.frames import ChatCursor, Cursor
 from chatapp.hub import Hub
 from chatapp.page_answer import Article, PageAnswer
 from chatapp.running_answer import AnswerBody, answer_so_far
-from chatapp.sse import ServerSentEvent
 from chatapp.store import Message
 from chatapp.subscription import Subscription
 
@@ -96,9 +95,6 @@ class _ChatStream:
         self.answer = PageAnswer(r, self.chat_id, self.render, lambda: self.events_sent)
 
     def run(self) -> Iterator[bytes]:
-        # Something at once, so the response (and the browser's `open`) starts now even when
-        # nothing is new: a resumed page may wait minutes for its next event.
-        yield ServerSentEvent(comment="following").encode()
         if store.get_chat(self.r, self.chat_id) is None:  # deleted since the request began
             yield self._gone()
             return
@@ -180,6 +176,11 @@ class _ChatStream:
 
     def hears(self, payload: Published) -> bool:
         return not isinstance(payload, ChatListChanged)  # it says nothing about this chat
+
+    def express(self, payload: Published) -> bytes | None:
+        if self.done() or not isinstance(payload, AnswerEntries):
+            return None
+        return self.answer.express(payload)
 
     def missed(self) -> Iterator[bytes]:
         yield self._chats()  # a nudge may have been missed

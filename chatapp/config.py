@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_MAX_PER_PROCESS": 900,  # below gunicorn's worker_connections, so pages still load
     "STREAMS_PER_USER": 60,  # streams one user may hold in a web process (a tab holds one)
     "STREAM_MAX_SECONDS": 600.0,  # a stream is closed after this long; the browser resumes it
+    "EXPRESS_WRITES": True,  # the hub writes an answer's next entries to waiting streams itself
     "QUEUE_NAME": "chatapp",
     # Accounts and limits
     "REGISTRATION": "open",  # "open", or "closed": only the admin adds accounts

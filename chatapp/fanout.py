@@ -74,12 +74,12 @@ class FanOut:
 
     # -- used by the hub's thread ---------------------------------------------------------
 
-    def deliver(self, channel: str, payload: Published) -> None:
-        """Hand a message to every stream on `channel`."""
+    def deliver(self, channel: str, payloads: list[Published]) -> None:
+        """Hand messages published on `channel` to every stream on it, in order."""
         with self._lock:
             listeners = list(self._listeners.get(channel, ()))
         for subscription in listeners:
-            subscription.deliver(payload)
+            subscription.deliver_all(payloads)
 
     def confirmed(self, channel: str) -> None:
         """Redis confirmed a subscription: its waiting streams go on, and every stream on

@@ -30,6 +30,7 @@ import redis
 
 from chatapp import contract, frames, metrics, probes, store
 from chatapp.contract import AnswerEntries, Entry, Published
+from chatapp.express import Lane, SocketWriter
 from chatapp.hub import Hub, HubUnavailable
 from chatapp.subscription import DRAIN, REFILL, TICK, Subscription
 
@@ -64,6 +65,11 @@ def serve(
         yield retry_later()
         return
     try:
+        # Something at once: the response (and the browser's `open`) starts now, even when
+        # nothing is new (a resumed page may wait minutes for its next event). gunicorn
+        # sends the status line and headers with these first bytes, so they are out before
+        # the hub may write to the socket itself (express.py).
+        yield frames.following_comment()
         yield from run(subscription)
     except redis.RedisError as exc:
         log.warning("%s: Redis unavailable (%s)", name, exc)
@@ -95,6 +101,10 @@ class Listener(Protocol):
         """Whether a live message is news of what the stream follows (it resets the
         quiet clock; a chat-list nudge does not, for a chat page)."""
 
+    def express(self, payload: Published) -> bytes | None:
+        """What `live` would send for `payload`, if it needs no I/O and changes nothing
+        but the stream's position: the hub may then write it itself (express.py)."""
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -106,6 +116,8 @@ class StreamSettings:
     max_seconds: float = 600.0  # then close; the browser reconnects with its Last-Event-ID
     # For ending an answer whose producer is gone: the configured retention.
     timing: store.Timing = field(default_factory=store.Timing)
+    # The response's socket, when the hub may write an answer's entries to it (express.py).
+    writer: SocketWriter | None = None
 
 
 def relay(
@@ -115,6 +127,10 @@ def relay(
     stream's live part runs here. After `max_seconds` the stream closes with `retry:`."""
     close_at = time.monotonic() + settings.max_seconds
     clock = _Clock(listener, settings)
+    lane = None
+    if settings.writer is not None:  # serve's first bytes (and the headers) have gone out
+        lane = Lane(subscription, settings.writer, listener, clock.heard)
+        subscription.express = lane.take
     while not listener.done():
         if time.monotonic() >= close_at:
             # Long-lived responses pin a viewer to one process; closing them now and then
@@ -122,6 +138,8 @@ def relay(
             yield retry_later()
             return
         item = subscription.get()  # a TICK at least every few seconds
+        if lane is not None:
+            lane.finish()  # what the hub began writing goes out before anything else
         # Whatever else has arrived meanwhile goes out in the same write: a busy process
         # makes fewer, larger writes instead of falling further behind.
         out: list[bytes] = []
@@ -144,6 +162,10 @@ class _Clock:
         self.settings = settings
         self.last_ping = self.last_heard = time.monotonic()
 
+    def heard(self) -> None:
+        """News arrived another way (the express lane): no idle check for a while."""
+        self.last_heard = time.monotonic()
+
     def on(self, item: Item) -> Iterator[bytes]:
         """What one inbox item makes the stream send."""
         listener = self.listener
@@ -160,7 +182,10 @@ class _Clock:
         if signal == REFILL:
             self.last_heard = now
             yield from listener.missed()
-        elif now - self.last_heard >= self.settings.check_seconds:
+        elif message is None and now - self.last_heard >= self.settings.check_seconds:
+            # Quiet means a signal found nothing heard for a while; a message is news
+            # itself, though a busy process may hand it over late (no check then: it
+            # reads Redis, and a late stream's check read whole logs for nothing).
             self.last_heard = now
             yield from listener.quiet(tick=signal == TICK)
         if message is not None and not listener.done():
@@ -191,6 +216,13 @@ class AnswerLog:
             return []
         if payload.first > self.sent + 1:
             return self.missed()
+        return payload.entries[self.sent + 1 - payload.first :]
+
+    def next_in(self, payload: AnswerEntries) -> list[Entry] | None:
+        """The entries of a live message that follow what this stream sent, without reading
+        the log: None if it is another generation's or leaves a gap."""
+        if payload.generation_id != self.generation_id or payload.first > self.sent + 1:
+            return None
         return payload.entries[self.sent + 1 - payload.first :]
 
     def missed(self) -> list[Entry]:

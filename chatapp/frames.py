@@ -207,6 +207,11 @@ def retry_event(retry_ms: int) -> ServerSentEvent:
     return ServerSentEvent(comment="try again shortly", retry=retry_ms)
 
 
+def following_comment() -> bytes:
+    """The first bytes of every stream: a comment, which starts the response."""
+    return b": following\n\n"
+
+
 def ping_event() -> ServerSentEvent:
     """Return a keep-alive: a comment for proxies and a named event the page can see."""
     return ServerSentEvent(comment="ping", event=EVENTS.ping, data="")

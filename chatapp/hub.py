@@ -40,6 +40,9 @@ from chatapp.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 SLOT_MAP = "the cluster's slot map"  # retried like a server when it cannot be read
+# Messages read before they are handed out: all that are waiting, up to this many. A
+# channel's messages among them go to its streams together (one write each).
+READ_BATCH = 1000
 
 
 class HubUnavailable(Exception):
@@ -159,7 +162,12 @@ class Hub:
             self._unsubscribe_idle()
             self._check_health()
             self._tick()
-            if not self._read():
+            if self._read():
+                # What it read is handed out: the streams it woke (those it did not write
+                # to itself) run before it reads more, or a hub that always finds more
+                # would keep them waiting for seconds.
+                time.sleep(0)  # under gevent: to the back of the loop's queue
+            else:
                 # Channels waiting to be subscribed again (after a cut) are retried soon.
                 pending = self._table.has_pending()
                 self._wait(timeout=min(interval, RECONNECT_DELAY) if pending else interval)
@@ -282,20 +290,40 @@ class Hub:
                 link.check_health(self._ping_interval)
 
     def _read(self) -> bool:
-        """Dispatch what each connection has ready (a message each); False if none had any."""
+        """Dispatch what each connection has ready; False if none had any."""
         read = False
         for server, link in list(self._links.items()):
             with self._guard(server):
-                message = link.next_message()
-                if message is not None:
-                    read = True
-                    self._dispatch(server, link, message)
+                messages = link.ready_messages(READ_BATCH)
+                read = read or bool(messages)
+                self._dispatch_all(server, link, messages)
         return read
 
     def _wait(self, timeout: float) -> None:
         """Sleep until Redis sends something, a stream asks for something, or `timeout`."""
         sockets = [link.fileno() for link in self._links.values()]
         self._wakeup.sleep([fileno for fileno in sockets if fileno is not None], timeout)
+
+    def _dispatch_all(self, server: str, link: Link, messages: list[dict[str, Any]]) -> None:
+        """Hand out messages read together: each channel's published ones together, in
+        order (a hub running behind then costs a stream one write for many), and anything
+        else after what came before it."""
+        published: dict[str, list[contract.Published]] = {}
+        for message in messages:
+            channel = message.get("channel")
+            if message["type"] in ("message", "smessage") and isinstance(channel, str):
+                payload = contract.decode(message["data"])  # once, for all its streams
+                if payload is not None:
+                    published.setdefault(channel, []).append(payload)
+            else:
+                self._deliver(published)
+                published = {}
+                self._dispatch(server, link, message)
+        self._deliver(published)
+
+    def _deliver(self, published: dict[str, list[contract.Published]]) -> None:
+        for channel, payloads in published.items():
+            self._table.deliver(channel, payloads)
 
     def _dispatch(self, server: str, link: Link, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -305,10 +333,6 @@ class Hub:
         if kind in ("subscribe", "ssubscribe"):
             self._retry.worked(server)  # the server is back: the next cut starts afresh
             self._table.confirmed(channel)
-        elif kind in ("message", "smessage"):
-            payload = contract.decode(message["data"])  # once, for all its streams
-            if payload is not None:
-                self._table.deliver(channel, payload)
         elif kind in ("unsubscribe", "sunsubscribe"):
             if link.confirms_our_unsubscribe(channel) or channel not in link.channels:
                 return

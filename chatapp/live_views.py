@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from flask import Response, current_app, render_template, request, stream_with_context
 
-from chatapp import answers, frames, store
+from chatapp import answers, express, frames, store
 from chatapp.answer_stream import Follow, follow
 from chatapp.chat_list_stream import follow_chat_list
 from chatapp.chat_stream import FollowChat, Pages, follow_chat
@@ -162,13 +162,15 @@ def _come_back_later(exc: Exception) -> Response:
 
 
 def _stream_settings() -> StreamSettings:
-    """The configured pings, checks and limits of a stream, and the timing of terminals
-    it writes (an answer whose producer is gone)."""
+    """The configured pings, checks and limits of a stream, the timing of terminals it
+    writes (an answer whose producer is gone), and its socket for the express lane."""
     config = current_app.config
+    writer = express.writer_for(request.environ) if config["EXPRESS_WRITES"] else None
     return StreamSettings(
         ping_seconds=config["PING_SECONDS"],
         check_seconds=config["CHECK_SECONDS"],
         max_streams=config["SSE_MAX_PER_PROCESS"],
         max_seconds=config["STREAM_MAX_SECONDS"],
         timing=answers.timing(),
+        writer=writer,
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 import weakref
@@ -238,13 +239,24 @@ def _whole_characters(text: str) -> str:
 
 
 def error_text(error: object) -> str:
-    """The server's own words from an error object or body, shortened; never a traceback."""
+    """The server's own words from an error object or body, shortened; never a traceback,
+    and never an address: a proxy's "upstream request to http://10.0.0.7:11434/... failed"
+    names the operator's network to every user."""
     if isinstance(error, dict):
         error = error.get("message") or error.get("error") or ""
         if isinstance(error, dict):
             error = error.get("message") or ""
-    text = " ".join(str(error).split())
+    text = _ADDRESS.sub("(an address)", " ".join(str(error).split()))
     return text[:LONGEST_ERROR] + ("…" if len(text) > LONGEST_ERROR else "")
+
+
+# A URL, or a host with a port (an IP address, localhost, a dotted name: "10.0.0.7:11434").
+_ADDRESS = re.compile(
+    r"\b[a-z][a-z0-9+.-]*://\S+"
+    r"|\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d+)\b"
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}\b",
+    re.IGNORECASE,
+)
 
 
 def _current_greenlet() -> Any:

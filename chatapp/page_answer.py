@@ -15,7 +15,7 @@ from typing import Protocol
 import redis
 
 from chatapp import frames, store
-from chatapp.contract import Entry, Published
+from chatapp.contract import AnswerEntries, Entry, Published
 from chatapp.follow import AnswerLog
 from chatapp.frames import ChatCursor, Cursor
 from chatapp.running_answer import AnswerBody
@@ -66,6 +66,17 @@ class PageAnswer:
     def live(self, payload: Published) -> Iterator[bytes]:
         if self.log:
             yield from self._send(self.log.entries_in(payload))
+
+    def express(self, payload: AnswerEntries) -> bytes | None:
+        """The deltas of a live message's next entries, if they follow what was sent and
+        do not end the answer (ending reads Redis); else None (see express.py)."""
+        log = self.log
+        if log is None or self.ending:
+            return None
+        entries = log.next_in(payload)
+        if entries is None or any(entry.terminal for entry in entries):
+            return None
+        return b"".join(self._send(entries))
 
     def refill(self) -> Iterator[bytes]:
         """The entries published that this stream may have missed, from the log."""

@@ -119,6 +119,16 @@ class Link:
             self.last_reply = time.monotonic()
         return message
 
+    def ready_messages(self, limit: int) -> list[dict[str, Any]]:
+        """The messages that have arrived (at most `limit`), without waiting."""
+        messages: list[dict[str, Any]] = []
+        while len(messages) < limit:
+            message = self.next_message()
+            if message is None:
+                break
+            messages.append(message)
+        return messages
+
     def check_health(self, ping_interval: float) -> None:
         """Ping now and then; raise if Redis stopped answering (a half-open connection)."""
         if not self.pubsub.subscribed:

@@ -32,7 +32,7 @@ ALLOWED_ATTRIBUTES = {
     "ol": {"start"},
     "code": {"class"},
     "span": {"class"},
-    "div": {"class"},
+    "div": {"class", "role", "tabindex", "aria-label"},  # a code block's header (no raw HTML)
     "pre": {"class"},
     "th": {"class"},  # align-left, align-center, align-right (see _alignment_as_class)
     "td": {"class"},
@@ -84,8 +84,11 @@ def _labelled_fence(
     info = unescape_all(tokens[idx].info).strip()
     language = info.split(maxsplit=1)[0] if info else ""
     label = f'<span class="code-lang">{escape(language)}</span>' if language else ""
+    named = f"Copy this {escape(language)} code" if language else "Copy this code"
     code = RendererHTML.fence(renderer, tokens, idx, options, env)
-    return f'<div class="code-block"><div class="code-head">{label}</div>{code}</div>\n'
+    # The header copies its block (app.js): a button for the keyboard and screen readers.
+    head = f'<div class="code-head" role="button" tabindex="0" aria-label="{named}">{label}</div>'
+    return f'<div class="code-block">{head}{code}</div>\n'
 
 
 # An open block's render ends with one of these: the text that arrives after it goes

@@ -8,6 +8,7 @@ stream on its channel, and these signals: REFILL when the stream may have missed
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 
 from chatapp.contract import Published
 
@@ -17,6 +18,8 @@ DRAIN = "drain"  # delivered to streams when the process shuts down: close, let 
 # stream then waits for its next item with no timeout of its own, and a timeout costs a
 # timer for every wait, that is for every event every viewer receives.
 TICK = "tick"
+# Delivered when the stream has bytes of its own to finish writing first (express.py).
+WAKE = "wake"
 
 
 class Subscription:
@@ -30,6 +33,18 @@ class Subscription:
         self._size = size
         self.overflowed = False  # set when the stream fell behind: it reads the log instead
         self.draining = False  # set when the process stops: never lost in a full inbox
+        # The hub writes messages itself when this takes them (express.py): it returns
+        # how many, from the first. Only while the stream waits in `get`, its inbox empty.
+        self.express: Callable[[list[Published]], int] | None = None
+        self._waiting = False
+
+    def deliver_all(self, payloads: list[Published]) -> None:
+        """Deliver messages published together, in order."""
+        taken = 0
+        if self._waiting and self.express and self._inbox.empty():
+            taken = self.express(payloads)  # written by the hub itself
+        for payload in payloads[taken:]:
+            self.deliver(payload)
 
     def deliver(self, item: Published | str) -> None:
         # isinstance first: comparing a message with a string calls its dataclass __eq__,
@@ -47,10 +62,13 @@ class Subscription:
         flag = self._flag()
         if flag is not None:
             return flag
+        self._waiting = True
         try:
             return self._inbox.get(timeout=timeout)
         except queue.Empty:
             return None
+        finally:
+            self._waiting = False
 
     def ready(self, limit: int = 64) -> list[Published | str]:
         """Return what has been delivered already (at most `limit` items), without waiting."""

@@ -5,6 +5,7 @@ answer. A title the person chose (a rename) is never replaced."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,5 +80,10 @@ def make_title(chat_id: str, current_title: str) -> str:
 def clean(reply: str) -> str:
     """The reply's first line, without markdown or quotes around it, as a chat title."""
     line = next((line for line in reply.splitlines() if line.strip()), "")
+    line = _EMPHASIS.sub("", line)  # "Streams with **math**": the marks, not the words
     line = line.strip().strip(QUOTES_AND_MARKS).strip().rstrip(".")
     return store.title_from(line) if line else ""
+
+
+# Emphasis and code marks inside a line (a lone * or _ in a word stays).
+_EMPHASIS = re.compile(r"\*\*|__|`|(?<!\w)[*_](?=\w)|(?<=\w)[*_](?!\w)")

@@ -116,16 +116,25 @@
     });
   });
 
-  // A code block's header copies its code (render.py makes the header; the sanitized
-  // answer itself has no buttons, so "Copy" is the header's own text, from app.css).
-  document.addEventListener("click", function (event) {
-    var head = event.target.closest && event.target.closest(".message .code-head");
-    var code = head && head.parentElement.querySelector("pre");
+  // A code block's header copies its code, on a click or Enter or Space (render.py makes
+  // it a button for the keyboard and screen readers; "Copy" is its own text, from app.css).
+  function copyCode(head) {
+    var code = head.parentElement.querySelector("pre");
     if (!code || !navigator.clipboard) return;
     navigator.clipboard.writeText(code.innerText.replace(/\n$/, "")).then(function () {
       head.setAttribute("data-copied", "");
       setTimeout(function () { head.removeAttribute("data-copied"); }, 1500);
     });
+  }
+  document.addEventListener("click", function (event) {
+    var head = event.target.closest && event.target.closest(".message .code-head");
+    if (head) copyCode(head);
+  });
+  document.addEventListener("keydown", function (event) {
+    var head = event.target.closest && event.target.closest(".message .code-head");
+    if (!head || (event.key !== "Enter" && event.key !== " ")) return;
+    event.preventDefault();  // a space would scroll the page
+    copyCode(head);
   });
 
   // A request that reached no server (offline, or the server down), or an error page from
@@ -138,8 +147,22 @@
     message.textContent = text;
     area.replaceChildren(message);
   }
+  function clearFlash() {
+    var area = document.getElementById("flash");
+    if (area) area.replaceChildren();
+  }
   document.addEventListener("htmx:sendError", function () {
     flash("Could not reach the server: check your connection, then try again.");
+  });
+  // The message goes once something works again: a request (not the app's own refusal,
+  // which it just showed), or the page's stream connecting; or when it is clicked.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    if (event.detail.successful && !(xhr && xhr.getResponseHeader("HX-Retarget"))) clearFlash();
+  });
+  document.addEventListener("htmx:sseOpen", clearFlash);
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("#flash")) clearFlash();
   });
   document.addEventListener("htmx:responseError", function (event) {
     var xhr = event.detail.xhr;

@@ -29,8 +29,9 @@ def test_the_benchmark_runs_and_every_viewer_gets_everything_once(
         assert len(outcome.latencies_ms) >= live.viewers, live.system
         assert live.cpu_seconds > 0
     systems = [live.system for live in report.latency]
-    assert systems == ["chatapp", "chatapp page", "floor", "peer"]
-    chatapp, _, floor, peer = report.latency
+    assert systems == ["chatapp", "chatapp page", "chatapp page, no express", "floor", "peer"]
+    chatapp, page, usual, floor, peer = report.latency
+    assert page.pages_right == usual.pages_right == (page.answers, page.answers)
     assert chatapp.redis_connections[0] == floor.redis_connections[0] == 1  # one pub/sub each
     assert peer.redis_connections[0] == peer.viewers  # flask-sse: one per viewer
     assert len(report.finished_catch_up) == len(report.running_catch_up) == size["joins"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 
+import httpx
 import pytest
 
 from chatapp import store
@@ -402,3 +404,34 @@ def test_deleting_a_chat_stops_its_answer_and_tells_a_page_following_it(stack: S
     follower.join(timeout=30)
     assert seen[-1].event == "gone" and "This chat was deleted." in seen[-1].data
     assert store.get_message(stack.redis(), chat_id, answer_id) is None
+
+
+def test_a_page_that_stops_reading_mid_answer_gets_every_word_once_in_order(
+    stack: Stack,
+) -> None:
+    # The hub writes an answer's words to a waiting stream's socket itself (the express
+    # lane, chatapp/express.py), here while the tab reads nothing (a frozen tab, a phone's
+    # tiny window); then it reads again and gets it all, once. (The kernel holds about
+    # 2 MB here: a socket taking only part of a write is tests/test_express.py's.)
+    device = ChatClient(stack.base)
+    chat_id = device.new_chat()
+    answer_id = device.send_ok(chat_id, "Write while I do not read")
+    small = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)])
+    tab = httpx.Client(base_url=stack.base, transport=small, cookies=device.http.cookies)
+    r = stack.redis()
+    raw = b""
+    with tab, tab.stream("GET", f"/chats/{chat_id}/live", timeout=60) as response:
+        assert response.status_code == 200  # HTTP/1.1: in chunks, as gunicorn frames them
+        chunks = response.iter_bytes()
+        raw += next(chunks)  # the stream began; now nothing is read while it is written
+        wait_until(lambda: store.get_message(r, chat_id, answer_id).running is False)  # type: ignore[union-attr]
+        for chunk in chunks:
+            raw += chunk
+            so_far = parse_events(raw.decode(errors="ignore"))  # a character may be cut
+            if Page().apply(so_far).shows_ended(answer_id):
+                break
+    stored = store.get_message(r, chat_id, answer_id)
+    assert stored is not None and stored.status == "done"
+    events = [e for e in parse_events(raw.decode()) if e.event not in ("ping", "chats")]
+    assert Page().apply(events).shows(answer_id, stored.html)
+    assert_ids_advance(events)

@@ -289,7 +289,7 @@ def test_an_idle_stream_pings_and_closes_with_retry_after_its_maximum_age(
         chat_id, sent.answer_id, None, StreamSettings(ping_seconds=0.2, max_seconds=1.0)
     )
     raw = b"".join(follow(r, hub, request, final)).decode()
-    assert raw.startswith("id: ") and "event: snapshot\n" in raw
+    assert raw.startswith(": following\n\nid: ") and "event: snapshot\n" in raw
     assert raw.count(": ping\nevent: ping\ndata: \n\n") >= 2
     last_block = raw.strip("\n").split("\n\n")[-1]
     assert re.fullmatch(r": try again shortly\nretry: \d+", last_block)

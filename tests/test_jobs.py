@@ -57,19 +57,37 @@ def test_the_openai_path_streams_the_answer_with_the_history_as_context(
     assert [e["t"] for e in log][-1] == "done" and all(e["t"] == "delta" for e in log[:-1])
 
 
+# The server's own words, but never an address of the operator's network: a proxy's
+# "upstream request to http://10.0.0.7:11434/... failed" would tell every user.
+ADDRESS_HIDDEN = "upstream request to (an address) failed"
+
+
+@pytest.mark.parametrize(
+    ("status", "said", "shown"),
+    [
+        (500, "boom", "boom"),
+        (
+            502,
+            "upstream request to http://10.20.0.7:11434/v1/chat/completions failed",
+            ADDRESS_HIDDEN,
+        ),
+        (502, "upstream request to 10.20.0.7:11434 failed", ADDRESS_HIDDEN),
+        (502, "upstream request to ollama.internal:11434 failed", ADDRESS_HIDDEN),
+    ],
+)
 def test_a_model_server_error_ends_the_answer_with_a_readable_error(
-    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path, status: int, said: str, shown: str
 ) -> None:
-    with fake_openai_server(FakeModel([], status=500)) as base_url:
+    with fake_openai_server(FakeModel([], status=status, error=said)) as base_url:
         app = make_test_app(
             redis_server.url, tmp_path, OPENAI_API_KEY="k", OPENAI_BASE_URL=base_url
         )
         sent = new_answer(r)
-        with pytest.raises(Exception, match="boom"):
+        with pytest.raises(Exception, match=said.split()[0]):
             run_job(app, sent, r)
     message = store.get_message(r, sent.chat_id, sent.answer_id)
     assert message is not None and message.status == "error"
-    assert message.error == "The model server answered with an error (500): boom"
+    assert message.error == f"The model server answered with an error ({status}): {shown}"
 
 
 def test_an_unreachable_model_server_ends_the_answer_with_a_readable_error(

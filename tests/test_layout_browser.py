@@ -63,6 +63,22 @@ def test_on_a_phone_words_stay_whole_and_the_cursor_follows_the_text(
     for button in phone.locator("article.answer .answer-actions button").all():
         assert button.evaluate(LINES_OF) == 1, button.inner_text()  # not "Cop|y"
 
+    # Written again: its versions (2/2) join Copy and Regenerate in the answer's header, which
+    # wraps instead of pushing the page sideways; the model's name stays on one line.
+    phone.get_by_role("button", name="Regenerate").click()
+    versions = phone.locator("article.answer[data-status=done] nav.versions")
+    expect(versions).to_contain_text("2/2", timeout=120_000)  # shown once it is written
+    wide = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert wide <= 0, f"the page scrolls sideways by {wide} px"
+    card = phone.locator("article.answer").bounding_box()
+    assert card is not None
+    for part in phone.locator(
+        "article.answer .answer-meta > *, article.answer .answer-actions > *"
+    ).all():
+        box = part.bounding_box()
+        assert box is None or box["x"] + box["width"] <= card["x"] + card["width"] + 0.5
+    assert phone.locator("article.answer .answer-meta .model").evaluate(LINES_OF) == 1
+
 
 def test_on_a_desktop_the_chat_list_panel_fills_the_height(browser: Browser, stack: Stack) -> None:
     context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]

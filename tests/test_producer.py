@@ -208,3 +208,40 @@ def test_the_end_says_whether_the_blocks_written_are_the_answers_html(
     assert end["html"] == render_markdown(text)
     assert end.get("whole", False) is whole
     assert ("".join(e.get("blocks", "") for e in log) == end["html"]) is whole
+
+
+@pytest.mark.parametrize("ending", ["stop", "failure", "dead producer"])
+def test_an_answer_ended_midway_is_rendered_whole_as_a_finished_one(
+    r: redis.Redis, ending: str
+) -> None:
+    # The log holds the open paragraph's last render and the text after it, escaped; an
+    # answer ended there once showed them as two paragraphs, the heading being written
+    # empty and the markdown after the last render as it was typed (issue 18's review).
+    sent = new_answer(r)
+    producer = producer_for(r, sent)
+    pieces = [
+        "# Title\n\n",
+        "A sentence that goes ",
+        "on and on, with **bold",
+        "** words ",
+        "and `code`",
+    ]
+    for piece in pieces:
+        producer.feed(piece)
+        producer.flush()
+    written = "".join(pieces)
+    chat_id, answer_id, gen = sent.chat_id, sent.answer_id, sent.generation_id
+    if ending == "stop":
+        store.end(r, chat_id, answer_id, gen, store.Terminal(contract.STOPPED))
+    elif ending == "failure":
+        store.end(r, chat_id, answer_id, gen, store.Terminal(contract.ERROR, message="lost"))
+    else:
+        r.delete(store.heartbeat_key(chat_id, gen))
+        message = store.get_message(r, chat_id, answer_id)
+        assert message is not None and store.end_if_dead(r, chat_id, message)
+    ended = store.get_message(r, chat_id, answer_id)
+    assert ended is not None and ended.text == written
+    assert ended.html == render_markdown(written)
+    assert ended.html.count("<p>") == 1 and "<strong>bold</strong>" in ended.html
+    terminal = log_of(r, sent)[-1]
+    assert terminal["html"] == ended.html  # what every page's `end` shows

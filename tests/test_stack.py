@@ -116,3 +116,22 @@ def test_health_and_rate_limits_use_the_configured_redis(stack: Stack) -> None:
     ChatClient(stack.base)  # signs up and logs in: both are rate limited
     counters = list(stack.redis().scan_iter("*chatapp-limits*"))  # on a cluster: every node
     assert counters, "no rate-limit counters"
+
+
+def test_an_answer_resumed_at_its_newest_word_starts_with_its_headers(stack: Stack) -> None:
+    # Resumed where its log ends, a stream has nothing to send until the next word, which
+    # the hub then writes to the socket itself (chatapp/express.py): the status line and
+    # headers must have gone out first (they once did not: the client read a chunk).
+    client = ChatClient(stack.base)
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, "Resume me at my newest word, again and again")
+    r = stack.redis()
+    for _ in range(10):
+        message = store.get_message(r, chat_id, answer_id)
+        assert message is not None
+        if not message.running:
+            break
+        newest = f"{message.gen}:{store.log_length(r, chat_id, message.gen)}"
+        events = client.stream(chat_id, answer_id, last_event_id=newest, max_events=1)
+        assert events and events[0].event in ("delta", "end"), events
+    assert client.stream(chat_id, answer_id)[-1].event == "end"

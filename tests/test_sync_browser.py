@@ -166,6 +166,13 @@ def test_every_screen_of_one_user_follows_the_same_chat_live(
     head.click()
     expect(head).to_have_attribute("data-copied", "", timeout=TIMEOUT_MS)
     assert laptop.evaluate("navigator.clipboard.readText()") == code
+    # From the keyboard too: the header is a button a screen reader names.
+    laptop.evaluate("navigator.clipboard.writeText('')")
+    keyed = finished.get_by_role("button", name="Copy this python code")
+    keyed.focus()
+    laptop.keyboard.press("Enter")
+    expect(keyed).to_have_attribute("data-copied", "", timeout=TIMEOUT_MS)
+    assert laptop.evaluate("navigator.clipboard.readText()") == code
 
     # A new chat made on the laptop appears in the phone's list, without a reload.
     expect(phone.locator("#chat-list > li")).to_have_count(1, timeout=TIMEOUT_MS)
@@ -202,6 +209,8 @@ def test_a_chat_deleted_on_one_device_leaves_every_screen_showing_it(
     laptop.get_by_role("button", name="Delete chat").click()
     laptop.wait_for_url(base + "/")
     expect(phone.locator(".chat-gone")).to_contain_text("This chat was deleted.")
+    expect(phone.locator("#composer")).to_be_hidden()  # nothing more to send there
+    expect(phone.get_by_text("Chat options")).to_be_hidden()
     expect(phone).to_have_url(base + "/", timeout=TIMEOUT_MS)
     expect(phone.locator(f'a[href="{chat_url.removeprefix(base)}"]')).to_have_count(0)
     phone.reload()
@@ -253,10 +262,16 @@ def test_a_lost_connection_shows_beside_the_answer_and_a_send_that_cannot_go_say
     expect(answer).to_have_attribute("data-status", "stopped")
     contexts[0].set_offline(True)
     send(laptop, "Anyone there?")
-    expect(laptop.locator("#flash")).to_contain_text("Could not reach the server")
+    flash = laptop.locator("#flash")
+    expect(flash).to_contain_text("Could not reach the server")
+    expect(flash).to_be_in_viewport()  # in the window, where the person is, not page-top
+    flash_box, composer_box = flash.bounding_box(), laptop.locator("#composer").bounding_box()
+    assert flash_box and composer_box
+    assert flash_box["y"] + flash_box["height"] <= composer_box["y"]  # not over the composer
     expect(laptop.locator("#composer-text")).to_have_value("Anyone there?")  # kept
     contexts[0].set_offline(False)
     expect(laptop.locator("section.chat")).to_have_attribute("data-connection", "open")
+    expect(flash).to_be_empty()  # the connection is back: the message goes
     laptop.get_by_role("button", name="Send").click()
     expect(laptop.locator("article.user")).to_have_count(2)
 

@@ -87,6 +87,8 @@ def test_the_offline_model_keeps_the_first_message_as_the_title(
         ('"Resumable streams, explained."', "Resumable streams, explained"),
         ("\n# A heading\nand more", "A heading"),
         ("**Bold title**", "Bold title"),
+        ("Streams with **math**, a `table` and _more_", "Streams with math, a table and more"),
+        ("snake_case and 2 * 3", "snake_case and 2 * 3"),
         ("\u201cCurly\u201d", "Curly"),
         ("", ""),
         ("x" * 300, "x" * 59 + "…"),

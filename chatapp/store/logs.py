@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from redis.commands.core import Script
 
 from chatapp import contract
 from chatapp.config import DEFAULTS
+from chatapp.render import render_markdown
 from chatapp.store import nudges
 from chatapp.store.keys import (
     channel,
@@ -150,9 +151,34 @@ def end(
     generation_id: str,
     terminal: Terminal,
     timing: Timing | None = None,
+    only_if_dead: bool = False,
 ) -> AppendResult:
-    """Append the terminal entry now, at whatever length the log has (stop, failures)."""
-    return append(r, chat_id, message_id, generation_id, [], None, terminal, timing)
+    """Append the terminal entry now, wherever the producer is (stop, failures), with the
+    answer so far rendered whole, as a finished answer is (the log's pieces were rendered
+    a flush at a time: a paragraph cut at the last render, markdown not yet shown).
+
+    The producer may append meanwhile: the end is fenced by the length of the log it
+    rendered, and read again if that changed; after a few tries, the script joins what
+    the log holds as it is."""
+    for _ in range(3):
+        raw = read_log(r, chat_id, generation_id)
+        whole = _rendered_whole(terminal, contract.entries(raw))
+        result = append(
+            r, chat_id, message_id, generation_id, [], len(raw), whole, timing, only_if_dead
+        )
+        if result.status != "seq":
+            return result
+    return append(r, chat_id, message_id, generation_id, [], None, terminal, timing, only_if_dead)
+
+
+def _rendered_whole(terminal: Terminal, entries: list[contract.Entry]) -> Terminal:
+    """`terminal` with the text of `entries` rendered as one (and its reasoning kept)."""
+    text = "".join(entry.text for entry in entries)
+    fields = dict(terminal.fields)
+    thinking = "".join(entry.think for entry in entries)
+    if thinking:
+        fields["thinking_html"] = thinking
+    return replace(terminal, text=text, html=render_markdown(text), fields=fields)
 
 
 def end_if_dead(
@@ -167,18 +193,8 @@ def end_if_dead(
         return False
     status = r.hget(message_key(chat_id, message.id), "status")  # `message` may be old news
     reason = DEAD_QUEUED if status == "queued" else DEAD_PRODUCER
-    result = append(
-        r,
-        chat_id,
-        message.id,
-        message.gen,
-        [],
-        None,
-        Terminal(contract.ERROR, message=reason),
-        timing,
-        only_if_dead=True,
-    )
-    return result.ok
+    terminal = Terminal(contract.ERROR, message=reason)
+    return end(r, chat_id, message.id, message.gen, terminal, timing, only_if_dead=True).ok
 
 
 def is_alive(r: redis.Redis, chat_id: str, generation_id: str) -> bool:
