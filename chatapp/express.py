@@ -88,7 +88,7 @@ class ExpressListener(Protocol):
 
 
 class Lane:
-    """One stream's express lane, called by the hub from `Subscription.deliver`."""
+    """One stream's express lane, called by the hub from `Subscription.deliver_all`."""
 
     def __init__(
         self,
