@@ -120,10 +120,8 @@ class _AnswerStream:
     def express(self, payload: Published) -> bytes | None:
         if self.finished or not isinstance(payload, AnswerEntries):
             return None
-        entries = self.answer.next_in(payload)
-        if entries is None or any(entry.terminal for entry in entries):
-            return None  # the end goes the usual way
-        return b"".join(self._send(entries))
+        entries = self.answer.expressible(payload)
+        return None if entries is None else b"".join(self._send(entries))
 
     def missed(self) -> Iterator[bytes]:
         yield from self._send(self.answer.missed())

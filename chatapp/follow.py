@@ -218,12 +218,14 @@ class AnswerLog:
             return self.missed()
         return payload.entries[self.sent + 1 - payload.first :]
 
-    def next_in(self, payload: AnswerEntries) -> list[Entry] | None:
-        """The entries of a live message that follow what this stream sent, without reading
-        the log: None if it is another generation's or leaves a gap."""
+    def expressible(self, payload: AnswerEntries) -> list[Entry] | None:
+        """The entries of a live message that follow what this stream sent, if sending
+        them needs no I/O (express.py): None if it is another generation's, leaves a gap
+        (the log is read) or ends the answer (its end is read and rendered)."""
         if payload.generation_id != self.generation_id or payload.first > self.sent + 1:
             return None
-        return payload.entries[self.sent + 1 - payload.first :]
+        entries = payload.entries[self.sent + 1 - payload.first :]
+        return None if any(entry.terminal for entry in entries) else entries
 
     def missed(self) -> list[Entry]:
         """The entries after the last one sent, from the log."""

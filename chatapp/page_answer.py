@@ -73,10 +73,8 @@ class PageAnswer:
         log = self.log
         if log is None or self.ending:
             return None
-        entries = log.next_in(payload)
-        if entries is None or any(entry.terminal for entry in entries):
-            return None
-        return b"".join(self._send(entries))
+        entries = log.expressible(payload)
+        return None if entries is None else b"".join(self._send(entries))
 
     def refill(self) -> Iterator[bytes]:
         """The entries published that this stream may have missed, from the log."""
