@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The Durable Streams conformance suite and TypeScript client (npm), for `make test`.
+DURABLE_TESTS := tests/durable_streams/node_modules/.installed
 
 .PHONY: run test test-fast bench screenshots system-test-packages
 
@@ -10,7 +12,7 @@ run: $(VENV)/.installed
 	$(BIN)/python -m chatapp.launcher
 
 ## Install what the tests need and run the whole suite (lint, types, tests, browser tests).
-test: system-test-packages $(VENV)/.installed-test
+test: system-test-packages $(VENV)/.installed-test $(DURABLE_TESTS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -42,10 +44,15 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Debian's redis-server, chromium, nginx and openssl (each package installs the command of its
+# The Durable Streams conformance suite and TypeScript client (npm, versions locked).
+$(DURABLE_TESTS): tests/durable_streams/package-lock.json
+	npm ci --prefix tests/durable_streams --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's redis-server, chromium, nginx, openssl and npm (each package installs the command of its
 # name): the missing ones installed with apt-get when running as root, otherwise they must
 # already be there (see the README). `test-fast` needs redis-server only.
-TEST_PACKAGES = redis-server chromium nginx openssl
+TEST_PACKAGES = redis-server chromium nginx openssl npm
 test-fast: TEST_PACKAGES = redis-server
 system-test-packages:
 	@missing=""; for command in $(TEST_PACKAGES); do \

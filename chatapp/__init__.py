@@ -44,8 +44,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from chatapp import (
         auth,
         bodies,
+        conformance,
         connections,
         dashboard,
+        durable_views,
         errors,
         live_views,  # noqa: F401 (adds the streams to views.bp)
         ops,
@@ -64,5 +66,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ratelimit.init_app(app)
     app.register_blueprint(views.bp)  # with live_views' streams on it
     app.register_blueprint(ops.bp)
+    durable_views.init_app(app, web.csrf)
+    conformance.init_app(app, web.csrf)
     dashboard.init_app(app)
     return app

@@ -9,6 +9,7 @@ from flask import (
     Flask,
     abort,
     current_app,
+    make_response,
     redirect,
     render_template,
     request,
@@ -16,7 +17,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from chatapp import users
+from chatapp import access_tokens, conformance, durable_views, users
 from chatapp.connections import get_redis
 from chatapp.errors import error_response
 from chatapp.jobs import timing_from
@@ -31,6 +32,9 @@ bp = Blueprint("auth", __name__)
 PUBLIC_ENDPOINTS = frozenset(
     {"auth.login", "auth.signup", "static", "chat.stream", "chat.live", "chat.live_chat_list"}
     | {"ops.healthz", "ops.metrics"}  # for machines; /metrics checks its own access
+    # Durable Streams: their own access (a token or the session; 404 to anyone else)
+    | durable_views.ENDPOINTS
+    | conformance.ENDPOINTS
 )
 
 
@@ -149,10 +153,39 @@ def add_user() -> BaseResponse:
 
 @bp.get("/account")
 def account() -> str:
+    return _account_page(done=request.args.get("done"))
+
+
+def _account_page(**shown: object) -> str:
     user, r = current_user(), get_redis()
     assert user is not None  # the login gate
     others = len(users.live_sessions(r, user.id)) - 1
-    return render_template("account.html", others=max(others, 0), done=request.args.get("done"))
+    tokens = access_tokens.list_tokens(r, user.id)
+    return render_template("account.html", others=max(others, 0), tokens=tokens, **shown)
+
+
+@bp.post("/account/tokens")
+@limiter.limit(lambda: current_app.config["RATE_LIMIT_ACTIONS"], key_func=per_user)
+def create_token() -> tuple[str, int] | BaseResponse:
+    """Make a personal access token and show it, this once (only its hash is kept)."""
+    user = current_user()
+    assert user is not None
+    try:
+        token = access_tokens.create(get_redis(), user.id, request.form.get("name", ""))
+    except access_tokens.TokenError as exc:
+        return _account_error(str(exc), 400)
+    page = make_response(_account_page(new_token=token))
+    page.headers["Cache-Control"] = "no-store"  # not shown again from the browser's history
+    return page
+
+
+@bp.post("/account/tokens/<token_id>/revoke")
+def revoke_token(token_id: str) -> BaseResponse:
+    user = current_user()
+    assert user is not None
+    if not access_tokens.revoke(get_redis(), user.id, token_id):
+        abort(404, "You have no such token (it may be revoked already).")
+    return redirect(url_for("auth.account", done="revoked"), code=303)
 
 
 @bp.post("/account/password")
@@ -185,9 +218,7 @@ def end_other_sessions() -> BaseResponse:
 
 
 def _account_error(message: str, status: int) -> tuple[str, int]:
-    user = current_user()
-    others = len(users.live_sessions(get_redis(), user.id)) - 1 if user else 0
-    return render_template("account.html", others=max(others, 0), error=message), status
+    return _account_page(error=message), status
 
 
 @bp.post("/admin/users/<user_id>/<action>")

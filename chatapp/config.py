@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "STREAMS_PER_USER": 60,  # streams one user may hold in a web process (a tab holds one)
     "STREAM_MAX_SECONDS": 600.0,  # a stream is closed after this long; the browser resumes it
     "EXPRESS_WRITES": True,  # the hub writes an answer's next entries to waiting streams itself
+    "DURABLE_LONG_POLL_SECONDS": 20.0,  # a Durable Streams long-poll waits this long for news
+    # The conformance suite's write side (conformance.py): for its test run only, never in
+    # production (anyone could write streams).
+    "DURABLE_STREAMS_TEST_WRITES": False,
     "QUEUE_NAME": "chatapp",
     # Accounts and limits
     "REGISTRATION": "open",  # "open", or "closed": only the admin adds accounts

@@ -56,7 +56,13 @@ def as_json(chat: Chat, messages: list[Message]) -> str:
                 "status": message.status,
                 "text": message.text,
                 "created": _when(message.created),
-                **({"model": message.model} if message.role == "assistant" else {}),
+                # An answer's model, and the generation shown (its Durable Stream:
+                # /chats/<chat>/messages/<answer>/generations/<generation>)
+                **(
+                    {"model": message.model, "generation": message.gen}
+                    if message.role == "assistant"
+                    else {}
+                ),
                 **({"error": message.error} if message.status == "error" else {}),
                 **(_usage(message) if message.answer_tokens else {}),
             }

@@ -118,6 +118,8 @@ class StreamSettings:
     timing: store.Timing = field(default_factory=store.Timing)
     # The response's socket, when the hub may write an answer's entries to it (express.py).
     writer: SocketWriter | None = None
+    # A keep-alive: the page's is a comment and an event it can see (frames.ping_event).
+    ping: bytes = frames.ping_event().encode()
 
 
 def relay(
@@ -194,7 +196,7 @@ class _Clock:
             yield from listener.live(message)
         if not listener.done() and now - self.last_ping >= self.settings.ping_seconds:
             self.last_ping = now
-            yield frames.ping_event().encode()
+            yield self.settings.ping
 
 
 @dataclass

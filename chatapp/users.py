@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from chatapp import passwords, search, store
+from chatapp import access_tokens, passwords, search, store
 from chatapp.store import user_chats_key
 
 PREFIX = f"{store.PREFIX}:accounts"
@@ -133,6 +133,7 @@ def delete_user(r: redis.Redis, user: User, timing: store.Timing) -> None:
             else:
                 store.delete_chat(r, chat, timing)  # which takes it off the list
     search.forget_user(r, user.id)
+    access_tokens.revoke_all(r, user.id)
     r.hdel(NAMES_KEY, user.name.lower())
     r.delete(user_key(user.id), user_chats_key(user.id), sessions_key(user.id))
 

@@ -25,7 +25,8 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-STREAMS = {"chat.stream", "chat.live", "chat.live_chat_list"}  # the event-stream endpoints
+# The event-stream endpoints, and the Durable Streams' reads (durable_views.py)
+STREAMS = {"chat.stream", "chat.live", "chat.live_chat_list", "durable.answer", "durable.events"}
 
 
 class SessionInterface(SecureCookieSessionInterface):

@@ -102,14 +102,17 @@
     }
   });
 
-  // Copy an answer's text, or its code blocks (the sanitized answer itself has no buttons).
+  // Copy an answer's text, or its code blocks (the sanitized answer itself has no buttons),
+  // or a new access token (account page).
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("button[data-copy]");
     if (!button || !navigator.clipboard) return;
     var parts = Array.from(document.querySelectorAll(button.dataset.copy));
     if (!parts.length) return;
     var label = button.textContent;
-    var text = parts.map(function (part) { return part.innerText.replace(/\n$/, ""); });
+    var text = parts.map(function (part) {
+      return (part.tagName === "INPUT" ? part.value : part.innerText).replace(/\n$/, "");
+    });
     navigator.clipboard.writeText(text.join("\n\n")).then(function () {
       button.textContent = "Copied";
       setTimeout(function () { button.textContent = label; }, 1500);

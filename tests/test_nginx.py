@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import signal
 import threading
@@ -14,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from chatapp import store
+from chatapp import access_tokens, store
 from harness.client import ChatClient, Event, parse_events
 from harness.page import Page, showing, status_in
 from harness.servers import (
@@ -142,6 +143,37 @@ def test_https_with_http2_carries_pages_and_a_live_answer(proxied: Stack) -> Non
     fresh = httpx.Client(base_url=proxied.https_base, http2=True, verify=False)
     cookie = fresh.get("/login").headers["set-cookie"]
     assert "session=" in cookie and "Secure" in cookie
+
+
+def test_durable_stream_reads_of_a_running_answer_pass_nginx_over_http2(proxied: Stack) -> None:
+    """An outside client with a token: SSE and long-poll, each to the answer's end."""
+    same_site = {"Referer": proxied.https_base + "/"}
+    client = ChatClient(proxied.https_base, http2=True, verify=False, headers=same_site)
+    chat_id = client.new_chat()
+    answer_id = client.send_ok(chat_id, "Durable, through nginx")
+    answer = store.get_message(proxied.redis(), chat_id, answer_id)
+    chat = store.get_chat(proxied.redis(), chat_id)
+    assert answer is not None and chat is not None
+    token = access_tokens.create(proxied.redis(), chat.owner, "a script")
+    url = f"/chats/{chat_id}/messages/{answer_id}/generations/{answer.gen}"
+    auth = {"Authorization": f"Bearer {token}"}
+    http = httpx.Client(base_url=proxied.https_base, http2=True, verify=False, headers=auth)
+    with http.stream("GET", url, params={"offset": "-1", "live": "sse"}, timeout=60) as sse:
+        assert sse.status_code == 200 and sse.http_version == "HTTP/2"
+        assert "content-encoding" not in sse.headers
+        events = parse_events(sse.read().decode())  # the response ends with the answer
+    sent = "".join(e.data[1:-1] + "," for e in events if e.event == "data")
+    offset, polled = "-1", ""
+    while True:  # long-polls, each from the offset the last one gave
+        got = http.get(url, params={"offset": offset, "live": "long-poll"}, timeout=60)
+        assert got.status_code in (200, 204)
+        polled += got.text[1:-1] + "," if got.status_code == 200 else ""
+        offset = got.headers["Stream-Next-Offset"]
+        if got.headers.get("Stream-Closed") == "true":
+            break
+    log = store.read_log(proxied.redis(), chat_id, answer.gen)
+    assert sent == polled == "".join(entry + "," for entry in log)
+    assert json.loads(log[-1])["t"] == "done"
 
 
 def test_static_files_come_from_nginx_kept_for_a_year_under_content_hashed_urls(
