@@ -171,6 +171,29 @@ def test_in_chromium_a_token_is_made_shown_once_used_and_revoked(
     page.goto(slow_stack.base)
     chat_url = start_a_chat(page, "Hello from Chromium")
     events_url = chat_url.replace(slow_stack.base, "") + "/events"
+    # The app's own page reads the stream with its session cookie, as any script of the
+    # page would: a fetch, and an EventSource to the answer's end event.
+    events = page.evaluate("url => fetch(url).then(response => response.json())", events_url)
+    started = [e for e in events if e["t"] == contract.ANSWER_STARTED][-1]
+    answer_url = (
+        f"{events_url[: -len('/events')]}/messages/{started['m']}/generations/{started['g']}"
+    )
+    last_control = page.evaluate(
+        """url => new Promise(resolve => {
+            const source = new EventSource(url + "?offset=-1&live=sse")
+            source.addEventListener("control", event => {
+                const control = JSON.parse(event.data)
+                if (control.streamClosed) { source.close(); resolve(control) }
+            })
+        })""",
+        answer_url,
+    )
+    log = store.read_log(slow_stack.redis(), chat_url.rsplit("/", 1)[1], started["g"])
+    assert last_control == {
+        "streamNextOffset": f"{len(log):016d}",
+        "streamClosed": True,
+        "upToDate": True,
+    }
     with httpx.Client(base_url=slow_stack.base) as http:
         auth = {"Authorization": f"Bearer {token}"}
         assert http.get(events_url, headers=auth).status_code == 200
