@@ -10,7 +10,6 @@ news of it; the protocol code reads all kinds the same way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -128,7 +127,7 @@ class AnswerGeneration:
             ("HGET", message, "gen"),
             ("HGET", message, "status"),
         )
-        closed = last is not None and _is_terminal(last)
+        closed = last is not None and contract.entries([_text(last)])[0].terminal
         running = _text(gen) == self.generation_id and _text(status) in ("queued", "streaming")
         return Page(entries, start, tail, closed, gone=tail == 0 and not running)
 
@@ -182,13 +181,6 @@ class ChatEventLog:
         return isinstance(payload, ChatEvents)
 
     def end_if_dead(self, r: redis.Redis, timing: store.Timing) -> bool:
-        return False
-
-
-def _is_terminal(raw: object) -> bool:
-    try:
-        return json.loads(raw).get("t") in contract.TERMINAL  # type: ignore[arg-type]
-    except (ValueError, TypeError, AttributeError):
         return False
 
 

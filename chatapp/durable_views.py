@@ -25,8 +25,8 @@ from chatapp import durable_streams as protocol
 from chatapp.connections import UNAVAILABLE, get_hub, get_redis
 from chatapp.durable_logs import ChatEventLog, DurableLog, answer_generation
 from chatapp.follow import StreamSettings
-from chatapp.owner import current_session_id, current_user
-from chatapp.stream_share import get_stream_share
+from chatapp.owner import current_session_id, current_user, owned_chat
+from chatapp.stream_share import get_stream_share, held_by
 
 bp = Blueprint("durable", __name__)
 
@@ -89,11 +89,10 @@ def _serve(chat_id: str, find: Callable[[redis.Redis], DurableLog | None]) -> Re
         reader = _reader()
         if isinstance(reader, Response):
             return reader
-        if reader is None or not store.is_id(chat_id):
+        if reader is None or owned_chat(reader.user_id, chat_id) is None:
             return protocol.not_found()
         r = get_redis()
-        chat = store.get_chat(r, chat_id)
-        log = find(r) if chat is not None and chat.owner == reader.user_id else None
+        log = find(r)
         if log is None:
             return protocol.not_found()
         if request.method == "HEAD":
@@ -147,21 +146,15 @@ def _token_user(r: redis.Redis, token: str) -> users.User | None:
 
 def _held(user_id: str, read: Callable[[], Response]) -> Response:
     """A live read holds a connection: it counts in the user's share (stream_share.py)."""
-    share = get_stream_share()
-    if not share.take(user_id):
-        message = (
-            f"This account holds {share.per_user} live streams on this server, the most it may. "
-            "Close some and try again."
-        ).encode()
-        headers = {"Retry-After": "30", **protocol.NO_STORE}
-        return protocol.respond(429, message, headers, "text/plain; charset=utf-8")
-    try:
-        response = read()
-    except BaseException:
-        share.give_back(user_id)
-        raise
-    response.call_on_close(lambda: share.give_back(user_id))
-    return response
+    response = held_by(user_id, read)
+    if response is not None:
+        return response
+    message = (
+        f"This account holds {get_stream_share().per_user} live streams on this server, the "
+        "most it may. Close some and try again."
+    ).encode()
+    headers = {"Retry-After": "30", **protocol.NO_STORE}
+    return protocol.respond(429, message, headers, "text/plain; charset=utf-8")
 
 
 def _if_none_match() -> str | None:

@@ -21,7 +21,7 @@ from chatapp.follow import StreamSettings, retry_later
 from chatapp.owner import current_session_id, current_user, current_user_id, find_chat
 from chatapp.running_answer import AnswerBody
 from chatapp.store import Message
-from chatapp.stream_share import get_stream_share
+from chatapp.stream_share import get_stream_share, held_by
 from chatapp.views import bp
 
 log = logging.getLogger(__name__)
@@ -137,22 +137,22 @@ def live(chat_id: str) -> Response:
 def _event_stream(user_id: str, events: Iterator[bytes]) -> Response:
     """Send `events` as the user's stream, within their share of this process's streams
     (stream_share.py); the excess is refused with 429, which a tab retries later."""
-    share = get_stream_share()
-    if not share.take(user_id):
-        log.warning(
-            "stream %s: user %s holds %d streams here", request.path, user_id, share.per_user
-        )
-        message = (
-            f"This account has {share.per_user} live pages open on this server, the most it may "
-            "have. Close some tabs; this one reconnects by itself."
-        )
-        headers = {**SSE_HEADERS, "Retry-After": "30"}
-        return Response(message, 429, mimetype="text/plain", headers=headers)
-    response = Response(
-        stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS
+    response = held_by(
+        user_id,
+        lambda: Response(
+            stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS
+        ),
     )
-    response.call_on_close(lambda: share.give_back(user_id))
-    return response
+    if response is not None:
+        return response
+    per_user = get_stream_share().per_user
+    log.warning("stream %s: user %s holds %d streams here", request.path, user_id, per_user)
+    message = (
+        f"This account has {per_user} live pages open on this server, the most it may "
+        "have. Close some tabs; this one reconnects by itself."
+    )
+    headers = {**SSE_HEADERS, "Retry-After": "30"}
+    return Response(message, 429, mimetype="text/plain", headers=headers)
 
 
 def _come_back_later(exc: Exception) -> Response:

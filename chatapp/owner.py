@@ -63,10 +63,16 @@ def current_session_id() -> str:
 def find_chat(chat_id: str) -> Chat | None:
     """Return the chat if it exists and belongs to the current user, else None."""
     user = current_user()
-    if user is None or not store.is_id(chat_id):
+    return owned_chat(user.id, chat_id) if user else None
+
+
+def owned_chat(user_id: str, chat_id: str) -> Chat | None:
+    """Return the chat if it exists and belongs to `user_id` (the session's user, or an
+    access token's: durable_views.py), else None."""
+    if not store.is_id(chat_id):
         return None
     chat = store.get_chat(get_redis(), chat_id)
-    if chat is None or chat.owner != user.id:
+    if chat is None or chat.owner != user_id:
         return None
     return chat
 

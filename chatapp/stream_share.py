@@ -8,8 +8,9 @@ tabs and devices hold one stream each, far below STREAMS_PER_USER.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 
 
 class StreamShare:
@@ -39,3 +40,18 @@ def init_app(app: Flask) -> None:
 def get_stream_share() -> StreamShare:
     share: StreamShare = current_app.extensions["stream_share"]
     return share
+
+
+def held_by(user_id: str, respond: Callable[[], Response]) -> Response | None:
+    """The response `respond` makes, counted in the user's share until it closes; None
+    (nothing made) when they hold their share already: the caller refuses with 429."""
+    share = get_stream_share()
+    if not share.take(user_id):
+        return None
+    try:
+        response = respond()  # a long-poll waits in here: it counts while it does
+    except BaseException:
+        share.give_back(user_id)
+        raise
+    response.call_on_close(lambda: share.give_back(user_id))
+    return response
