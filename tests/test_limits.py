@@ -324,8 +324,8 @@ def test_one_user_holds_at_most_their_share_of_a_processs_streams(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """Through gunicorn: a user's streams past STREAMS_PER_USER (of every kind: the chat
-    page's, the front page's, an answer's) are refused with 429 and a reason, while
-    another user's open; a stream that closes frees its place."""
+    page's, the front page's, an answer's, a Durable Streams read) are refused with 429
+    and a reason, while another user's open; a stream that closes frees its place."""
     # Pings every second: a closed stream is noticed at its next write.
     settings = {"CHATAPP_STREAMS_PER_USER": "3", "CHATAPP_PING_SECONDS": "1"}
     env = stack_env(redis_server.url, tmp_path, **settings)
@@ -338,6 +338,9 @@ def test_one_user_holds_at_most_their_share_of_a_processs_streams(
         refused = greedy.http.get(f"/chats/{chat}/live")
         assert refused.status_code == 429 and "live pages open" in refused.text
         assert refused.headers["Retry-After"] == "30"
+        # A Durable Streams live read holds a place too (stream_share.held_by).
+        durable = greedy.http.get(f"/chats/{chat}/events", params={"offset": "-1", "live": "sse"})
+        assert durable.status_code == 429 and "live streams" in durable.text
         with other.http.stream("GET", f"/chats/{other.new_chat()}/live") as theirs:
             assert theirs.status_code == 200
         streams[0].close()
